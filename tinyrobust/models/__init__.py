@@ -1,0 +1,13 @@
+"""Model zoo: `get_model(name, num_classes, **kwargs)` -> Flax linen module.
+
+Every model maps `x` (batch first) to logits with `__call__(x, train=False)`;
+`train=False` (the default, used by attacks and profiling) freezes batch-norm
+statistics and disables dropout. Families register themselves on import.
+"""
+
+from tinyrobust.models.registry import get_model
+from tinyrobust.models.registry import list_models
+from tinyrobust.models.registry import register
+from tinyrobust.models import simple  # mlp, cnn
+
+__all__ = ['get_model', 'list_models', 'register']
