@@ -1,0 +1,31 @@
+"""Shared config defaults: every experiment config starts from `base_config`."""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Returns the config schema with defaults that individual files override."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.data = ml_collections.ConfigDict()
+  c.data.name = ''
+  c.data.options = ml_collections.ConfigDict()
+  c.data.augment = 'none'
+  c.model = ml_collections.ConfigDict()
+  c.model.name = ''
+  c.model.num_classes = ml_collections.config_dict.placeholder(int)
+  c.model.kwargs = ml_collections.ConfigDict()
+  c.train = ml_collections.ConfigDict()
+  c.train.epochs = 10
+  c.train.batch_size = 64
+  c.train.eval_batch_size = 512
+  c.train.optimizer = 'adam'
+  c.train.learning_rate = 1e-3
+  c.train.schedule = 'cosine'
+  c.train.warmup_epochs = 0
+  c.train.weight_decay = 0.0
+  c.train.momentum = 0.9
+  c.train.label_smoothing = 0.0
+  c.train.grad_clip_norm = 0.0
+  c.train.progress_bar = True
+  return c

@@ -1,0 +1,59 @@
+"""Pure, jittable FGSM and PGD attack kernels (L-inf and L2).
+
+This package imports nothing from `tinyrobust.models` or `tinyrobust.data`:
+a model enters only as `apply_fn(variables, x) -> logits`.
+
+    attack = make_pgd(apply_fn, norm='linf', steps=10, clip=(0.0, 1.0))
+    x_adv = attack(variables, x, y, key, 8 / 255)        # [B, ...]
+
+    # An eps grid in one compiled call, [n_eps, B, ...]; never retraces for
+    # new eps values of the same shape.
+    sweep = jax.jit(jax.vmap(attack, in_axes=(None, None, None, None, 0)))
+    x_advs = sweep(variables, x, y, key, jnp.array([0.0, 2 / 255, 8 / 255]))
+
+Flax models: `apply_fn = functools.partial(module.apply, train=False)` (eval
+mode: batch-norm statistics frozen, no dropout; the variables stay an
+argument, never closed over).
+
+Attacking through a front-end. When the model consumes features computed from
+a raw signal (MFCCs from audio, window statistics from IMU), compose the
+front-end into `apply_fn` and the same kernels perturb the raw signal, which
+is the physically meaningful threat (the adversary controls the sensor, not
+the features); eps and `clip` are then in raw-signal units:
+
+    def window_stats(x):                      # [B, T, C] -> [B, 2C]
+      return jnp.concatenate([x.mean(1), x.var(1)], axis=-1)
+
+    def apply_raw(variables, x_raw):          # model o frontend
+      return feature_model.apply(variables, window_stats(x_raw), train=False)
+
+    attack = make_pgd(apply_raw, steps=10, clip=(-4.0, 4.0))   # +-4 g
+    x_raw_adv = attack(variables, x_raw, y, key, 0.05)
+
+The front-end must be differentiable (written in JAX). Attacking in feature
+space, as the original study did, is `make_pgd(feature_apply_fn)` on the
+features themselves.
+
+Step loop: `loop=None` picks `default_loop()` for the backend ('unroll' on
+CPU, 'fori' on GPU/TPU; see `DEFAULT_LOOP` and experiments/bench_attacks.py).
+"""
+
+from tinyrobust.attacks.checks import check_inputs
+from tinyrobust.attacks.checks import check_shapes
+from tinyrobust.attacks.checks import LOOPS
+from tinyrobust.attacks.losses import get_loss
+from tinyrobust.attacks.losses import label_margin
+from tinyrobust.attacks.losses import LOSSES
+from tinyrobust.attacks.norms import NORMS
+from tinyrobust.attacks.norms import per_example_norm
+from tinyrobust.attacks.norms import project
+from tinyrobust.attacks.pgd import default_loop
+from tinyrobust.attacks.pgd import DEFAULT_LOOP
+from tinyrobust.attacks.pgd import make_fgsm
+from tinyrobust.attacks.pgd import make_pgd
+
+__all__ = [
+    'check_inputs', 'check_shapes', 'LOOPS', 'get_loss', 'label_margin',
+    'LOSSES', 'NORMS', 'per_example_norm', 'project', 'default_loop',
+    'DEFAULT_LOOP', 'make_fgsm', 'make_pgd',
+]

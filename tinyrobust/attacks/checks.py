@@ -1,0 +1,120 @@
+"""Input validation for attack kernels, raising ValueError before compilation.
+
+Two levels: `check_shapes` looks only at shapes and dtypes, so it also runs
+while tracing under `jit`/`vmap`; `check_inputs` also inspects values (finite
+inputs, eps >= 0, labels in range) and therefore needs concrete arrays. The
+kernels call both when their inputs are concrete; inside a user's `jit` only
+the shape checks can run, so call `check_inputs` on the host data first (as
+`tinyrobust.evaluate` does).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import numpy as np
+
+LOOPS = ('fori', 'scan', 'unroll')
+
+
+def is_traced(*arrays: Any) -> bool:
+  """True if any argument is an abstract tracer (inside jit/vmap/grad)."""
+  return any(isinstance(a, jax.core.Tracer) for a in arrays)
+
+
+def check_shapes(x: Any, y: Any, eps: Any) -> None:
+  """Static checks on shapes/dtypes of `x [B, ...]`, `y [B]`, eps `[]`/`[B]`."""
+  x_shape, y_shape, e_shape = np.shape(x), np.shape(y), np.shape(eps)
+  if len(x_shape) < 1:
+    raise ValueError(f'x must have a leading batch axis, got shape {x_shape}.')
+  if not np.issubdtype(np.result_type(x), np.floating):
+    raise ValueError(f'x must be a floating-point array, got dtype '
+                     f'{np.result_type(x)}.')
+  if len(y_shape) != 1 or y_shape[0] != x_shape[0]:
+    raise ValueError(f'y must have shape [B] = [{x_shape[0]}] to match x of '
+                     f'shape {x_shape}, got shape {y_shape}.')
+  if not np.issubdtype(np.result_type(y), np.integer):
+    raise ValueError(f'y must hold integer class labels, got dtype '
+                     f'{np.result_type(y)}.')
+  if e_shape not in ((), (x_shape[0],)):
+    raise ValueError(f'eps must be a scalar or have shape [B] = '
+                     f'[{x_shape[0]}], got shape {e_shape}.')
+
+
+def check_inputs(x: Any, y: Any, eps: Any,
+                 num_classes: int | None = None) -> None:
+  """Validates concrete attack inputs; raises ValueError naming the problem.
+
+  Args:
+    x: `[B, ...]` floating inputs; must be finite.
+    y: `[B]` integer labels (targets for targeted attacks).
+    eps: scalar or `[B]` radius in input units; finite and >= 0.
+    num_classes: if given, labels must lie in `[0, num_classes)`.
+  """
+  check_shapes(x, y, eps)
+  if is_traced(x, y, eps):
+    raise ValueError('check_inputs needs concrete arrays, got tracers; call it '
+                     'outside jit on the host data.')
+  x, y, eps = np.asarray(x), np.asarray(y), np.asarray(eps)
+  if not np.all(np.isfinite(x)):
+    bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+    raise ValueError(f'x contains {bad} NaN/inf value(s); inputs must be '
+                     'finite.')
+  if not np.all(np.isfinite(eps)) or np.any(eps < 0):
+    bad = eps[~(np.isfinite(eps) & (eps >= 0))] if eps.ndim else eps
+    raise ValueError(f'eps must be finite and >= 0, got {bad.tolist()}.')
+  if y.size:
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or (num_classes is not None and hi >= num_classes):
+      allowed = f'[0, {num_classes})' if num_classes is not None else '>= 0'
+      raise ValueError(f'labels must be in {allowed}, got values in '
+                       f'[{lo}, {hi}].')
+
+
+def check_static_options(*, norm: str, loss: str, steps: Any,
+                         step_size: Any, rel_step_size: Any,
+                         random_start: Any, targeted: Any, clip: Any,
+                         restarts: Any, loop: Any) -> None:
+  """Validates a kernel factory's static options (see `make_pgd`)."""
+  from tinyrobust.attacks import losses, norms  # pylint: disable=g-import-not-at-top
+  norms.check_norm(norm)
+  losses.get_loss(loss)
+  if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) \
+      or steps < 1:
+    raise ValueError(f'steps must be an int >= 1, got {steps!r}.')
+  for name, v in (('step_size', step_size), ('rel_step_size', rel_step_size)):
+    if v is not None and (isinstance(v, bool) or not _is_real(v)
+                          or not math.isfinite(v) or v <= 0):
+      raise ValueError(f'{name} must be None or a finite number > 0, got '
+                       f'{v!r}.')
+  if step_size is not None and rel_step_size is not None:
+    raise ValueError('Give at most one of step_size (input units) and '
+                     f'rel_step_size (multiple of eps), got {step_size!r} and '
+                     f'{rel_step_size!r}.')
+  for name, v in (('random_start', random_start), ('targeted', targeted)):
+    if not isinstance(v, bool):
+      raise ValueError(f'{name} must be a bool, got {v!r}.')
+  if clip is not None:
+    ok = (isinstance(clip, (tuple, list)) and len(clip) == 2
+          and all(_is_real(c) and math.isfinite(c) for c in clip)
+          and clip[0] < clip[1])
+    if not ok:
+      raise ValueError(f'clip must be None or (lo, hi) finite with lo < hi, '
+                       f'got {clip!r}.')
+  if isinstance(restarts, bool) or not isinstance(
+      restarts, (int, np.integer)) or restarts < 1:
+    raise ValueError(f'restarts must be an int >= 1, got {restarts!r}.')
+  if restarts > 1 and not random_start:
+    raise ValueError(f'restarts={restarts} needs random_start=True (restarts '
+                     'without a random start are identical).')
+  if loop is not None and loop not in LOOPS and not (
+      isinstance(loop, (int, np.integer)) and not isinstance(loop, bool)
+      and loop >= 1):
+    raise ValueError(f'loop must be None, one of {", ".join(LOOPS)} or an '
+                     f'int unroll factor >= 1, got {loop!r}.')
+
+
+def _is_real(v: Any) -> bool:
+  return isinstance(v, (int, float, np.integer, np.floating))

@@ -1,0 +1,60 @@
+"""Per-example attack losses on logits and the logit margin.
+
+Every loss maps `logits [B, K]` and integer labels `y [B]` to `[B]`, computed in
+float32. An untargeted attack ascends the loss of the true label; a targeted
+attack descends the loss of the target label (`y` then holds targets).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+LossFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def _f32(logits: jax.Array) -> jax.Array:
+  return jnp.asarray(logits, jnp.promote_types(logits.dtype, jnp.float32))
+
+
+def cross_entropy(logits: jax.Array, y: jax.Array) -> jax.Array:
+  """Softmax cross-entropy of integer labels: `-log softmax(logits)[y]`, [B]."""
+  logp = jax.nn.log_softmax(_f32(logits), axis=-1)
+  return -jnp.take_along_axis(logp, y[:, None], axis=-1)[:, 0]
+
+
+def softmax_mse(logits: jax.Array, y: jax.Array) -> jax.Array:
+  """The study's loss: mean over classes of `(softmax(logits) - onehot(y))^2`."""
+  p = jax.nn.softmax(_f32(logits), axis=-1)
+  onehot = jax.nn.one_hot(y, logits.shape[-1], dtype=p.dtype)
+  return jnp.mean(jnp.square(p - onehot), axis=-1)
+
+
+def label_margin(logits: jax.Array, y: jax.Array) -> jax.Array:
+  """`z_y - max_{j != y} z_j`, [B]: positive iff the model predicts `y`."""
+  z = _f32(logits)
+  z_y = jnp.take_along_axis(z, y[:, None], axis=-1)[:, 0]
+  is_y = jax.nn.one_hot(y, z.shape[-1], dtype=jnp.bool_)
+  z_other = jnp.max(jnp.where(is_y, -jnp.inf, z), axis=-1)
+  return z_y - z_other
+
+
+def margin_loss(logits: jax.Array, y: jax.Array) -> jax.Array:
+  """Carlini-Wagner style margin loss `max_{j != y} z_j - z_y`, [B]."""
+  return -label_margin(logits, y)
+
+
+LOSSES: dict[str, LossFn] = {
+    'ce': cross_entropy,
+    'mse': softmax_mse,
+    'margin': margin_loss,
+}
+
+
+def get_loss(name: str) -> LossFn:
+  """Returns the per-example loss called `name` (one of `LOSSES`)."""
+  if not isinstance(name, str) or name not in LOSSES:
+    raise ValueError(f'Unknown loss {name!r}. Valid: {", ".join(LOSSES)}.')
+  return LOSSES[name]

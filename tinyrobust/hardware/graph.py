@@ -1,0 +1,167 @@
+"""Flattens a model's jaxpr into one list of primitive equations.
+
+`trace_model` traces `model.apply(variables, x, train=False)` with
+`jax.make_jaxpr` and inlines every call-like sub-jaxpr (`jit`/`pjit`,
+`closed_call`, `custom_jvp_call`, `custom_vjp_call`, `remat`), so the counters
+in `counters.py` see one flat, execution-ordered program. Loops stay single
+equations holding their flattened body (`scan` knows its trip count; a
+`while` loop's is unknown and counted once, flagged in `Graph.notes`).
+
+Every value gets an integer id; `Value.dynamic` says whether it depends on the
+input `x` (weights, constants and anything computed only from them are folded
+away by the TFLite converter, so they cost no activation memory or FLOPs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import numpy as np
+
+# Primitives whose sub-jaxpr is executed exactly once, inline.
+_INLINE_KEYS = {
+    'jit': 'jaxpr', 'pjit': 'jaxpr', 'closed_call': 'call_jaxpr',
+    'core_call': 'call_jaxpr', 'custom_jvp_call': 'call_jaxpr',
+    'custom_vjp_call': 'call_jaxpr', 'custom_vjp_call_jaxpr': 'fun_jaxpr',
+    'remat': 'jaxpr', 'checkpoint': 'jaxpr', 'custom_lin': None,
+}
+
+
+@dataclasses.dataclass
+class Value:
+  """One array in the flattened program."""
+  shape: tuple[int, ...]
+  dtype: Any
+  dynamic: bool  # depends on the model input
+
+  @property
+  def size(self) -> int:
+    return int(np.prod(self.shape, dtype=np.int64))
+
+
+@dataclasses.dataclass
+class Eqn:
+  """One primitive application; loops carry their flattened `body`."""
+  primitive: str
+  params: dict[str, Any]
+  invars: list[int]
+  outvars: list[int]
+  name: str  # Flax module path from the name stack, e.g. 'CNN/Conv_0'
+  body: 'Graph | None' = None
+  trips: int = 1  # how many times `body` runs (scan length)
+
+
+@dataclasses.dataclass
+class Graph:
+  """A flat program: values, equations in execution order, inputs, outputs."""
+  values: list[Value]
+  eqns: list[Eqn]
+  inputs: list[int]
+  outputs: list[int]
+  notes: list[str]
+
+
+def _unwrap(j):
+  """Returns (jaxpr, consts) for a ClosedJaxpr or a bare Jaxpr."""
+  if hasattr(j, 'jaxpr') and hasattr(j, 'consts'):
+    return j.jaxpr, list(j.consts)
+  return j, []
+
+
+class _Builder:
+  """Inlines nested jaxprs into one `Graph`."""
+
+  def __init__(self):
+    self.values: list[Value] = []
+    self.eqns: list[Eqn] = []
+    self.notes: list[str] = []
+
+  def new(self, aval, dynamic: bool) -> int:
+    shape = tuple(int(d) for d in getattr(aval, 'shape', ()))
+    dtype = getattr(aval, 'dtype', np.float32)
+    self.values.append(Value(shape, dtype, dynamic))
+    return len(self.values) - 1
+
+  def read(self, env, atom) -> int:
+    if isinstance(atom, jax.extend.core.Literal):
+      return self.new(atom.aval, False)
+    return env[atom]
+
+  def run(self, jaxpr, consts, in_ids: list[int]) -> list[int]:
+    """Appends `jaxpr`'s equations; returns the ids of its outputs."""
+    env = {}
+    for v, c in zip(jaxpr.constvars, consts):
+      env[v] = self.new(jax.core.get_aval(c), False)
+    for v, i in zip(jaxpr.invars, in_ids):
+      env[v] = i
+    for e in jaxpr.eqns:
+      ins = [self.read(env, a) for a in e.invars]
+      name = e.primitive.name
+      key = _INLINE_KEYS.get(name, 'absent')
+      if key != 'absent' and key is not None and key in e.params:
+        sub, sub_consts = _unwrap(e.params[key])
+        outs = self.run(sub, sub_consts, ins)
+      elif name in ('scan', 'while'):
+        outs = self._loop(e, ins)
+      else:
+        dyn = any(self.values[i].dynamic for i in ins)
+        outs = [self.new(o.aval, dyn) for o in e.outvars]
+        self.eqns.append(Eqn(name, dict(e.params), ins, outs,
+                             str(e.source_info.name_stack)))
+      for v, i in zip(e.outvars, outs):
+        env[v] = i
+    return [self.read(env, a) for a in jaxpr.outvars]
+
+  def _loop(self, e, ins: list[int]) -> list[int]:
+    """A scan/while becomes one equation whose body is a separate Graph."""
+    if e.primitive.name == 'scan':
+      body_j, trips = e.params['jaxpr'], int(e.params['length'])
+      body_ins = list(ins)
+    else:
+      body_j, trips = e.params['body_jaxpr'], 1
+      nc = e.params['cond_nconsts']
+      body_ins = list(ins[nc:])
+      self.notes.append('while loop: trip count unknown, body counted once')
+    # Loop constants (weights) keep their own flag; the carry becomes dynamic
+    # as soon as anything entering the loop is.
+    n_const = e.params.get('num_consts', e.params.get('body_nconsts', 0))
+    dyn_in = any(self.values[i].dynamic for i in ins)
+    sub = _Builder()
+    jaxpr, consts = _unwrap(body_j)
+    sub_in = [sub.new(jax.core.ShapedArray(self.values[i].shape,
+                                           self.values[i].dtype),
+                      self.values[i].dynamic or (k >= n_const and dyn_in))
+              for k, i in enumerate(body_ins)]
+    sub_out = sub.run(jaxpr, consts, sub_in)
+    body = Graph(sub.values, sub.eqns, sub_in, sub_out, sub.notes)
+    self.notes.extend(sub.notes)
+    outs = [self.new(o.aval, dyn_in) for o in e.outvars]
+    self.eqns.append(Eqn(e.primitive.name, dict(e.params), ins, outs,
+                         str(e.source_info.name_stack), body, trips))
+    return outs
+
+
+def trace_model(model, variables, input_shape) -> Graph:
+  """Traces `model.apply(variables, x, train=False)` for one example.
+
+  Args:
+    model: a Flax linen module with `__call__(x, train=False)`.
+    variables: its variables pytree (`{'params': ..., 'batch_stats': ...}`).
+    input_shape: shape of one example without the batch axis, e.g. `(8, 8, 1)`;
+      the model is traced at batch size 1 (MCU inference).
+
+  Returns:
+    The flattened `Graph`; `inputs[-1]` is `x`, the other inputs are the
+    variables' leaves.
+  """
+  x = jax.ShapeDtypeStruct((1,) + tuple(input_shape), np.float32)
+  closed = jax.make_jaxpr(
+      lambda v, x: model.apply(v, x, train=False))(variables, x)
+  b = _Builder()
+  jaxpr = closed.jaxpr
+  n_var = len(jaxpr.invars) - 1
+  in_ids = [b.new(v.aval, i == n_var) for i, v in enumerate(jaxpr.invars)]
+  outs = b.run(jaxpr, list(closed.consts), in_ids)
+  return Graph(b.values, b.eqns, in_ids, outs, b.notes)

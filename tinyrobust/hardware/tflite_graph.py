@@ -1,0 +1,162 @@
+"""Reads a TFLite flatbuffer's graph and predicts the TFLM arena from it.
+
+`parse` turns the flatbuffer (schema from the `tflite_micro` package) into
+plain records: per subgraph, tensors (bytes, constant or not) and operators in
+execution order. `planned_arena` replays TFLM's planning on that graph: every
+non-constant tensor lives from the op that writes it (graph inputs: from the
+start) to the last op that reads it (graph outputs: to the end), and
+`planner.greedy_plan` lays them out. Control-flow ops (WHILE, IF, CALL_ONCE)
+hold their called subgraphs' plans for the duration of the op.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import numpy as np
+
+from tinyrobust.hardware import planner
+
+_ITEMSIZE = {'FLOAT32': 4, 'FLOAT16': 2, 'INT32': 4, 'UINT8': 1, 'INT64': 8,
+             'STRING': 1, 'BOOL': 1, 'INT16': 2, 'COMPLEX64': 8, 'INT8': 1,
+             'FLOAT64': 8, 'COMPLEX128': 16, 'UINT64': 8, 'RESOURCE': 0,
+             'VARIANT': 0, 'UINT32': 4, 'UINT16': 2, 'INT4': 1, 'BFLOAT16': 2}
+
+
+@dataclasses.dataclass
+class Tensor:
+  name: str
+  shape: tuple[int, ...]
+  dtype: str
+  nbytes: int
+  constant: bool  # backed by flatbuffer data (weights)
+  quantized: bool
+  n_channels_quant: int  # number of per-channel scales
+
+
+@dataclasses.dataclass
+class Op:
+  name: str
+  inputs: list[int]
+  outputs: list[int]
+  subgraphs: list[int]  # called subgraphs (control flow)
+
+
+@dataclasses.dataclass
+class Subgraph:
+  tensors: list[Tensor]
+  ops: list[Op]
+  inputs: list[int]
+  outputs: list[int]
+
+
+@dataclasses.dataclass
+class TfliteGraph:
+  subgraphs: list[Subgraph]
+
+  @property
+  def op_names(self) -> list[str]:
+    return [o.name for s in self.subgraphs for o in s.ops]
+
+
+@functools.lru_cache(maxsize=None)
+def _schema():
+  from tflite_micro.tensorflow.lite.micro.python import schema_py_generated  # pylint: disable=g-import-not-at-top
+  return schema_py_generated
+
+
+def _enum_names(cls) -> dict[int, str]:
+  return {v: k for k, v in vars(cls).items()
+          if not k.startswith('_') and isinstance(v, int)}
+
+
+def parse(tflite_bytes: bytes) -> TfliteGraph:
+  """Parses a TFLite flatbuffer into `TfliteGraph`."""
+  s = _schema()
+  model = s.ModelT.InitFromObj(
+      s.Model.GetRootAsModel(bytearray(tflite_bytes), 0))
+  op_names = _enum_names(s.BuiltinOperator)
+  types = _enum_names(s.TensorType)
+  codes = []
+  for c in model.operatorCodes:
+    code = max(c.builtinCode, c.deprecatedBuiltinCode)
+    if op_names.get(code) == 'CUSTOM':
+      codes.append('CUSTOM:' + (c.customCode or b'').decode())
+    else:
+      codes.append(op_names.get(code, f'BUILTIN_{code}'))
+  subgraphs = []
+  for sg in model.subgraphs:
+    tensors = []
+    for t in sg.tensors or []:
+      shape = tuple(int(d) for d in (t.shape if t.shape is not None else ()))
+      dtype = types.get(t.type, str(t.type))
+      buf = model.buffers[t.buffer] if t.buffer < len(model.buffers) else None
+      has_data = buf is not None and (
+          (buf.data is not None and len(buf.data) > 0) or (buf.size or 0) > 0)
+      q = t.quantization
+      scales = 0 if q is None or q.scale is None else len(q.scale)
+      tensors.append(Tensor(
+          name=(t.name or b'').decode(errors='replace'), shape=shape,
+          dtype=dtype,
+          nbytes=int(np.prod(shape, dtype=np.int64)) * _ITEMSIZE.get(dtype, 4),
+          constant=bool(has_data), quantized=scales > 0,
+          n_channels_quant=scales))
+    ops = []
+    for o in sg.operators or []:
+      opts = o.builtinOptions
+      called = [int(getattr(opts, k)) for k in (
+          'condSubgraphIndex', 'bodySubgraphIndex', 'thenSubgraphIndex',
+          'elseSubgraphIndex', 'initSubgraphIndex') if hasattr(opts, k)]
+      ops.append(Op(codes[o.opcodeIndex],
+                    [int(i) for i in (o.inputs if o.inputs is not None else [])],
+                    [int(i) for i in (o.outputs if o.outputs is not None
+                                      else [])], called))
+    subgraphs.append(Subgraph(tensors, ops, [int(i) for i in sg.inputs],
+                              [int(i) for i in sg.outputs]))
+  return TfliteGraph(subgraphs)
+
+
+def _lifetimes(sg: Subgraph) -> list[tuple[int, int, int]]:
+  """`(bytes, first_op, last_op)` of every planned tensor of a subgraph."""
+  n = len(sg.ops)
+  first: dict[int, int] = {i: 0 for i in sg.inputs}
+  last: dict[int, int] = {i: n - 1 for i in sg.outputs}
+  for k, op in enumerate(sg.ops):
+    for i in op.outputs:
+      first.setdefault(i, k)
+      last[i] = max(last.get(i, k), k)
+    for i in op.inputs:
+      if i < 0:
+        continue
+      first.setdefault(i, k)
+      last[i] = max(last.get(i, k), k)
+  out = []
+  for i, f in first.items():
+    t = sg.tensors[i]
+    if t.constant or t.nbytes == 0:
+      continue
+    out.append((t.nbytes, f, max(last.get(i, f), f)))
+  return out
+
+
+def planned_arena(g: TfliteGraph, subgraph: int = 0) -> int:
+  """Head bytes TFLM's greedy planner is predicted to use for `subgraph`."""
+  sg = g.subgraphs[subgraph]
+  bufs = _lifetimes(sg)
+  for k, op in enumerate(sg.ops):
+    for s in op.subgraphs:
+      if s != subgraph:
+        bufs.append((planned_arena(g, s), k, k))
+  return planner.greedy_plan(bufs)
+
+
+def study_proxy(g: TfliteGraph) -> int:
+  """The study's proxy on the exported graph: max over ops of in + out."""
+  best = 0
+  for sg in g.subgraphs:
+    for op in sg.ops:
+      act = [i for i in op.inputs + op.outputs
+             if i >= 0 and not sg.tensors[i].constant]
+      best = max(best, sum(sg.tensors[i].nbytes for i in set(act)))
+  return best

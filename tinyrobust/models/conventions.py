@@ -1,0 +1,41 @@
+"""Input conventions the zoo models declare for profilers and attack code.
+
+Every zoo module mixes in `InputSpec`, which gives it:
+  * `input_kind` (class attribute): 'features' `[B, D]`, 'sequence'
+    `[B, T, C]`, 'spectrogram' `[B, T, F]` or `[B, T, F, 1]`, 'image'
+    `[B, H, W, C]`;
+  * `example_input_shape()`: the per-example shape (no batch axis) the
+    model is built for, e.g. `(32, 32, 3)`, so hardware counters can build a
+    dummy batch `jnp.zeros((1,) + model.example_input_shape())`.
+The optional `input_shape` field of each module overrides the default
+(e.g. a TCN on 550-sample IMU windows: `input_shape=(550, 6)`).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Sequence
+
+INPUT_KINDS = ('features', 'sequence', 'spectrogram', 'image')
+
+
+class InputSpec:
+  """Mixin: `input_kind` and `example_input_shape()` (see module doc)."""
+  input_kind: ClassVar[str] = ''
+  default_input_shape: ClassVar[tuple[int, ...]] = ()
+
+  def example_input_shape(self) -> tuple[int, ...]:
+    shape = getattr(self, 'input_shape', None)
+    return tuple(int(s) for s in shape) if shape else self.default_input_shape
+
+
+def as_shape(name: str, shape: Sequence[int] | None,
+             rank: int | Sequence[int]) -> tuple[int, ...] | None:
+  """Validates an optional per-example shape of the given rank(s)."""
+  if shape is None:
+    return None
+  ranks = (rank,) if isinstance(rank, int) else tuple(rank)
+  shape = tuple(int(s) for s in shape)
+  if len(shape) not in ranks or any(s < 1 for s in shape):
+    raise ValueError(f'{name} must be {" or ".join(map(str, ranks))} '
+                     f'positive ints (no batch axis), got {shape!r}.')
+  return shape
