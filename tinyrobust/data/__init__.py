@@ -10,6 +10,8 @@ from tinyrobust.data.base import list_datasets
 from tinyrobust.data.base import load
 from tinyrobust.data.base import register_source
 from tinyrobust.data import builtin  # registers digits, basic_motions
+from tinyrobust.data import auritus, cifar10, speech_commands  # registers
+from tinyrobust.data.streaming import stream
 
 __all__ = ['DATA_DIR_ENV', 'Dataset', 'list_datasets', 'load',
            'register_source']

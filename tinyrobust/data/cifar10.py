@@ -114,11 +114,9 @@ def cifar10(split: str, source: str = 'auto', data_dir: str | None = None,
                                    tfds_data_dir=tfds_data_dir,
                                    download=download, filename=FILENAME,
                                    data_dir=data_dir)
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     ds = builder.as_dataset(split=_tfds_split(split, val_fraction),
-                            as_supervised=True, batch_size=-1,
-                            shuffle_files=False)
-    x, y = tfds.as_numpy(ds)
+                            as_supervised=True, shuffle_files=False)
+    x, y = streaming.tf_to_numpy(ds)
     meta.update(source=f'tfds:{TFDS_NAME}', protocol=_tfds_protocol(
         split, val_fraction), note='official lossless CIFAR-10 images')
   else:

@@ -80,3 +80,14 @@ def tf_batches(ds, batch_size: int, shuffle_seed: int | None,
   ds = ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(2)
   for x, y in ds.as_numpy_iterator():
     yield np.asarray(x, np.float32), np.asarray(y, np.int32)
+
+
+def tf_to_numpy(ds, chunk: int = 4096) -> Batch:
+  """Materialises a `tf.data.Dataset` of fixed-shape `(x, y)` as two arrays."""
+  xs, ys = [], []
+  for x, y in ds.batch(chunk).as_numpy_iterator():
+    xs.append(x)
+    ys.append(y)
+  if not xs:
+    raise ValueError('The TFDS split is empty.')
+  return np.concatenate(xs), np.concatenate(ys)

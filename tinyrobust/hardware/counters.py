@@ -13,24 +13,27 @@ Micro's reference kernels execute):
 - `dot_general`: output elements x contracted size.
 - FLOPs = 2 x MACs + one per output element of each elementwise op + one per
   reduced element; transcendental ops (exp, tanh, logistic, rsqrt, ...) are
-  counted apart in `transcendentals`, as XLA does. Loops multiply their body
-  by the trip count.
+  counted apart in `transcendentals`, as XLA does (logistic also costs 3
+  FLOPs: it is 1 / (1 + exp(-x))). Loops multiply their body by the trip
+  count.
 - Only values that depend on `x` cost anything: computations on weights alone
   (batch-norm folding) are constant-folded by the TFLite converter.
 
-Layers: an op that makes a new activation tensor starts a layer; elementwise
-ops with one activation operand that nobody else reads (bias, batch norm,
-activation functions) and reshapes are fused into the layer that produced that
-operand, as the TFLite converter fuses them. `sram_study` is the study's proxy
-(max over layers of input + output activation bytes); `activation_arena` is
-the greedy TFLM plan over the layer tensors' lifetimes (`planner.py`), and
-`sram_liveness` adds the persistent-allocation estimate of `persistent.py`.
+Layers: an op that makes a new activation tensor starts a layer, as in the
+TFLite graph; ops with one activation operand that nobody else reads are fused
+into the layer that produced it where the TFLite converter fuses them
+(`FUSED_ACTIVATIONS`, `FOLDED_AFFINE` after `FOLDS_AFFINE`, dtype casts).
+`sram_study` is the study's proxy (max over layers of input + output activation
+bytes); `activation_arena` is the greedy TFLM plan over the layer tensors'
+lifetimes (`planner.py`), and `sram_liveness` adds the persistent-allocation
+estimate of `persistent.py`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import jax
 import numpy as np
 
 from tinyrobust.hardware import graph as graph_lib
@@ -53,9 +56,19 @@ REDUCTIONS = frozenset({'reduce_sum', 'reduce_max', 'reduce_min',
                         'reduce_prod', 'argmax', 'argmin', 'reduce_and',
                         'reduce_or', 'cumsum', 'cumprod', 'cummax', 'cummin'})
 # Ops that only relabel memory (no kernel work, no new buffer when fused).
-RELABEL = frozenset({'reshape', 'squeeze', 'expand_dims',
-                     'convert_element_type', 'copy', 'copy_p',
-                     'reduce_precision', 'stop_gradient', 'optimization_barrier'})
+RELABEL = frozenset({'convert_element_type', 'copy', 'copy_p',
+                     'reduce_precision', 'stop_gradient',
+                     'optimization_barrier'})
+# How the TFLite converter fuses elementwise ops with one activation operand:
+# clamps (ReLU/ReLU6) become the producer's fused activation; affine ops with
+# a constant (bias, batch norm, a mean's 1/n) are folded into the weights of
+# the conv/dense they follow (or of the dense after a global mean). Anything
+# else (tanh, logistic, exp, x*x, ...) is an op with its own output tensor.
+FUSED_ACTIVATIONS = frozenset({'max', 'min', 'clamp'})
+FOLDED_AFFINE = frozenset({'add', 'sub', 'mul', 'div'})
+FOLDS_AFFINE = frozenset({'conv_general_dilated', 'dot_general', 'reduce_sum'})
+# Shape changes: TFLite emits a RESHAPE op with its own output tensor.
+RESHAPES = frozenset({'reshape', 'squeeze', 'expand_dims'})
 
 
 def _valid_taps(n_in: int, n_out: int, k: int, stride: int, rhs_dil: int,
@@ -109,6 +122,9 @@ def eqn_cost(e: graph_lib.Eqn, values) -> dict[str, int]:
                     dtype=np.int64))
     c.update(macs=out.size * k, macs_dense=out.size * k,
              flops=2 * out.size * k)
+  elif e.primitive == 'logistic':
+    # 1 / (1 + exp(-x)): one exp plus neg, add, div (XLA expands it so too).
+    c.update(transcendentals=out.size, flops=3 * out.size)
   elif e.primitive in TRANSCENDENTAL:
     c['transcendentals'] = out.size
   elif e.primitive == 'integer_pow':
@@ -147,26 +163,31 @@ def _layers(g: graph_lib.Graph):
   buffers: dict[int, int] = {}
   owner: dict[int, int] = {}  # buffer id -> layer index
   layers: list[tuple[int, list[int]]] = []
-  x = g.inputs[-1]
-  buffer_of[x] = x
-  buffers[x] = x
+  for i in g.inputs:
+    if g.values[i].dynamic:
+      buffer_of[i] = i
+      buffers[i] = i
   for n, e in enumerate(g.eqns):
     dyn_in = [i for i in e.invars if g.values[i].dynamic]
     dyn_out = [o for o in e.outvars if g.values[o].dynamic]
     if not dyn_out:
       continue
-    fusable = (e.primitive in ELEMENTWISE or e.primitive in RELABEL)
-    src = dyn_in[0] if len(set(dyn_in)) == 1 else None
-    if (fusable and src is not None and len(dyn_out) == 1
+    src = dyn_in[0] if len(dyn_in) == 1 else None
+    producer = (g.eqns[layers[owner[buffer_of[src]]][0]].primitive
+                if src is not None and buffer_of[src] in owner else None)
+    fusable = (e.primitive in FUSED_ACTIVATIONS or e.primitive in RELABEL or
+               (e.primitive in FOLDED_AFFINE and producer in FOLDS_AFFINE))
+    if (fusable and producer is not None and len(dyn_out) == 1
         and g.values[dyn_out[0]].size == g.values[src].size
-        and uses.get(src, 0) == 1 and buffer_of[src] in owner):
+        and uses.get(src, 0) == 1):
       buffer_of[dyn_out[0]] = buffer_of[src]
       layers[owner[buffer_of[src]]][1].append(n)
       continue
-    if (e.primitive in RELABEL and src is not None
-        and g.values[dyn_out[0]].size == g.values[src].size):
-      # A reshape of a tensor that is still needed elsewhere: TFLite shares
-      # the buffer too.
+    if (e.primitive in RELABEL | RESHAPES and src is not None
+        and g.values[dyn_out[0]].shape == g.values[src].shape):
+      buffer_of[dyn_out[0]] = buffer_of[src]  # a no-op
+      continue
+    if e.primitive in RELABEL and src is not None:
       buffer_of[dyn_out[0]] = buffer_of[src]
       continue
     layers.append((n, [n]))
@@ -175,6 +196,54 @@ def _layers(g: graph_lib.Graph):
       buffers[o] = o
       owner[o] = len(layers) - 1
   return buffer_of, buffers, layers
+
+
+def _rows(g: graph_lib.Graph, buffer_of, layers) -> list[dict[str, Any]]:
+  """One dict per layer: name, op, shapes, activation sizes, costs."""
+  vals = g.values
+  rows = []
+  for head, members in layers:
+    e = g.eqns[head]
+    cost = {'macs': 0, 'macs_dense': 0, 'flops': 0, 'transcendentals': 0}
+    for n in members:
+      for k, v in eqn_cost(g.eqns[n], vals).items():
+        cost[k] += v
+    ins = sorted({buffer_of[i] for i in e.invars if vals[i].dynamic})
+    outs = [o for o in e.outvars if vals[o].dynamic]
+    rows.append({
+        'name': e.name or e.primitive, 'op': e.primitive,
+        'out_shape': [list(vals[o].shape) for o in outs],
+        'act_in': int(sum(vals[b].size for b in ins)),
+        'act_out': int(sum(vals[o].size for o in outs)),
+        'depthwise': bool(e.primitive == 'conv_general_dilated' and
+                          e.params['feature_group_count'] > 1),
+        'spatial_dims': (len(e.params['dimension_numbers'].lhs_spec) - 2
+                         if e.primitive == 'conv_general_dilated' else 0),
+        'const_inputs': sum(1 for i in e.invars if not vals[i].dynamic),
+        'inputs': ins, 'outputs': outs, **cost})
+  return rows
+
+
+def _loop_ops(g: graph_lib.Graph, precision: str) -> list[dict[str, Any]]:
+  """Layer rows the TFLite graph adds for loops (bodies, loop control).
+
+  float32 exports a scan as WHILE + cond/body subgraphs (loop control: LESS,
+  MAXIMUM, MINIMUM, PACK, SLICE, RESHAPE, ADD counter); int8 export unrolls
+  it: the body once per step plus a SLICE and RESHAPE of x[t].
+  """
+  extra = []
+  for e in g.eqns:
+    if e.body is None:
+      continue
+    b_of, _, b_layers = _layers(e.body)
+    body = _rows(e.body, b_of, b_layers) + _loop_ops(e.body, precision)
+    if precision == 'int8':
+      step = body + [{'op': 'slice'}, {'op': 'reshape'}]
+      extra += step * e.trips
+    else:
+      extra += body + [{'op': n} for n in ('while', 'lt', 'max', 'min',
+                                           'pack', 'slice', 'reshape', 'add')]
+  return extra
 
 
 def _body_peak(g: graph_lib.Graph, precision: str) -> int:
@@ -218,29 +287,16 @@ def count(model, variables, input_shape) -> dict[str, Any]:
   vals = g.values
   buffer_of, buffers, layers = _layers(g)
 
+  rows = _rows(g, buffer_of, layers)
   totals = {'macs': 0, 'macs_dense': 0, 'flops': 0, 'transcendentals': 0}
-  rows = []
-  for head, members in layers:
-    e = g.eqns[head]
-    cost = {'macs': 0, 'macs_dense': 0, 'flops': 0, 'transcendentals': 0}
-    for n in members:
-      for k, v in eqn_cost(g.eqns[n], vals).items():
-        cost[k] += v
-    ins = sorted({buffer_of[i] for i in e.invars if vals[i].dynamic})
-    outs = [o for o in e.outvars if vals[o].dynamic]
-    rows.append({
-        'name': e.name or e.primitive, 'op': e.primitive,
-        'out_shape': [list(vals[o].shape) for o in outs],
-        'act_in': int(sum(vals[b].size for b in ins)),
-        'act_out': int(sum(vals[o].size for o in outs)),
-        'inputs': ins, 'outputs': outs, **cost})
   # Totals over every equation, so no cost hides outside a layer.
   for e in g.eqns:
     for k, v in eqn_cost(e, vals).items():
       totals[k] += v
 
-  leaves = _leaves(variables.get('params', variables)
-                   if hasattr(variables, 'get') else variables)
+  leaves = jax.tree_util.tree_leaves(
+      variables.get('params', variables) if hasattr(variables, 'get')
+      else variables)
   n_params = int(sum(np.size(l) for l in leaves))
   out = {
       'params': n_params,
@@ -250,8 +306,9 @@ def count(model, variables, input_shape) -> dict[str, Any]:
                  for r in rows],
       'notes': sorted(set(g.notes)),
   }
-  n_layers = len(rows)
-  n_tensors = persistent.jaxpr_tensor_count(g, buffers, rows)
+  n_loops = sum(1 for head, _ in layers if g.eqns[head].body is not None)
+  layer_rows = [{k: v for k, v in r.items() if k not in ('inputs', 'outputs')}
+                for r in rows]
   for p in PRECISIONS:
     study = 0
     for r in rows:
@@ -259,18 +316,13 @@ def count(model, variables, input_shape) -> dict[str, Any]:
       b_out = sum(_bytes(vals[o], p) for o in r['outputs'])
       study = max(study, b_in + b_out)
     arena = _arena(g, buffer_of, buffers, layers, p)
-    tail = persistent.estimate_from_counts(
-        n_ops=n_layers, n_tensors=n_tensors, precision=p,
-        channels=sum(_out_channels(vals, r) for r in rows
-                     if r['op'] in ('conv_general_dilated', 'dot_general')))
+    tail = persistent.from_layers(
+        layer_rows + _loop_ops(g, p),
+        n_subgraphs=1 + (2 * n_loops if p == 'float32' else 0), precision=p)
     out[p] = {'sram_study': int(study), 'activation_arena': int(arena),
               'persistent_estimate': int(tail),
               'sram_liveness': int(arena + tail)}
   return out
-
-
-def _out_channels(vals, row) -> int:
-  return int(vals[row['outputs'][0]].shape[-1]) if row['outputs'] else 0
 
 
 def _arena(g, buffer_of, buffers, layers, precision) -> int:
@@ -303,10 +355,15 @@ def _arena(g, buffer_of, buffers, layers, precision) -> int:
   for li, (head, _) in enumerate(layers):
     e = g.eqns[head]
     if e.body is not None:
-      bufs.append((_body_peak(e.body, precision), li, li))
+      # TFLM's WHILE copies every loop variable into the body subgraph and
+      # out again: the full sequence and weights-derived activations passed
+      # to a scan exist once more while it runs.
+      n_const = e.params.get('num_consts', e.params.get('body_nconsts', 0))
+      n_carry = e.params.get('num_carry', 0)
+      passed = [i for k, i in enumerate(e.invars)
+                if g.values[i].dynamic and not n_const <= k < n_const + n_carry]
+      extra = sum(_bytes(g.values[i], precision) for i in passed)
+      if precision == 'int8':
+        extra = 0  # int8 export unrolls the loop: no WHILE copies
+      bufs.append((_body_peak(e.body, precision) + extra, li, li))
   return planner.greedy_plan(bufs)
-
-
-def _leaves(tree) -> list[Any]:
-  import jax  # pylint: disable=g-import-not-at-top
-  return jax.tree_util.tree_leaves(tree)

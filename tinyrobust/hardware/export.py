@@ -19,10 +19,13 @@ import contextlib
 import os
 import re
 import tempfile
+import warnings
 from typing import Any, Iterator
 
 import jax
 import numpy as np
+
+from tinyrobust.hardware import graph as graph_lib
 
 QUANTIZE = (None, 'int8')
 MAX_CALIBRATION = 200  # representative examples fed to the converter
@@ -85,7 +88,8 @@ def _check_args(input_shape, quantize, representative_data):
 
 
 def export_tflite(model, variables, input_shape, *, quantize: str | None = None,
-                  representative_data=None) -> bytes:
+                  representative_data=None,
+                  unroll_loops: bool | None = None) -> bytes:
   """Converts a Flax model to a TFLite flatbuffer (batch 1).
 
   Args:
@@ -95,6 +99,10 @@ def export_tflite(model, variables, input_shape, *, quantize: str | None = None,
     quantize: None (float32) or 'int8' (full-integer, int8 input/output).
     representative_data: for int8, array `[N, *input_shape]` of training
       inputs; the first `MAX_CALIBRATION` examples calibrate the ranges.
+    unroll_loops: unroll `lax.scan` loops into straight-line ops. None (the
+      default) unrolls only for int8, because TF 2.21's full-integer quantiser
+      segfaults on the WHILE loop a scan exports to; float32 keeps the WHILE
+      loop (TFLite Micro runs it).
 
   Returns:
     The flatbuffer bytes; `len()` is the flash proxy.
@@ -111,6 +119,13 @@ def export_tflite(model, variables, input_shape, *, quantize: str | None = None,
 
   def fn(x):
     return model.apply(variables, x, train=False)
+
+  closed = jax.make_jaxpr(fn)(np.zeros((1,) + input_shape, np.float32))
+  if unroll_loops is None:
+    unroll_loops = quantize == 'int8' and graph_lib.has_loops(closed)
+  if unroll_loops:
+    def fn(x):  # pylint: disable=function-redefined
+      return graph_lib.eval_unrolled(closed, x)[0]
 
   spec = tf.TensorSpec((1,) + input_shape, tf.float32)
   tf_fn = tf.function(jax2tf.convert(fn, with_gradient=False),
@@ -133,7 +148,10 @@ def export_tflite(model, variables, input_shape, *, quantize: str | None = None,
   else:
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
   try:
-    with _capture_fd2() as log:
+    with _capture_fd2() as log, warnings.catch_warnings():
+      # "Statistics for quantized inputs were expected": int8 input/output
+      # tensors get their ranges from the representative data instead.
+      warnings.filterwarnings('ignore', message='Statistics for quantized')
       flatbuffer = converter.convert()
   except Exception as err:  # pylint: disable=broad-except
     text = str(err) + '\n' + ''.join(log)

@@ -143,6 +143,20 @@ class _Builder:
     return outs
 
 
+def _dce(jaxpr):
+  """Drops dead code (e.g. a scan's unused stacked outputs), as the TFLite
+  converter does, so dead tensors do not inflate the activation estimates."""
+  try:
+    from jax._src.interpreters import partial_eval as pe  # pylint: disable=g-import-not-at-top
+    new, _ = pe.dce_jaxpr(jaxpr, [True] * len(jaxpr.outvars),
+                          instantiate=True)
+  except (ImportError, AttributeError, TypeError):  # private API moved
+    return jaxpr
+  if len(new.invars) != len(jaxpr.invars):
+    return jaxpr
+  return new
+
+
 def trace_model(model, variables, input_shape) -> Graph:
   """Traces `model.apply(variables, x, train=False)` for one example.
 
@@ -160,8 +174,76 @@ def trace_model(model, variables, input_shape) -> Graph:
   closed = jax.make_jaxpr(
       lambda v, x: model.apply(v, x, train=False))(variables, x)
   b = _Builder()
-  jaxpr = closed.jaxpr
+  jaxpr = _dce(closed.jaxpr)
   n_var = len(jaxpr.invars) - 1
   in_ids = [b.new(v.aval, i == n_var) for i, v in enumerate(jaxpr.invars)]
   outs = b.run(jaxpr, list(closed.consts), in_ids)
   return Graph(b.values, b.eqns, in_ids, outs, b.notes)
+
+
+def has_loops(closed_jaxpr) -> bool:
+  """Whether a (closed) jaxpr contains a scan or while loop at any depth."""
+  jaxpr, _ = _unwrap(closed_jaxpr)
+  for e in jaxpr.eqns:
+    if e.primitive.name in ('scan', 'while'):
+      return True
+    for p in e.params.values():
+      if hasattr(p, 'eqns') or (hasattr(p, 'jaxpr') and hasattr(p, 'consts')):
+        if has_loops(p):
+          return True
+  return False
+
+
+def eval_unrolled(closed_jaxpr, *args):
+  """Evaluates a closed jaxpr with every `scan` unrolled into straight code.
+
+  Used for int8 export: TF 2.21's full-integer quantiser crashes on the WHILE
+  loop a `scan` becomes, while the unrolled graph quantises fine.
+
+  Args:
+    closed_jaxpr: a `ClosedJaxpr` (e.g. from `jax.make_jaxpr`).
+    *args: its inputs.
+
+  Returns:
+    The list of its outputs.
+  """
+  jaxpr, consts = _unwrap(closed_jaxpr)
+  env = {}
+
+  def read(a):
+    return a.val if isinstance(a, jax.extend.core.Literal) else env[a]
+
+  for v, c in zip(jaxpr.constvars, consts):
+    env[v] = c
+  for v, a in zip(jaxpr.invars, args):
+    env[v] = a
+  for e in jaxpr.eqns:
+    ins = [read(a) for a in e.invars]
+    key = _INLINE_KEYS.get(e.primitive.name, 'absent')
+    if e.primitive.name == 'scan':
+      outs = _unrolled_scan(e.params, ins)
+    elif key not in ('absent', None) and key in e.params:
+      outs = eval_unrolled(e.params[key], *ins)
+    else:
+      outs = e.primitive.bind(*ins, **e.params)
+      if not e.primitive.multiple_results:
+        outs = [outs]
+    for v, o in zip(e.outvars, outs):
+      env[v] = o
+  return [read(a) for a in jaxpr.outvars]
+
+
+def _unrolled_scan(params, ins):
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  nc, ncar, length = params['num_consts'], params['num_carry'], params['length']
+  consts, carry, xs = ins[:nc], ins[nc:nc + ncar], ins[nc + ncar:]
+  steps = range(length - 1, -1, -1) if params['reverse'] else range(length)
+  ys = {}
+  for t in steps:
+    out = eval_unrolled(params['jaxpr'], *consts, *carry,
+                        *[jax.lax.index_in_dim(x, t, keepdims=False)
+                          for x in xs])
+    carry, ys[t] = out[:ncar], out[ncar:]
+  n_ys = len(params['jaxpr'].jaxpr.outvars) - ncar
+  stacked = [jnp.stack([ys[t][k] for t in range(length)]) for k in range(n_ys)]
+  return list(carry) + stacked

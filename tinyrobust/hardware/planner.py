@@ -39,27 +39,37 @@ def peak_live(buffers: Sequence[tuple[int, int, int]]) -> int:
 def greedy_plan(buffers: Sequence[tuple[int, int, int]]) -> int:
   """Arena bytes TFLM's greedy planner needs for `buffers`.
 
+  Follows `GreedyMemoryPlanner::CalculateOffsetsIfNeeded`: buffers are sorted
+  by aligned size, largest first, with ties in *reverse* order of addition
+  (TFLM fills its sort array from the tail, then bubble-sorts stably); each is
+  put in the first gap, in offset order, between buffers alive at the same
+  time that is large enough, else after the last of them.
+
   Args:
-    buffers: `(size_bytes, first_step, last_step)` per buffer, inclusive.
+    buffers: `(size_bytes, first_step, last_step)` per buffer, inclusive, in
+      the order TFLM adds them (tensor index order, then scratch buffers).
 
   Returns:
     The planned head size in bytes (highest offset + size).
   """
-  order = sorted(range(len(buffers)),
-                 key=lambda i: (-align(buffers[i][0]), buffers[i][1]))
+  sizes = [align(n) for n, _, _ in buffers]
+  order = sorted(reversed(range(len(buffers))), key=lambda i: -sizes[i])
   placed: list[tuple[int, int, int, int]] = []  # offset, size, first, last
   top = 0
   for i in order:
-    size, first, last = align(buffers[i][0]), buffers[i][1], buffers[i][2]
+    size, first, last = sizes[i], buffers[i][1], buffers[i][2]
     if size == 0:
       continue
-    clash = sorted((o, n) for o, n, f, l in placed
-                   if not (l < first or last < f))
     offset = 0
-    for o, n in clash:
-      if offset + size <= o:
+    for o, n, f, l in placed:  # kept sorted by offset
+      if l < first or last < f:
+        continue
+      if o - offset >= size:
         break
       offset = max(offset, o + n)
-    placed.append((offset, size, first, last))
+    k = 0
+    while k < len(placed) and placed[k][0] <= offset:
+      k += 1
+    placed.insert(k, (offset, size, first, last))
     top = max(top, offset + size)
   return top

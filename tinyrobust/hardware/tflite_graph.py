@@ -108,47 +108,87 @@ def parse(tflite_bytes: bytes) -> TfliteGraph:
       called = [int(getattr(opts, k)) for k in (
           'condSubgraphIndex', 'bodySubgraphIndex', 'thenSubgraphIndex',
           'elseSubgraphIndex', 'initSubgraphIndex') if hasattr(opts, k)]
-      ops.append(Op(codes[o.opcodeIndex],
-                    [int(i) for i in (o.inputs if o.inputs is not None else [])],
-                    [int(i) for i in (o.outputs if o.outputs is not None
-                                      else [])], called))
+      ins = [] if o.inputs is None else [int(i) for i in o.inputs]
+      outs = [] if o.outputs is None else [int(i) for i in o.outputs]
+      ops.append(Op(codes[o.opcodeIndex], ins, outs, called))
     subgraphs.append(Subgraph(tensors, ops, [int(i) for i in sg.inputs],
                               [int(i) for i in sg.outputs]))
   return TfliteGraph(subgraphs)
 
 
-def _lifetimes(sg: Subgraph) -> list[tuple[int, int, int]]:
-  """`(bytes, first_op, last_op)` of every planned tensor of a subgraph."""
-  n = len(sg.ops)
-  first: dict[int, int] = {i: 0 for i in sg.inputs}
-  last: dict[int, int] = {i: n - 1 for i in sg.outputs}
-  for k, op in enumerate(sg.ops):
-    for i in op.outputs:
-      first.setdefault(i, k)
-      last[i] = max(last.get(i, k), k)
-    for i in op.inputs:
-      if i < 0:
-        continue
-      first.setdefault(i, k)
-      last[i] = max(last.get(i, k), k)
+def _scratch(sg: Subgraph, op: Op) -> list[int]:
+  """Scratch bytes the TFLM reference kernel of `op` requests in Prepare.
+
+  Reductions ask for two int index arrays of the input's rank (measured: a
+  rank-4 SUM adds 2 x 16 aligned bytes), int8 SUM/MEAN also for int32
+  accumulators; the other kernels the exporter emits
+  for the zoo (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, ADD, ...) request
+  none with the reference kernels.
+  """
+  if op.name in ('SUM', 'MEAN', 'REDUCE_MAX', 'REDUCE_MIN', 'REDUCE_PROD'):
+    x = sg.tensors[op.inputs[0]]
+    out = [4 * len(x.shape), 4 * len(x.shape)]
+    if x.dtype == 'INT8' and op.name in ('SUM', 'MEAN'):
+      # int32 accumulators, one per output element (measured).
+      y = sg.tensors[op.outputs[0]]
+      out.append(4 * int(np.prod(y.shape, dtype=np.int64)))
+    return out
+  return []
+
+
+def lifetimes(g: TfliteGraph) -> list[tuple[int, int, int]]:
+  """`(bytes, first_scope, last_scope)` of every buffer TFLM plans.
+
+  Mirrors `AllocationInfoBuilder::MarkAllocationLifetimes`: scope 0 is the
+  start of subgraph 0, every op opens a new scope, control-flow ops mark their
+  called subgraphs inside their own span; graph inputs live from the start and
+  outputs to the end. Buffers come in TFLM's order: tensors by (subgraph,
+  index), then scratch buffers in op order.
+  """
+  info: dict[tuple[int, int], list[int]] = {}
+  scratch: list[tuple[int, int, int]] = []
+
+  def first(key, scope):
+    info[key] = [scope, scope]
+
+  def last(key, scope):
+    info.setdefault(key, [-1, -1])[1] = scope
+
+  def mark(si: int, scope: int) -> int:
+    sg = g.subgraphs[si]
+    for t in sg.inputs + sg.outputs:
+      first((si, t), scope)
+    for op in sg.ops:
+      scope += 1
+      for t in op.outputs:
+        first((si, t), scope)
+      start = scope
+      for called in op.subgraphs:
+        scope = mark(called, scope + 1)
+      for t in op.inputs:
+        if t >= 0:
+          last((si, t), scope)
+      for t in op.outputs:
+        last((si, t), scope)
+      scratch.extend((n, start, scope) for n in _scratch(sg, op))
+    for t in sg.outputs:
+      last((si, t), scope)
+    return scope
+
+  mark(0, 0)
   out = []
-  for i, f in first.items():
-    t = sg.tensors[i]
-    if t.constant or t.nbytes == 0:
-      continue
-    out.append((t.nbytes, f, max(last.get(i, f), f)))
-  return out
+  for si, sg in enumerate(g.subgraphs):
+    for ti, t in enumerate(sg.tensors):
+      f, l = info.get((si, ti), (-1, -1))
+      if t.constant or t.nbytes == 0 or f < 0:
+        continue
+      out.append((t.nbytes, f, l))
+  return out + scratch
 
 
-def planned_arena(g: TfliteGraph, subgraph: int = 0) -> int:
-  """Head bytes TFLM's greedy planner is predicted to use for `subgraph`."""
-  sg = g.subgraphs[subgraph]
-  bufs = _lifetimes(sg)
-  for k, op in enumerate(sg.ops):
-    for s in op.subgraphs:
-      if s != subgraph:
-        bufs.append((planned_arena(g, s), k, k))
-  return planner.greedy_plan(bufs)
+def planned_arena(g: TfliteGraph) -> int:
+  """Head bytes TFLM's greedy planner is predicted to use."""
+  return planner.greedy_plan(lifetimes(g))
 
 
 def study_proxy(g: TfliteGraph) -> int:

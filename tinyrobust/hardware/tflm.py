@@ -27,6 +27,8 @@ import sys
 import tempfile
 from typing import Any
 
+from tinyrobust.hardware import tflite_graph
+
 _WORKER = r'''
 import sys
 import numpy as np
@@ -46,6 +48,7 @@ it.print_allocations()
 _LINE = re.compile(r'Arena allocation (total|head|tail) (\d+) bytes')
 _PART = re.compile(r"'([^']+)' used (\d+) bytes")
 _MISSING_OP = re.compile(r"Didn't find op for builtin opcode '([^']+)'")
+_PREPARE_FAILED = re.compile(r'Node (\w+) \(number \d+\) failed to prepare')
 
 
 def parse_allocations(text: str) -> dict[str, Any]:
@@ -82,8 +85,9 @@ def measure_tflm(tflite_bytes: bytes, *, arena_size: int = 1 << 20,
     (`arena_size` is the arena the successful run was given).
 
   Raises:
-    ValueError: not a flatbuffer, an op TFLM lacks (named), or the model does
-      not fit any arena up to `max_arena`.
+    ValueError: not a flatbuffer, an op TFLM lacks or cannot run with these
+      tensor types (named), or the model does not fit any arena up to
+      `max_arena`.
   """
   if not isinstance(tflite_bytes, (bytes, bytearray)) or len(tflite_bytes) < 8:
     raise ValueError('tflite_bytes must be a TFLite flatbuffer (bytes), got '
@@ -94,7 +98,6 @@ def measure_tflm(tflite_bytes: bytes, *, arena_size: int = 1 << 20,
   if arena_size <= 0 or max_arena < arena_size:
     raise ValueError(f'Need 0 < arena_size <= max_arena, got {arena_size} and '
                      f'{max_arena}.')
-  from tinyrobust.hardware import tflite_graph  # pylint: disable=g-import-not-at-top
   n_inputs = len(tflite_graph.parse(tflite_bytes).subgraphs[0].inputs)
   with tempfile.TemporaryDirectory() as d:
     path = os.path.join(d, 'model.tflite')
@@ -112,12 +115,18 @@ def measure_tflm(tflite_bytes: bytes, *, arena_size: int = 1 << 20,
         raise ValueError(f'TFLite Micro has no kernel for op '
                          f'{missing.group(1)!r}; this model cannot run on an '
                          'MCU with the TFLM builtin op resolver.')
+      unprepared = _PREPARE_FAILED.search(text)
+      if unprepared:
+        reason = text[:unprepared.start()].strip().splitlines()[-1:]
+        raise ValueError(f'TFLite Micro cannot run op '
+                         f'{unprepared.group(1)!r} of this model '
+                         f'({" ".join(reason)}).')
       if r.returncode == 0:
         out = parse_allocations(text)
         out['arena_size'] = arena
         return out
       last_err = text[-800:]
-      if 'Failed to allocate' not in text and 'arena' not in text.lower():
+      if 'failed to allocate' not in text.lower():
         raise RuntimeError(f'TFLite Micro failed (exit {r.returncode}): '
                            f'{last_err}')
       arena *= 2

@@ -9,5 +9,7 @@ from tinyrobust.models.registry import get_model
 from tinyrobust.models.registry import list_models
 from tinyrobust.models.registry import register
 from tinyrobust.models import simple  # mlp, cnn
+from tinyrobust.models import (bonsai, dscnn, fastrnn, mcunet, protonn,  # zoo
+                               resnet8, tcn)
 
 __all__ = ['get_model', 'list_models', 'register']

@@ -109,8 +109,9 @@ class Bonsai(conventions.InputSpec, nn.Module):
       sigma_i: indicator sharpness; None = 1e9 (EdgeML's inference value).
     """
     del train
-    if x.ndim != 2:
+    if x.ndim < 2:
       raise ValueError(f'Bonsai expects features [B, D], got {x.shape}.')
+    x = x.reshape(x.shape[0], -1)  # [B, ...] inputs are flattened.
     if self.input_shape is not None and x.shape[1:] != self.input_shape:
       raise ValueError(f'Bonsai built for input_shape={self.input_shape}, '
                        f'got x of shape {x.shape}.')

@@ -12,8 +12,9 @@ Training follows EdgeML: W random normal, prototypes B by k-means on the
 projected training data and, when `gamma=None`, the median heuristic
 gamma = 1 / (2.5 * median ||W^T x - B_j||) (`utils.medianHeuristic`); Z
 one-hot of each cluster's majority class (EdgeML's C++ initialisation) when
-labels are available. With `gamma=None` the estimated width is folded into W
-and B (the forward pass then uses gamma = 1), which is the same function.
+labels are passed (`y_train`), else zero. With `gamma=None` the estimated
+width is folded into W and B (the forward pass then uses gamma = 1), which is
+the same function.
 Sparsity: iterative hard thresholding of W, B, Z to the given densities.
 """
 
@@ -64,8 +65,9 @@ class ProtoNN(conventions.InputSpec, nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     """Scores of `x` `[B, D]` -> `[B, num_classes]` (`train` is unused)."""
     del train
-    if x.ndim != 2:
+    if x.ndim < 2:
       raise ValueError(f'ProtoNN expects features [B, D], got {x.shape}.')
+    x = x.reshape(x.shape[0], -1)  # [B, ...] inputs are flattened.
     if self.input_shape is not None and x.shape[1:] != self.input_shape:
       raise ValueError(f'ProtoNN built for input_shape={self.input_shape}, '
                        f'got x of shape {x.shape}.')
@@ -91,7 +93,7 @@ class ProtoNN(conventions.InputSpec, nn.Module):
       x_train: `[N, D]` training features (N >= num_prototypes).
       key: PRNG key (subsampling and k-means seed).
       y_train: optional `[N]` int labels; when given, Z[:, j] is the one-hot
-        majority class of cluster j (otherwise Z keeps its random init).
+        majority class of cluster j (EdgeML's C++ init), otherwise Z = 0.
 
     Returns:
       New variables with B (and W, Z) replaced.
@@ -118,15 +120,17 @@ class ProtoNN(conventions.InputSpec, nn.Module):
       w, centers = w * scale, centers * scale
     params['W'] = jnp.asarray(w, jnp.float32)
     params['B'] = jnp.asarray(centers.T, jnp.float32)
+    # Without labels Z starts at 0: a random N(0, 1) Z gives confident
+    # random scores that training undoes only slowly (wide RBF kernels).
+    z = np.zeros(np.shape(params['Z']), np.float32)
     if y_train is not None:
       y = np.asarray(y_train).reshape(-1)[rows]
-      z = np.array(params['Z'], np.float32)
       for j in range(m):
         members = y[km.labels_ == j]
         if members.size:
           z[:, j] = np.eye(self.num_classes, dtype=np.float32)[
               np.bincount(members, minlength=self.num_classes).argmax()]
-      params['Z'] = jnp.asarray(z)
+    params['Z'] = jnp.asarray(z)
     return {**variables, 'params': params}
 
   @nn.nowrap

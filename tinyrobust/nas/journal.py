@@ -1,0 +1,130 @@
+"""Append-only trial journal (`trials.jsonl`) and its replay.
+
+Two kinds of lines, both keyed by an integer `trial` id:
+
+* `{"event": "suggest", "trial", "params", "weights", "batch", "time"}`,
+  written when a candidate is handed to an executor;
+* `{"event": "result", "trial", "status", "params", "weights", "terms",
+  "metrics", "timings", "seed", "versions", "error", "time"}`, written when
+  it finishes. `status` is one of `STATUSES`:
+  'ok' (trained and evaluated), 'infeasible' (over the board's flash or SRAM
+  budget, never trained) or 'failed' (an exception, e.g. a TFLite export
+  error or a NaN loss; `error` holds its text).
+
+Lines are flushed and fsynced one at a time (`io.append_jsonl`), so a kill
+loses at most the trial in flight; a torn last line is ignored on read.
+Non-finite floats are written as the strings 'inf' / 'nan' and read back as
+floats. `replay` returns the finished results in trial order and the
+suggested-but-unfinished candidates, which a resumed search re-submits
+instead of asking for new ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import functools
+import importlib.metadata
+import os
+from typing import Any, Mapping
+
+from tinyrobust import io
+
+FILENAME = 'trials.jsonl'
+STATUSES = ('ok', 'infeasible', 'failed')
+_VERSIONED = ('jax', 'jaxlib', 'flax', 'optax', 'numpy', 'scikit-optimize',
+              'scikit-learn', 'tensorflow-cpu', 'tensorflow', 'tflite-micro',
+              'ray', 'tinyrobust')
+
+
+@functools.lru_cache(maxsize=1)
+def package_versions() -> dict[str, str]:
+  """Installed versions of the packages a trial's numbers depend on."""
+  out = {}
+  for name in _VERSIONED:
+    try:
+      out[name] = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+      continue
+  return out
+
+
+def now() -> str:
+  return datetime.datetime.now(datetime.timezone.utc).isoformat(
+      timespec='seconds')
+
+
+def _floats(obj: Any) -> Any:
+  """Turns 'inf'/'-inf'/'nan' strings written by `io.to_jsonable` back."""
+  if isinstance(obj, dict):
+    return {k: _floats(v) for k, v in obj.items()}
+  if isinstance(obj, list):
+    return [_floats(v) for v in obj]
+  if obj in ('inf', '-inf', 'nan'):
+    return float(obj)
+  return obj
+
+
+def _restore_numbers(record: dict[str, Any]) -> dict[str, Any]:
+  out = dict(record)
+  for key in ('terms', 'metrics', 'timings', 'weights'):
+    if key in out and out[key] is not None:
+      out[key] = _floats(out[key])
+  return out
+
+
+@dataclasses.dataclass
+class Replay:
+  """What a journal holds: finished results and pending suggestions."""
+  results: list[dict[str, Any]]
+  pending: list[dict[str, Any]]
+
+  @property
+  def next_trial(self) -> int:
+    ids = [r['trial'] for r in self.results + self.pending]
+    return max(ids) + 1 if ids else 0
+
+
+class Journal:
+  """The `trials.jsonl` of one search workdir."""
+
+  def __init__(self, workdir: str):
+    self.path = os.path.join(workdir, FILENAME)
+
+  def suggest(self, trial: int, params: Mapping[str, Any],
+              weights: Mapping[str, float] | None, batch: int) -> None:
+    io.append_jsonl(self.path, {
+        'event': 'suggest', 'trial': int(trial), 'params': dict(params),
+        'weights': dict(weights) if weights else None, 'batch': int(batch),
+        'time': now()})
+
+  def result(self, record: Mapping[str, Any]) -> dict[str, Any]:
+    """Appends a finished trial; fills `event`, `time` and `versions`."""
+    rec = dict(record)
+    if rec.get('status') not in STATUSES:
+      raise ValueError(f'Trial status must be one of {STATUSES}, got '
+                       f'{rec.get("status")!r}.')
+    if 'trial' not in rec or 'params' not in rec:
+      raise ValueError(f'A trial result needs "trial" and "params", got keys '
+                       f'{sorted(rec)}.')
+    rec['event'] = 'result'
+    rec.setdefault('time', now())
+    rec.setdefault('versions', package_versions())
+    io.append_jsonl(self.path, rec)
+    return rec
+
+  def read(self) -> list[dict[str, Any]]:
+    return [_restore_numbers(r) for r in io.read_jsonl(self.path)]
+
+  def replay(self) -> Replay:
+    """Finished results (trial order) and unfinished suggestions."""
+    results: dict[int, dict[str, Any]] = {}
+    suggested: dict[int, dict[str, Any]] = {}
+    for r in self.read():
+      if r.get('event') == 'result':
+        results[int(r['trial'])] = r  # a re-run's later line wins
+      elif r.get('event') == 'suggest':
+        suggested[int(r['trial'])] = r
+    pending = [suggested[t] for t in sorted(suggested) if t not in results]
+    return Replay([results[t] for t in sorted(results)], pending)
+
