@@ -385,9 +385,15 @@ def evaluate_workdir(workdir: str, config=None) -> dict[str, Any]:
                     'split': 'test', 'model': config.model.name,
                     'attack_config': acfg.to_dict()}
   paths = write_results(results, workdir)
+  print(f'[{config.model.name} on {config.data.name}, test split, '
+        f'{results["denominator"]} examples; eps in input units '
+        f'({acfg.norm}); robust = pred(x_adv) == label and clean correct; '
+        'consistency = pred(x_adv) == pred(x)]')
   for r in results['rows']:
-    logging.info('%-5s eps=%.4f clean=%.4f robust=%.4f consistency=%.4f %s',
-                 r['attack'], r['eps'], r['clean_accuracy'],
-                 r['robust_accuracy'], r['consistency'], r['flags'])
+    print(f'{r["attack"]:>5} eps={r["eps"]:.4f} clean={r["clean_accuracy"]:.4f}'
+          f' robust={r["robust_accuracy"]:.4f} consistency='
+          f'{r["consistency"]:.4f} {r["flags"] or ""}')
+  print('sanity flags: ' + ('none' if results['sanity_ok'] else
+                            str(results['flags'])))
   logging.info('Wrote %s and %s', *paths)
   return results

@@ -13,7 +13,7 @@ Workdir layout:
   best.ckpt        eval-mode variables with the best validation accuracy
 
 Model hooks (optional methods on the Flax module):
-  data_init(variables, x_train, key) -> variables      after `init`
+  data_init(variables, x_train, key, y_train=None) -> variables  after init
   project_params(params, progress) -> params           after each update
   train_kwargs(progress) -> dict                       extra apply kwargs
 with `progress = step / total_steps` in [0, 1].
@@ -298,7 +298,8 @@ def train_and_evaluate(
   variables = flax.core.unfreeze(variables)
   if hasattr(model, 'data_init'):
     variables = model.data_init(variables, train_ds.x,
-                                jax.random.fold_in(init_key, 1))
+                                jax.random.fold_in(init_key, 1),
+                                y_train=train_ds.y)
   state = TrainState(params=variables['params'],
                      batch_stats=variables.get('batch_stats'),
                      opt_state=tx.init(variables['params']),
