@@ -21,12 +21,7 @@ from tinyrobust import evaluate
 
 def get_config(arg=None):
   c = common.base_config()
-  c.data.name = 'auritus'
-  c.data.options.channels = 'features'
-  c.data.options.split_by = 'participant'
-  c.data.options.window = 550
-  c.data.options.stride = 50
-  c.data.options.seed = 0
+  common.auritus_data(c, channels='features')
   c.model.name = 'bonsai'
   c.model.kwargs.projection_dim = 10
   c.model.kwargs.depth = 1

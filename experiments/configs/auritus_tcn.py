@@ -22,13 +22,7 @@ from tinyrobust import evaluate
 
 def get_config(arg=None):
   c = common.base_config()
-  c.data.name = 'auritus'
-  c.data.options.channels = 'raw6'
-  c.data.options.split_by = 'participant'
-  c.data.options.window = 550
-  c.data.options.stride = 50
-  c.data.options.seed = 0
-  c.data.options.normalisation = 'standardize'
+  common.auritus_data(c, channels='raw6', normalisation='standardize')
   c.model.name = 'tcn'
   c.model.kwargs.nb_filters = 4
   c.model.kwargs.kernel_size = 4

@@ -29,3 +29,25 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.grad_clip_norm = 0.0
   c.train.progress_bar = True
   return c
+
+
+def auritus_data(c: ml_collections.ConfigDict, *, channels: str,
+                 normalisation: str | None = None) -> None:
+  """Sets `c.data` to AURITUS windows of the study (550/50 at 100 Hz).
+
+  Participants are held out (the honest protocol; the study's random-window
+  split is `--config.data.options.split_by=window`).
+
+  Args:
+    c: config to fill in place.
+    channels: 'raw6' (acc g, gyro deg/s), 'magnitudes' or 'features'.
+    normalisation: optional loader normalisation ('standardize' or 'none').
+  """
+  c.data.name = 'auritus'
+  c.data.options.channels = channels
+  c.data.options.split_by = 'participant'
+  c.data.options.window = 550
+  c.data.options.stride = 50
+  c.data.options.seed = 0
+  if normalisation is not None:
+    c.data.options.normalisation = normalisation

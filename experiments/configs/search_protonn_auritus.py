@@ -23,12 +23,7 @@ from tinyrobust.nas import search
 def get_config(arg=None):
   variants = search.parse_variants(arg)
   c = common.base_config()
-  c.data.name = 'auritus'
-  c.data.options.channels = 'features'
-  c.data.options.split_by = 'participant'
-  c.data.options.window = 550
-  c.data.options.stride = 50
-  c.data.options.seed = 0
+  common.auritus_data(c, channels='features')
   c.model.name = 'protonn'
   c.train.epochs = 100
   c.train.batch_size = 64

@@ -33,13 +33,7 @@ from tinyrobust.nas import search
 def get_config(arg=None):
   variants = search.parse_variants(arg)
   c = common.base_config()
-  c.data.name = 'auritus'
-  c.data.options.channels = 'raw6'
-  c.data.options.split_by = 'participant'
-  c.data.options.window = 550
-  c.data.options.stride = 50
-  c.data.options.seed = 0
-  c.data.options.normalisation = 'standardize'
+  common.auritus_data(c, channels='raw6', normalisation='standardize')
   c.model.name = 'tcn'
   c.model.kwargs.padding = 'causal'
   c.train.epochs = 100
