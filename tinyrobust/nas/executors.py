@@ -63,7 +63,7 @@ class SequentialExecutor:
       yield job, run_job(evaluate_fn, job)
 
   def close(self) -> None:
-    pass
+    """Nothing to release: jobs ran in this process."""
 
 
 class ProcessExecutor:
