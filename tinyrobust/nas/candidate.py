@@ -132,13 +132,17 @@ def adversarial_metrics(apply_fn, variables, x: np.ndarray, y: np.ndarray, *,
                      jax.random.fold_in(key, i), jnp.float32(eps))
       preds[name][i:i + m] = np.asarray(predict(variables, x_adv))[:m]
       times[name] += time.perf_counter() - t0
-  out = {'clean_accuracy': float(np.mean(clean_pred == y)),
+  # Same definition as tinyrobust.evaluate: robust only if the clean
+  # prediction is correct and the adversarial one still is.
+  clean_ok = clean_pred == y
+  out = {'clean_accuracy': float(np.mean(clean_ok)),
          'fgsm_consistency': float(np.mean(preds['fgsm'] == clean_pred)),
-         'fgsm_robust_accuracy': float(np.mean(preds['fgsm'] == y)),
+         'fgsm_robust_accuracy': float(np.mean(clean_ok &
+                                                (preds['fgsm'] == y))),
          'fgsm_s': times['fgsm'], 'pgd_s': times['pgd']}
   if pgd is not None:
     out['pgd_consistency'] = float(np.mean(preds['pgd'] == clean_pred))
-    out['pgd_robust_accuracy'] = float(np.mean(preds['pgd'] == y))
+    out['pgd_robust_accuracy'] = float(np.mean(clean_ok & (preds['pgd'] == y)))
   return out
 
 
