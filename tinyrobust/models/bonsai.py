@@ -112,9 +112,8 @@ class Bonsai(conventions.InputSpec, nn.Module):
     if x.ndim < 2:
       raise ValueError(f'Bonsai expects features [B, D], got {x.shape}.')
     x = x.reshape(x.shape[0], -1)  # [B, ...] inputs are flattened.
-    if self.input_shape is not None and x.shape[1:] != self.input_shape:
-      raise ValueError(f'Bonsai built for input_shape={self.input_shape}, '
-                       f'got x of shape {x.shape}.')
+    conventions.check_built_shape('Bonsai', self.input_shape, x.shape[1:],
+                                  x.shape)
     if sigma_i is None:
       sigma_i = SIGMA_I_EVAL
     if self.append_bias:

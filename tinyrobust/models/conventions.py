@@ -39,3 +39,19 @@ def as_shape(name: str, shape: Sequence[int] | None,
     raise ValueError(f'{name} must be {" or ".join(map(str, ranks))} '
                      f'positive ints (no batch axis), got {shape!r}.')
   return shape
+
+
+def check_built_shape(name: str, input_shape: tuple[int, ...] | None,
+                      got: tuple[int, ...], x_shape: tuple[int, ...]) -> None:
+  """Raises if a module built for `input_shape` receives a different shape.
+
+  Args:
+    name: model name for the message.
+    input_shape: the (possibly sliced) shape the module was built for, or None
+      when it accepts any shape.
+    got: the matching slice of the input's shape.
+    x_shape: the whole input shape, for the message.
+  """
+  if input_shape is not None and got != input_shape:
+    raise ValueError(f'{name} built for input_shape={input_shape}, got x of '
+                     f'shape {x_shape}.')

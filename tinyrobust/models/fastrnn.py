@@ -126,9 +126,8 @@ class FastRNNClassifier(conventions.InputSpec, nn.Module):
     if x.ndim != 3:
       raise ValueError(f'{self.cell} expects sequences [B, T, C], got '
                        f'{x.shape}.')
-    if self.input_shape is not None and x.shape[1:] != self.input_shape:
-      raise ValueError(f'{self.cell} built for input_shape='
-                       f'{self.input_shape}, got x of shape {x.shape}.')
+    conventions.check_built_shape(self.cell, self.input_shape, x.shape[1:],
+                                  x.shape)
     h = FastCell(self.cell, self.hidden_size, self.w_rank, self.u_rank,
                  name='cell')(x)
     return nn.Dense(self.num_classes, name='classifier')(h)

@@ -96,9 +96,8 @@ class MCUNet(conventions.InputSpec, nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     if x.ndim != 4:
       raise ValueError(f'MCUNet expects images [B, H, W, C], got {x.shape}.')
-    if self.input_shape is not None and x.shape[1:] != self.input_shape:
-      raise ValueError(f'MCUNet built for input_shape={self.input_shape}, '
-                       f'got x of shape {x.shape}.')
+    conventions.check_built_shape('MCUNet', self.input_shape, x.shape[1:],
+                                  x.shape)
     if self.resolution is not None and x.shape[1:3] != (self.resolution,) * 2:
       x = jax.image.resize(
           x, (x.shape[0], self.resolution, self.resolution, x.shape[3]),

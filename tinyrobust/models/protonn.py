@@ -68,9 +68,8 @@ class ProtoNN(conventions.InputSpec, nn.Module):
     if x.ndim < 2:
       raise ValueError(f'ProtoNN expects features [B, D], got {x.shape}.')
     x = x.reshape(x.shape[0], -1)  # [B, ...] inputs are flattened.
-    if self.input_shape is not None and x.shape[1:] != self.input_shape:
-      raise ValueError(f'ProtoNN built for input_shape={self.input_shape}, '
-                       f'got x of shape {x.shape}.')
+    conventions.check_built_shape('ProtoNN', self.input_shape, x.shape[1:],
+                                  x.shape)
     d, m, num_l = self.projection_dim, self.num_prototypes, self.num_classes
     normal = nn.initializers.normal(1.0)
     w = self.param('W', normal, (x.shape[1], d))

@@ -41,9 +41,8 @@ class ResNet8(conventions.InputSpec, nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     if x.ndim != 4:
       raise ValueError(f'ResNet8 expects images [B, H, W, C], got {x.shape}.')
-    if self.input_shape is not None and x.shape[1:] != self.input_shape:
-      raise ValueError(f'ResNet8 built for input_shape={self.input_shape}, '
-                       f'got x of shape {x.shape}.')
+    conventions.check_built_shape('ResNet8', self.input_shape, x.shape[1:],
+                                  x.shape)
     he = nn.initializers.he_normal()
 
     def conv(y, f, k=3, s=1):
