@@ -1,5 +1,6 @@
 """trials.jsonl: round trip, torn lines, replay of pending suggestions."""
 
+import json
 import math
 import os
 
@@ -44,6 +45,57 @@ def test_torn_last_line_is_ignored(tmp_path):
     f.write('{"event": "result", "trial": 1, "par')  # killed mid-write
   rep = j.replay()
   assert [r['trial'] for r in rep.results] == [0]
+
+
+def _result(j, trial):
+  return j.result({'trial': trial, 'params': {'nb_filters': 8 + trial},
+                   'status': 'ok', 'terms': {'error': 0.1 * trial},
+                   'metrics': {'flash_bytes': 1000 + trial}})
+
+
+def test_torn_tail_resumes_twice_cleanly(tmp_path):
+  # A kill during an append leaves a torn last line. Each resume (replay
+  # then appends) must keep the journal valid JSONL; the fragment is kept
+  # in trials.jsonl.torn.
+  j = journal_lib.Journal(str(tmp_path))
+  for t in range(3):
+    j.suggest(t, {'nb_filters': 8 + t}, None, batch=0)
+    _result(j, t)
+  path = os.path.join(tmp_path, journal_lib.FILENAME)
+  with open(path) as f:
+    lines = f.read().splitlines()
+  fragment = lines[-1][:40]
+  with open(path, 'w') as f:
+    f.write('\n'.join(lines[:-1] + [fragment]))
+  for resume in range(2):
+    rep = journal_lib.Journal(str(tmp_path)).replay()
+    assert [r['trial'] for r in rep.results] == list(range(2 + resume))
+    assert [p['trial'] for p in rep.pending] == ([2] if resume == 0 else [])
+    j = journal_lib.Journal(str(tmp_path))
+    if resume == 0:
+      _result(j, 2)  # the resumed search finishes the pending trial
+    else:
+      j.suggest(3, {'nb_filters': 11}, None, batch=1)
+      _result(j, 3)
+    with open(path) as f:
+      text = f.read()
+    assert text.endswith('\n')
+    assert all(json.loads(line) for line in text.splitlines())
+  rep = journal_lib.Journal(str(tmp_path)).replay()
+  assert [r['trial'] for r in rep.results] == [0, 1, 2, 3] and not rep.pending
+  with open(path + '.torn') as f:
+    assert f.read() == fragment + '\n'
+
+
+def test_damaged_middle_line_names_file_and_line(tmp_path):
+  j = journal_lib.Journal(str(tmp_path))
+  _result(j, 0)
+  path = os.path.join(tmp_path, journal_lib.FILENAME)
+  with open(path, 'a') as f:
+    f.write('{"event": "result", "tri\n')
+  _result(j, 1)
+  with pytest.raises(ValueError, match=r'trials\.jsonl.*line 2'):
+    j.replay()
 
 
 def test_bad_status_raises(tmp_path):

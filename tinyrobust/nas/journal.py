@@ -11,8 +11,13 @@ Two kinds of lines, both keyed by an integer `trial` id:
   budget, never trained) or 'failed' (an exception, e.g. a TFLite export
   error or a NaN loss; `error` holds its text).
 
-Lines are flushed and fsynced one at a time (`io.append_jsonl`), so a kill
-loses at most the trial in flight; a torn last line is ignored on read.
+Lines are written whole, flushed and fsynced one at a time
+(`io.append_jsonl`), so a kill loses at most the trial in flight. `replay`
+(the resume path) moves a torn last line aside to `trials.jsonl.torn` with a
+warning and truncates the journal to its last whole line, so the resumed
+search appends to a clean file (`io.read_jsonl(repair=True)`); a damaged line
+before the last one raises `io.CorruptFileError` naming the line. `read`
+only reads (it skips a torn tail without touching the file).
 Non-finite floats are written as the strings 'inf' / 'nan' and read back as
 floats. `replay` returns the finished results in trial order and the
 suggested-but-unfinished candidates, which a resumed search re-submits
@@ -73,6 +78,14 @@ def _restore_numbers(record: dict[str, Any]) -> dict[str, Any]:
   return out
 
 
+def _check_trial(path: str, n: int, record: Mapping[str, Any]) -> None:
+  trial = record.get('trial')
+  if isinstance(trial, bool) or not isinstance(trial, int) or trial < 0:
+    raise io.CorruptFileError(
+        f'Record {n + 1} of {path!r} has trial={trial!r}; every line needs '
+        f'an integer trial id >= 0. {io.JOURNAL_HINT}', path)
+
+
 @dataclasses.dataclass
 class Replay:
   """What a journal holds: finished results and pending suggestions."""
@@ -113,14 +126,24 @@ class Journal:
     io.append_jsonl(self.path, rec)
     return rec
 
-  def read(self) -> list[dict[str, Any]]:
-    return [_restore_numbers(r) for r in io.read_jsonl(self.path)]
+  def read(self, *, repair: bool = False) -> list[dict[str, Any]]:
+    """All records; `repair` moves a torn last line aside first."""
+    return [_restore_numbers(r)
+            for r in io.read_jsonl(self.path, repair=repair)]
 
   def replay(self) -> Replay:
-    """Finished results (trial order) and unfinished suggestions."""
+    """Finished results (trial order) and unfinished suggestions.
+
+    Repairs a torn last line first (see the module docstring).
+
+    Raises:
+      io.CorruptFileError: a damaged record before the last line, or a
+        record without an integer `trial`.
+    """
     results: dict[int, dict[str, Any]] = {}
     suggested: dict[int, dict[str, Any]] = {}
-    for r in self.read():
+    for n, r in enumerate(self.read(repair=True)):
+      _check_trial(self.path, n, r)
       if r.get('event') == 'result':
         results[int(r['trial'])] = r  # a re-run's later line wins
       elif r.get('event') == 'suggest':
