@@ -1,4 +1,4 @@
-"""Pure, jittable FGSM and PGD attack kernels (L-inf and L2).
+"""Pure, jittable attack kernels (FGSM, PGD; L-inf and L2) as plug-ins.
 
 This package imports nothing from `tinyrobust.models` or `tinyrobust.data`:
 a model enters only as `apply_fn(variables, x) -> logits`.
@@ -34,6 +34,11 @@ The front-end must be differentiable (written in JAX). Attacking in feature
 space, as the original study did, is `make_pgd(feature_apply_fn)` on the
 features themselves.
 
+Attacks are looked up by name: `get_attack(name, apply_fn, **options)`
+returns an `Attack` record (name, JSON-able config, kernel) that is called
+like the kernel; `list_attacks()` names the registered ones and
+`register_attack(name, factory)` adds one (see `tinyrobust.attacks.registry`).
+
 Step loop: `loop=None` picks `default_loop()` for the backend ('unroll' on
 CPU, 'fori' on GPU/TPU; see `DEFAULT_LOOP` and experiments/bench_attacks.py).
 """
@@ -51,9 +56,18 @@ from tinyrobust.attacks.pgd import default_loop
 from tinyrobust.attacks.pgd import DEFAULT_LOOP
 from tinyrobust.attacks.pgd import make_fgsm
 from tinyrobust.attacks.pgd import make_pgd
+from tinyrobust.attacks.registry import as_attack
+from tinyrobust.attacks.registry import Attack
+from tinyrobust.attacks.registry import attack_options
+from tinyrobust.attacks.registry import get_attack
+from tinyrobust.attacks.registry import list_attacks
+from tinyrobust.attacks.registry import register_attack
+from tinyrobust.attacks.registry import unregister_attack
 
 __all__ = [
     'check_inputs', 'check_shapes', 'LOOPS', 'get_loss', 'label_margin',
     'LOSSES', 'NORMS', 'per_example_norm', 'project', 'default_loop',
-    'DEFAULT_LOOP', 'make_fgsm', 'make_pgd',
+    'DEFAULT_LOOP', 'make_fgsm', 'make_pgd', 'as_attack', 'Attack',
+    'attack_options', 'get_attack', 'list_attacks', 'register_attack',
+    'unregister_attack',
 ]

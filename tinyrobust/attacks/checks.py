@@ -78,7 +78,7 @@ def check_static_options(*, norm: str, loss: str, steps: Any,
                          random_start: Any, targeted: Any, clip: Any,
                          restarts: Any, loop: Any) -> None:
   """Validates a kernel factory's static options (see `make_pgd`)."""
-  from tinyrobust.attacks import losses, norms  # pylint: disable=g-import-not-at-top
+  from tinyrobust.attacks import losses, norms, threat  # pylint: disable=g-import-not-at-top
   norms.check_norm(norm)
   losses.get_loss(loss)
   if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) \
@@ -96,13 +96,7 @@ def check_static_options(*, norm: str, loss: str, steps: Any,
   for name, v in (('random_start', random_start), ('targeted', targeted)):
     if not isinstance(v, bool):
       raise ValueError(f'{name} must be a bool, got {v!r}.')
-  if clip is not None:
-    ok = (isinstance(clip, (tuple, list)) and len(clip) == 2
-          and all(_is_real(c) and math.isfinite(c) for c in clip)
-          and clip[0] < clip[1])
-    if not ok:
-      raise ValueError(f'clip must be None or (lo, hi) finite with lo < hi, '
-                       f'got {clip!r}.')
+  threat.check_clip(clip)
   if isinstance(restarts, bool) or not isinstance(
       restarts, (int, np.integer)) or restarts < 1:
     raise ValueError(f'restarts must be an int >= 1, got {restarts!r}.')

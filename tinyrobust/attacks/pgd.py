@@ -1,12 +1,12 @@
 """FGSM and PGD kernel factories (L-inf and L2, targeted or not, restarts).
 
-`make_pgd(apply_fn, **static)` binds the static choices and returns a pure
-`attack(variables, x, y, key, eps) -> x_adv`. Each step takes one gradient of
-the summed per-example loss w.r.t. `x` (examples are independent in eval mode,
-so this is every example's own gradient), moves along the norm's steepest
-ascent direction, projects onto the eps-ball around `x`, clips to the data
-range and stops gradients. FGSM is PGD with one step of size eps and no random
-start.
+`make_pgd(apply_fn, **static)` binds the static choices and returns an
+`Attack` record, called as `attack(variables, x, y, key, eps) -> x_adv`. Each
+step takes one gradient of the summed per-example loss w.r.t. `x` (examples
+are independent in eval mode, so this is every example's own gradient),
+moves along the norm's steepest ascent direction, projects onto the eps-ball
+around `x`, clips to the data range and stops gradients. FGSM is PGD with one
+step of size eps and no random start.
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from tinyrobust.attacks import build
 from tinyrobust.attacks import checks
 from tinyrobust.attacks import losses
-from tinyrobust.attacks import norms
+from tinyrobust.attacks import registry
+from tinyrobust.attacks import threat as threat_lib
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
 
@@ -57,13 +59,83 @@ def _run_steps(step: Callable[[jax.Array], jax.Array], x0: jax.Array,
                            unroll=min(unroll, steps))
 
 
+def input_gradient(apply_fn: ApplyFn, loss: str, *, targeted: bool):
+  """`grad(variables, x, y)`: gradient of the attacker's summed loss w.r.t. x
+  (the loss of `y`, negated when `targeted`)."""
+  loss_fn = losses.get_loss(loss)
+  sign = -1.0 if targeted else 1.0
+
+  def objective(x, variables, y):
+    return sign * jnp.sum(loss_fn(apply_fn(variables, x), y))
+
+  grad_x = jax.grad(objective)
+  return lambda variables, x, y: grad_x(x, variables, y)
+
+
+def _pgd_run(apply_fn: ApplyFn, threat: threat_lib.Threat, *, loss: str,
+             targeted: bool, steps: int, step_size: float | None,
+             rel_step_size: float | None, random_start: bool,
+             loop: str | int | None):
+  """One PGD run: `run(variables, x, y, key, eps_b) -> x_adv`."""
+  grad = input_gradient(apply_fn, loss, targeted=targeted)
+
+  def run(variables, x, y, key, eps_b):
+    if rel_step_size is not None:
+      alpha = jnp.asarray(rel_step_size, x.dtype) * eps_b
+    else:
+      alpha = jnp.asarray(step_size, x.dtype)
+
+    def finish(x_new):
+      return jax.lax.stop_gradient(threat.project(x, x_new, eps_b))
+
+    def step(x_adv):
+      g = grad(variables, x_adv, y)
+      return finish(x_adv + alpha * threat.direction(g))
+
+    x_adv = x
+    if random_start:
+      x_adv = finish(x + threat.random_init(key, x, eps_b))
+    return _run_steps(step, x_adv, steps, loop or default_loop())
+
+  return run
+
+
+def attacker_score(logits: jax.Array, y: jax.Array, *,
+                   targeted: bool) -> jax.Array:
+  """`[B]`, larger = stronger attack: minus the label margin (untargeted) or
+  the target's margin (targeted)."""
+  m = losses.label_margin(logits, y)
+  return m if targeted else -m
+
+
+def best_of_restarts(apply_fn: ApplyFn, run, restarts: int, *,
+                     targeted: bool):
+  """`run` repeated over `restarts` split keys (vmapped); per example the
+  result with the largest `attacker_score` is kept."""
+  if restarts == 1:
+    return run
+
+  def many(variables, x, y, key, eps_b):
+    keys = jax.random.split(key, restarts)
+    cands = jax.vmap(run, (None, None, None, 0, None))(
+        variables, x, y, keys, eps_b)                       # [R, B, ...]
+    cand_logits = jax.vmap(apply_fn, (None, 0))(variables, cands)
+    score = jax.vmap(lambda z: attacker_score(z, y, targeted=targeted))(
+        cand_logits)                                          # [R, B]
+    best = jnp.argmax(score, axis=0)
+    return cands[best, jnp.arange(x.shape[0])]
+
+  return many
+
+
 def make_pgd(apply_fn: ApplyFn, *, norm: str = 'linf', steps: int = 10,
              step_size: float | None = None,
              rel_step_size: float | None = None, random_start: bool = True,
              loss: str = 'ce', targeted: bool = False,
              clip: tuple[float, float] | None = None, restarts: int = 1,
-             loop: str | int | None = None, return_info: bool = False):
-  """Builds a projected-gradient-descent attack kernel.
+             loop: str | int | None = None,
+             return_info: bool = False) -> registry.Attack:
+  """Builds a projected-gradient-descent attack.
 
   Args:
     apply_fn: `apply_fn(variables, x [B, ...]) -> logits [B, K]`, in eval mode
@@ -88,6 +160,7 @@ def make_pgd(apply_fn: ApplyFn, *, norm: str = 'linf', steps: int = 10,
     return_info: also return per-example diagnostics (see below).
 
   Returns:
+    An `Attack` named 'pgd' (or 'fgsm' when built by `make_fgsm`), called as
     `attack(variables, x, y, key, eps)`: `x [B, ...]` float inputs, `y [B]`
     int labels (targets if targeted), `key` a PRNG key, `eps` a scalar or
     `[B]` radius in input units (eps=0 returns `x` exactly). Returns
@@ -102,124 +175,44 @@ def make_pgd(apply_fn: ApplyFn, *, norm: str = 'linf', steps: int = 10,
   Raises:
     ValueError: a bad static option here; bad inputs when the kernel is called.
   """
-  if not callable(apply_fn):
-    raise ValueError(f'apply_fn must be callable, got {apply_fn!r}.')
+  build.check_apply_fn(apply_fn)
   checks.check_static_options(
       norm=norm, loss=loss, steps=steps, step_size=step_size,
       rel_step_size=rel_step_size, random_start=random_start,
       targeted=targeted, clip=clip, restarts=restarts, loop=loop)
   steps, restarts = int(steps), int(restarts)
-  loss_fn = losses.get_loss(loss)
-  sign = -1.0 if targeted else 1.0
   if step_size is None and rel_step_size is None:
     rel_step_size = 2.5 / steps
-
-  def objective(x, variables, y):
-    return sign * jnp.sum(loss_fn(apply_fn(variables, x), y))
-
-  grad_x = jax.grad(objective)
-
-  def attacker_score(logits, y):
-    m = losses.label_margin(logits, y)
-    return m if targeted else -m
-
-  def one_run(variables, x, y, key, eps_b):
-    if rel_step_size is not None:
-      alpha = jnp.asarray(rel_step_size, x.dtype) * eps_b
-    else:
-      alpha = jnp.asarray(step_size, x.dtype)
-
-    def finish(x_new):
-      x_new = x + norms.project(x_new - x, eps_b, norm)
-      if clip is not None:
-        x_new = jnp.clip(x_new, clip[0], clip[1])
-      return jax.lax.stop_gradient(x_new)
-
-    def step(x_adv):
-      g = grad_x(x_adv, variables, y)
-      return finish(x_adv + alpha * norms.ascent_direction(g, norm))
-
-    x_adv = x
-    if random_start:
-      x_adv = finish(x + norms.random_init(key, x, eps_b, norm))
-    return _run_steps(step, x_adv, steps, loop or default_loop())
-
-  def kernel(variables, x, y, key, eps):
-    eps_b = norms.broadcast_eps(eps, x)
-    if restarts == 1:
-      x_adv = one_run(variables, x, y, key, eps_b)
-    else:
-      keys = jax.random.split(key, restarts)
-      cands = jax.vmap(one_run, (None, None, None, 0, None))(
-          variables, x, y, keys, eps_b)                       # [R, B, ...]
-      cand_logits = jax.vmap(apply_fn, (None, 0))(variables, cands)
-      best = jnp.argmax(jax.vmap(attacker_score, (0, None))(cand_logits, y),
-                        axis=0)                                # [B]
-      batch = jnp.arange(x.shape[0])
-      x_adv = cands[best, batch]
-    # Exact identity for eps == 0 even when x lies outside `clip`.
-    x_adv = jnp.where(eps_b > 0, x_adv, x)
-    if not return_info:
-      return x_adv
-    # The barrier keeps XLA:CPU from fusing this forward pass into the last
-    # gradient step, which measured ~1.4x slower than running it after.
-    logits = apply_fn(variables, jax.lax.optimization_barrier(x_adv))
-    pred = jnp.argmax(logits, axis=-1).astype(y.dtype)
-    d = x_adv - x
-    info = {
-        'success': pred == y if targeted else pred != y,
-        'margin': losses.label_margin(logits, y),
-        'prediction': pred,
-        'linf': norms.per_example_norm(d, 'linf'),
-        'l2': norms.per_example_norm(d, 'l2'),
-    }
-    return x_adv, info
-
-  jitted = jax.jit(kernel)
-  class_cache: dict[Any, int] = {}
-
-  def num_classes(variables, x) -> int:
-    leaves, treedef = jax.tree.flatten(variables)
-    sig = (treedef, tuple((jnp.shape(v), jnp.result_type(v)) for v in leaves),
-           jnp.shape(x)[1:], jnp.result_type(x))
-    if sig not in class_cache:
-      out = jax.eval_shape(apply_fn, variables,
-                           jax.ShapeDtypeStruct(jnp.shape(x),
-                                                jnp.result_type(x)))
-      class_cache[sig] = int(out.shape[-1])
-    return class_cache[sig]
-
-  def attack(variables, x, y, key, eps):
-    """`x_adv = attack(variables, x [B, ...], y [B], key, eps [] or [B])`.
-
-    See `make_pgd` for the arguments and the optional `(x_adv, info)` output.
-    """
-    checks.check_shapes(x, y, eps)
-    if checks.is_traced(x, y, eps):
-      return kernel(variables, x, y, key, eps)
-    checks.check_inputs(x, y, eps, num_classes=num_classes(variables, x))
-    return jitted(variables, x, y, key, eps)
-
-  attack.kind = 'fgsm' if (steps == 1 and not random_start
-                           and rel_step_size == 1.0) else 'pgd'
-  attack.config = dict(norm=norm, steps=steps, step_size=step_size,
-                       rel_step_size=rel_step_size, random_start=random_start,
-                       loss=loss, targeted=targeted, clip=clip,
-                       restarts=restarts, loop=loop)
-  return attack
+  threat = threat_lib.Threat.build(norm, clip)
+  run = _pgd_run(apply_fn, threat, loss=loss, targeted=targeted, steps=steps,
+                 step_size=step_size, rel_step_size=rel_step_size,
+                 random_start=random_start, loop=loop)
+  run = best_of_restarts(apply_fn, run, restarts, targeted=targeted)
+  name = 'fgsm' if (steps == 1 and not random_start
+                    and rel_step_size == 1.0) else 'pgd'
+  config = dict(norm=norm, steps=steps, step_size=step_size,
+                rel_step_size=rel_step_size, random_start=random_start,
+                loss=loss, targeted=targeted, clip=clip, restarts=restarts,
+                loop=loop)
+  return build.build_attack(name, config, apply_fn, run, targeted=targeted,
+                            return_info=return_info)
 
 
 def make_fgsm(apply_fn: ApplyFn, *, norm: str = 'linf', loss: str = 'ce',
               targeted: bool = False,
               clip: tuple[float, float] | None = None,
-              return_info: bool = False):
+              return_info: bool = False) -> registry.Attack:
   """Fast gradient (sign) method: one step of size eps from `x`.
 
   `x_adv = clip(x + eps * sign(grad_x J))` for 'linf'; for 'l2' the step is
   `eps * g / ||g||_2` per example. Identical to `make_pgd(..., steps=1,
   rel_step_size=1.0, random_start=False)`; arguments and the returned
-  kernel are as in `make_pgd`.
+  attack are as in `make_pgd` (its name is 'fgsm').
   """
   return make_pgd(apply_fn, norm=norm, steps=1, rel_step_size=1.0,
                   random_start=False, loss=loss, targeted=targeted, clip=clip,
                   return_info=return_info)
+
+
+registry.register_attack('fgsm', make_fgsm)
+registry.register_attack('pgd', make_pgd)
