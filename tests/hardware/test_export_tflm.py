@@ -43,6 +43,19 @@ def test_float_export_agrees_with_jax(cnn):
   assert agree['top1_agreement'] == 1.0
 
 
+def test_agreement_is_nan_not_perfect_on_nan_outputs(cnn):
+  # argmax(NaN) == 0 on both sides would read as top-1 agreement 1.0.
+  model, v, x, f32, _ = cnn
+  nan_v = jax.tree_util.tree_map(lambda a: np.full_like(a, np.nan), v)
+  agree = export.agreement(f32, model, nan_v, x[:4])
+  assert np.isnan(agree['top1_agreement']) and np.isnan(agree['max_abs_diff'])
+  assert agree['nonfinite_outputs'] == 4 * 10
+  bad_x = x[:4].copy()
+  bad_x[1, 0, 0, 0] = np.inf
+  with pytest.raises(ValueError, match='1 non-finite'):
+    export.agreement(f32, model, v, bad_x)
+
+
 def test_int8_is_3x_smaller_and_close(cnn):
   model, v, x, f32, i8 = cnn
   assert len(f32) >= 3 * len(i8)

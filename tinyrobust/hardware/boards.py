@@ -13,9 +13,30 @@ timing a model on the device.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from typing import Any, Mapping
 
 KB = 1024
+PRECISIONS = ('float32', 'int8')
+
+
+def check_number(name: str, value: Any, *, positive: bool = True) -> float:
+  """A finite real number (not a bool), > 0 or (`positive=False`) >= 0.
+
+  Raises:
+    ValueError: naming `name` and the value.
+  """
+  bound = '> 0' if positive else '>= 0'
+  if (isinstance(value, bool) or type(value).__name__ == 'bool_' or
+      not isinstance(value, numbers.Real)):
+    raise ValueError(f'{name} must be a finite number {bound}, got '
+                     f'{value!r} ({type(value).__name__}).')
+  v = float(value)
+  if not math.isfinite(v) or v < 0 or (positive and v == 0):
+    raise ValueError(f'{name} must be a finite number {bound}, got '
+                     f'{value!r}.')
+  return v
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +61,23 @@ class Board:
   macs_per_cycle: Mapping[str, float] = dataclasses.field(
       default_factory=lambda: {'float32': 0.1, 'int8': 0.3})
   note: str = ''
+
+  def __post_init__(self):
+    if not isinstance(self.name, str) or not self.name:
+      raise ValueError(f'Board name must be a non-empty string, got '
+                       f'{self.name!r}.')
+    for k in ('sram', 'flash', 'clock_hz'):
+      check_number(f'Board {self.name!r} {k}', getattr(self, k))
+    mpc = self.macs_per_cycle
+    if not isinstance(mpc, Mapping):
+      raise ValueError(f'Board {self.name!r} macs_per_cycle must be a dict '
+                       f'{{precision: MACs per cycle}}, got {mpc!r}.')
+    bad = sorted(set(mpc) - set(PRECISIONS))
+    if bad:
+      raise ValueError(f'Board {self.name!r} macs_per_cycle has unknown '
+                       f'precision(s) {bad}; valid: {PRECISIONS}.')
+    for p, v in mpc.items():
+      check_number(f'Board {self.name!r} macs_per_cycle[{p!r}]', v)
 
 
 _M7 = {'float32': 0.15, 'int8': 0.5}
@@ -71,8 +109,9 @@ def get_board(board: str | Mapping[str, Any] | Board) -> Board:
   `core`, `macs_per_cycle`, `note`.
 
   Raises:
-    ValueError: unknown name, unknown/missing dict fields or non-positive
-      budgets.
+    ValueError: unknown name, unknown/missing dict fields, or a budget,
+      clock or `macs_per_cycle` that is not a finite positive number (bools
+      are rejected); the message names the field.
   """
   if isinstance(board, Board):
     return board
@@ -89,14 +128,34 @@ def get_board(board: str | Mapping[str, Any] | Board) -> Board:
     if bad or missing:
       raise ValueError(f'Board dict has unknown fields {bad} / misses '
                        f'{missing}; fields: {sorted(_FIELDS)}.')
-    for k in ('sram', 'flash', 'clock_hz'):
-      if not isinstance(board[k], (int, float)) or board[k] <= 0:
-        raise ValueError(f'Board {k} must be a positive number, got '
-                         f'{board[k]!r}.')
     b = dict(board)
-    b['macs_per_cycle'] = dict(b.get('macs_per_cycle', _M4))
+    mpc = b.get('macs_per_cycle', _M4)
+    b['macs_per_cycle'] = dict(mpc) if isinstance(mpc, Mapping) else mpc
     return Board(**b)
   raise ValueError(f'board must be a name, dict or Board, got {board!r}.')
+
+
+def _profile_sizes(profile: Mapping[str, Any], precision: str
+                   ) -> tuple[int, int, str]:
+  """(SRAM bytes, flash bytes, SRAM source) of a profile, validated."""
+  if not isinstance(profile, Mapping):
+    raise ValueError(f'profile must be a dict from '
+                     f'tinyrobust.hardware.profile(), got {profile!r}.')
+  sec = profile.get(precision)
+  if not isinstance(sec, Mapping) or 'flash' not in sec:
+    raise ValueError(f'profile has no {precision!r} section with a flash '
+                     'size; build it with tinyrobust.hardware.profile().')
+  source = ('tflm_arena' if sec.get('tflm_arena') is not None
+            else 'sram_liveness')
+  if source not in sec:
+    raise ValueError(f"profile[{precision!r}] has neither 'tflm_arena' nor "
+                     "'sram_liveness'; build it with "
+                     'tinyrobust.hardware.profile().')
+  sram = check_number(f'profile[{precision!r}][{source!r}]', sec[source],
+                      positive=False)
+  flash = check_number(f"profile[{precision!r}]['flash']", sec['flash'],
+                       positive=False)
+  return int(sram), int(flash), source
 
 
 def fits(profile: Mapping[str, Any], board, *, precision: str = 'int8'
@@ -118,16 +177,10 @@ def fits(profile: Mapping[str, Any], board, *, precision: str = 'int8'
     'latency_s_estimate'}`; `excess` is bytes over budget (0 when it fits).
   """
   b = get_board(board)
-  if precision not in ('float32', 'int8'):
+  if precision not in PRECISIONS:
     raise ValueError(f"precision must be 'float32' or 'int8', got "
                      f'{precision!r}.')
-  sec = profile.get(precision)
-  if not isinstance(sec, Mapping) or 'flash' not in sec:
-    raise ValueError(f'profile has no {precision!r} section with a flash '
-                     'size; build it with tinyrobust.hardware.profile().')
-  source = 'tflm_arena' if sec.get('tflm_arena') else 'sram_liveness'
-  sram = int(sec[source])
-  flash = int(sec['flash'])
+  sram, flash, source = _profile_sizes(profile, precision)
   out = {
       'board': b.name, 'precision': precision,
       'sram': {'used': sram, 'budget': b.sram,
@@ -138,6 +191,8 @@ def fits(profile: Mapping[str, Any], board, *, precision: str = 'int8'
   out['exceeded'] = [k for k in ('sram', 'flash') if out[k]['excess'] > 0]
   out['fits'] = not out['exceeded']
   macs = profile.get('macs')
+  if macs is not None:
+    macs = check_number("profile['macs']", macs, positive=False)
   mpc = b.macs_per_cycle.get(precision)
   out['latency_s_estimate'] = (float(macs) / (mpc * b.clock_hz)
                                if macs is not None and mpc else None)

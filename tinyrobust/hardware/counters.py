@@ -39,6 +39,7 @@ import numpy as np
 from tinyrobust.hardware import graph as graph_lib
 from tinyrobust.hardware import persistent
 from tinyrobust.hardware import planner
+from tinyrobust.hardware import shapes
 
 PRECISIONS = ('float32', 'int8')
 
@@ -269,7 +270,9 @@ def count(model, variables, input_shape) -> dict[str, Any]:
     model: Flax linen module with `__call__(x, train=False)`.
     variables: its variables (`params` and optional `batch_stats`).
     input_shape: one example's shape without the batch axis (the MCU runs
-      batch 1), e.g. `(32, 32, 3)` or `(100, 6)`.
+      batch 1), e.g. `(32, 32, 3)` or `(100, 6)`; checked by
+      `shapes.example_shape` (a batch axis is named when the model declares
+      its shape).
 
   Returns:
     A dict with `params` (trainable scalars), `param_bytes` per precision,
@@ -278,11 +281,7 @@ def count(model, variables, input_shape) -> dict[str, Any]:
     precision (`float32`, `int8`) the activation-memory estimates in bytes:
     `sram_study`, `activation_arena`, `persistent_estimate`, `sram_liveness`.
   """
-  input_shape = tuple(input_shape)
-  if not input_shape or not all(isinstance(d, (int, np.integer)) and d > 0
-                                for d in input_shape):
-    raise ValueError(f'input_shape must be a non-empty tuple of positive ints '
-                     f'(one example, no batch axis), got {input_shape!r}.')
+  input_shape = shapes.example_shape(input_shape, model)
   g = graph_lib.trace_model(model, variables, input_shape)
   vals = g.values
   buffer_of, buffers, layers = _layers(g)

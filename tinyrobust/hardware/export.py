@@ -26,6 +26,7 @@ import jax
 import numpy as np
 
 from tinyrobust.hardware import graph as graph_lib
+from tinyrobust.hardware import shapes
 
 QUANTIZE = (None, 'int8')
 MAX_CALIBRATION = 200  # representative examples fed to the converter
@@ -37,6 +38,53 @@ _OP_PATTERNS = (
     re.compile(r'TF Select ops: ([A-Za-z0-9_, ]+)'),
     re.compile(r'(chlo\.[a-z_]+)\.impl'),
 )
+
+
+# Primitives the TFLite builtin op set cannot express (LAPACK-backed linear
+# algebra, host callbacks, FFTs); found in the jaxpr before converting, so the
+# error names the JAX op instead of an opaque XlaCallModule failure.
+UNSUPPORTED_PRIMITIVES = frozenset({
+    'eigh', 'eig', 'svd', 'qr', 'cholesky', 'lu', 'lu_pivots_to_permutation',
+    'triangular_solve', 'schur', 'hessenberg', 'tridiagonal',
+    'tridiagonal_solve', 'householder_product', 'geqrf', 'geqp3', 'orgqr',
+    'custom_linear_solve', 'pure_callback', 'io_callback', 'debug_callback',
+    'callback', 'fft'})
+
+
+def _sub_jaxprs(value) -> Iterator[Any]:
+  if isinstance(value, (tuple, list)):
+    for v in value:
+      yield from _sub_jaxprs(v)
+  elif hasattr(value, 'eqns'):
+    yield value
+  elif hasattr(value, 'jaxpr') and hasattr(value.jaxpr, 'eqns'):
+    yield value.jaxpr
+
+
+def primitive_names(jaxpr) -> set[str]:
+  """Names of every primitive in a (closed) jaxpr, at any nesting depth."""
+  names: set[str] = set()
+  stack = list(_sub_jaxprs(jaxpr))
+  while stack:
+    j = stack.pop()
+    for e in j.eqns:
+      names.add(e.primitive.name)
+      for v in e.params.values():
+        stack.extend(_sub_jaxprs(v))
+  return names
+
+
+def check_representative(rep: np.ndarray) -> None:
+  """Rejects non-finite calibration inputs (they poison the int8 ranges)."""
+  bad = int(rep.size - np.count_nonzero(np.isfinite(rep)))
+  if bad:
+    n_nan = int(np.count_nonzero(np.isnan(rep)))
+    rows = int(np.count_nonzero(~np.isfinite(rep).reshape(len(rep), -1).all(
+        axis=1)))
+    raise ValueError(f'representative_data has {bad} non-finite value(s) '
+                     f'({n_nan} NaN, {bad - n_nan} inf) in {rows} of '
+                     f'{len(rep)} example(s); int8 calibration needs finite '
+                     'training inputs.')
 
 
 @contextlib.contextmanager
@@ -67,12 +115,8 @@ def unsupported_ops(message: str) -> list[str]:
   return names
 
 
-def _check_args(input_shape, quantize, representative_data):
-  input_shape = tuple(input_shape)
-  if not input_shape or not all(isinstance(d, (int, np.integer)) and d > 0
-                                for d in input_shape):
-    raise ValueError(f'input_shape must be a non-empty tuple of positive ints '
-                     f'(one example, no batch axis), got {input_shape!r}.')
+def _check_args(model, input_shape, quantize, representative_data):
+  input_shape = shapes.example_shape(input_shape, model)
   if quantize not in QUANTIZE:
     raise ValueError(f'quantize must be one of {QUANTIZE}, got {quantize!r}.')
   if quantize == 'int8':
@@ -84,6 +128,7 @@ def _check_args(input_shape, quantize, representative_data):
         rep.shape[0] < 1):
       raise ValueError(f'representative_data must have shape [N, '
                        f'*{input_shape}] with N >= 1, got {rep.shape}.')
+    check_representative(rep)
   return input_shape
 
 
@@ -97,8 +142,9 @@ def export_tflite(model, variables, input_shape, *, quantize: str | None = None,
     variables: its variables pytree (baked into the flatbuffer).
     input_shape: one example's shape without batch axis, e.g. `(32, 32, 3)`.
     quantize: None (float32) or 'int8' (full-integer, int8 input/output).
-    representative_data: for int8, array `[N, *input_shape]` of training
-      inputs; the first `MAX_CALIBRATION` examples calibrate the ranges.
+    representative_data: for int8, array `[N, *input_shape]` of finite
+      training inputs; the first `MAX_CALIBRATION` examples calibrate the
+      ranges.
     unroll_loops: unroll `lax.scan` loops into straight-line ops. None (the
       default) unrolls only for int8, because TF 2.21's full-integer quantiser
       segfaults on the WHILE loop a scan exports to; float32 keeps the WHILE
@@ -108,19 +154,27 @@ def export_tflite(model, variables, input_shape, *, quantize: str | None = None,
     The flatbuffer bytes; `len()` is the flash proxy.
 
   Raises:
-    ValueError: bad arguments, or an op the TFLite builtin set cannot express
-      (the message names it).
+    ValueError: bad arguments (a batch axis in `input_shape`, non-finite
+      `representative_data`, named with the count of bad values), or an op
+      the TFLite builtin set cannot express (the message names it: JAX
+      primitives in `UNSUPPORTED_PRIMITIVES` are found before converting,
+      others from the converter's diagnostics).
   """
-  input_shape = _check_args(input_shape, quantize, representative_data)
-  from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top
-  from tinyrobust.tf_setup import import_tf  # pylint: disable=g-import-not-at-top
-  tf = import_tf()
+  input_shape = _check_args(model, input_shape, quantize, representative_data)
   variables = jax.tree_util.tree_map(np.asarray, variables)
 
   def fn(x):
     return model.apply(variables, x, train=False)
 
   closed = jax.make_jaxpr(fn)(np.zeros((1,) + input_shape, np.float32))
+  bad_ops = sorted(primitive_names(closed) & UNSUPPORTED_PRIMITIVES)
+  if bad_ops:
+    raise ValueError(f'Cannot export to TFLite builtin ops: unsupported '
+                     f'op(s) {bad_ops} (JAX primitives with no TFLite '
+                     'builtin equivalent); replace them in the model.')
+  from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top
+  from tinyrobust.tf_setup import import_tf  # pylint: disable=g-import-not-at-top
+  tf = import_tf()
   if unroll_loops is None:
     unroll_loops = quantize == 'int8' and graph_lib.has_loops(closed)
   if unroll_loops:
@@ -198,11 +252,25 @@ def agreement(tflite_bytes: bytes, model, variables, x) -> dict[str, Any]:
   """Compares a flatbuffer's outputs with JAX on inputs `x` `[B, ...]`.
 
   Returns:
-    `{'max_abs_diff': float, 'top1_agreement': float in [0, 1], 'n': B}`.
+    `{'max_abs_diff': float, 'top1_agreement': float in [0, 1], 'n': B}`;
+    when either side's outputs hold NaN/inf both figures are NaN and
+    `nonfinite_outputs` counts the bad values.
+
+  Raises:
+    ValueError: non-finite inputs `x`.
   """
   x = np.asarray(x, np.float32)
+  n_bad = int(x.size - np.count_nonzero(np.isfinite(x)))
+  if n_bad:
+    raise ValueError(f'agreement inputs x have {n_bad} non-finite value(s); '
+                     'compare on finite inputs.')
   ref = np.asarray(model.apply(variables, x, train=False))
   got = run_litert(tflite_bytes, x)
+  nonfinite = int(np.count_nonzero(~np.isfinite(ref)) +
+                  np.count_nonzero(~np.isfinite(got)))
+  if nonfinite:  # argmax(NaN) would make NaN outputs "agree"
+    return {'max_abs_diff': float('nan'), 'top1_agreement': float('nan'),
+            'n': int(x.shape[0]), 'nonfinite_outputs': nonfinite}
   return {'max_abs_diff': float(np.max(np.abs(got - ref))),
           'top1_agreement': float(np.mean(got.argmax(-1) == ref.argmax(-1))),
           'n': int(x.shape[0])}
