@@ -166,7 +166,7 @@ def test_attack_config_merges_defaults():
     evaluate.attack_config(c)
 
 
-def test_evaluate_workdir(tmp_path, monkeypatch):
+def test_attack_mode(tmp_path, monkeypatch):
   """A trained-run stand-in: real model, real digits test split."""
   from tinyrobust import models  # pylint: disable=g-import-not-at-top
   from tinyrobust import train  # pylint: disable=g-import-not-at-top
@@ -181,7 +181,8 @@ def test_evaluate_workdir(tmp_path, monkeypatch):
   })
   monkeypatch.setattr(train, 'load_trained',
                       lambda workdir: (model, variables, config))
-  res = evaluate.evaluate_workdir(str(tmp_path))
+  from tinyrobust import modes  # pylint: disable=g-import-not-at-top
+  res = modes.attack(None, str(tmp_path))
   assert res['denominator'] == 50 and res['clip'] == [0.0, 1.0]
   assert os.path.exists(tmp_path / 'attack_results.json')
   assert os.path.exists(tmp_path / 'attack_results.csv')

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from experiments.configs import digits_cnn
+from experiments.configs.train import digits_cnn
 from tinyrobust import io
 from tinyrobust import train
 
@@ -89,7 +89,7 @@ def test_bad_config_fails_before_training(tmp_path, field, value, match):
 def test_launcher_applies_config_overrides(tmp_path):
   workdir = str(tmp_path / 'run')
   cmd = [sys.executable, '-m', 'experiments.main',
-         '--config=experiments/configs/basic_motions_cnn.py:quick',
+         '--config=experiments/configs/train/basic_motions_cnn.py:quick',
          '--config.train.epochs=2', '--config.train.batch_size=4',
          '--config.model.kwargs.features=(8,)', f'--workdir={workdir}']
   out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,

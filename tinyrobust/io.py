@@ -419,6 +419,11 @@ def repair_jsonl(path: str) -> int:
   return max(0, before - os.path.getsize(path))
 
 
+def write_jsonl(path: str, records: Iterable[Mapping[str, Any]]) -> None:
+  """Replaces a JSONL file atomically (temp file + rename) with `records`."""
+  _atomic_write(path, b''.join(_encode_line(r) for r in records))
+
+
 class JsonlJournal:
   """An append-only JSONL file, repaired when opened.
 

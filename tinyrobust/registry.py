@@ -42,7 +42,7 @@ def check_options(kind: str, name: str, fn: Callable, options: Iterable[str],
   bad = sorted(set(options) - set(params))
   if bad:
     valid = [p for p in params if p not in hidden
-             and params[p].kind != p.VAR_POSITIONAL]
+             and params[p].kind != inspect.Parameter.VAR_POSITIONAL]
     raise ValueError(f'Unknown option(s) {bad} for {kind} {name!r}. Valid '
                      f'options: {", ".join(valid) or "(none)"}.')
 
@@ -101,6 +101,12 @@ class Registry:
   def names(self) -> list[str]:
     """Registered names, sorted."""
     return sorted(self._entries)
+
+  def __iter__(self):
+    return iter(self.names())
+
+  def __len__(self) -> int:
+    return len(self._entries)
 
   def __contains__(self, name: object) -> bool:
     return isinstance(name, str) and name in self._entries

@@ -6,6 +6,9 @@ Works unchanged on CPU (one or fake devices), GPU and TPU: `jit` with
 
 from __future__ import annotations
 
+import math
+from typing import Iterator, Sequence
+
 import jax
 import numpy as np
 from jax.sharding import Mesh
@@ -42,3 +45,37 @@ def pad_to_multiple(x: np.ndarray, multiple: int) -> tuple[np.ndarray, int]:
 def shard_batch(x: np.ndarray, mesh: Mesh) -> jax.Array:
   """Places a host batch (leading axis divisible by mesh size) on the mesh."""
   return jax.device_put(x, batch_sharding(mesh))
+
+
+def step_batch_size(batch_size: int, n: int, mesh: Mesh) -> int:
+  """The per-step batch: `batch_size` capped at the data size, rounded up to
+  a multiple of the mesh size.
+
+  Capping keeps a small evaluation from padding 40 examples to 4096; the
+  cap is rounded up to a power of two so that datasets of similar size share
+  one compiled shape.
+  """
+  n_dev = mesh.size
+  cap = 1 << max(0, math.ceil(math.log2(max(n, 1))))
+  step = min(int(batch_size), cap)
+  return int(math.ceil(step / n_dev) * n_dev)
+
+
+def padded_batches(arrays: Sequence[np.ndarray], batch_size: int,
+                   mesh: Mesh) -> Iterator[tuple[int, list[jax.Array], int]]:
+  """Yields `(batch_index, sharded_arrays, n_valid)` over aligned arrays.
+
+  Every batch has exactly `step_batch_size(batch_size, n, mesh)` rows (the
+  last one padded by repeating its last row), so each consumer compiles
+  once; only the first `n_valid` rows of a batch are real. The one batching
+  loop of clean evaluation, robustness evaluation and the search.
+  """
+  n = len(arrays[0])
+  if any(len(a) != n for a in arrays):
+    raise ValueError(f'arrays must share their leading axis, got lengths '
+                     f'{[len(a) for a in arrays]}.')
+  step = step_batch_size(batch_size, n, mesh)
+  for b_idx, lo in enumerate(range(0, n, step)):
+    padded = [pad_to_multiple(np.asarray(a[lo:lo + step]), step)[0]
+              for a in arrays]
+    yield b_idx, [shard_batch(a, mesh) for a in padded], min(step, n - lo)

@@ -1,22 +1,25 @@
 """One straight trainer: `train_and_evaluate(config, workdir)`.
 
-The loop is a pair of jitted pure step functions over a `TrainState` pytree.
-Randomness: one root key from `config.seed`, split once into (init, data,
-train, eval); the data order of epoch `e` uses `fold_in(data_key, e)` and the
-dropout/augmentation key of step `s` uses `fold_in(train_key, s)`, so a run
-resumed from its last checkpoint is bit-identical to an uninterrupted one.
+A row of small named steps (after the Flax ImageNet example): `check_config`,
+`load_splits`, `build_model`, `make_optimizer`, `create_train_state`,
+`restore_checkpoint`, `train_epoch`, `save_checkpoint`, `evaluate_dataset`,
+`final_report`. The loop is a pair of jitted pure step functions over a
+`TrainState` pytree. Randomness: one root key from `config.seed`, split once
+into (init, data, train, eval); the data order of epoch `e` uses
+`fold_in(data_key, e)` and the dropout/augmentation key of step `s` uses
+`fold_in(train_key, s)`, so a run resumed from its last checkpoint is
+bit-identical to an uninterrupted one.
 
 Workdir layout:
-  config.json      the full config (a restart with a different config fails)
+  config.json      the full config (a restart with a different config fails,
+                   except in `MUTABLE_FIELDS`)
   metrics.jsonl    one record per epoch, then one `final` record
-  latest.ckpt      train state + epoch + best-so-far, written every epoch
+  latest.ckpt      train state + epoch + best-so-far + the epoch's record
   best.ckpt        eval-mode variables with the best validation accuracy
+  final_metrics.json
 
-Model hooks (optional methods on the Flax module):
-  data_init(variables, x_train, key, y_train=None) -> variables  after init
-  project_params(params, progress) -> params           after each update
-  train_kwargs(progress) -> dict                       extra apply kwargs
-with `progress = step / total_steps` in [0, 1].
+The optional model hooks the trainer calls (`data_init`, `project_params`,
+`train_kwargs`) are declared in `tinyrobust.models.conventions.TrainHooks`.
 """
 
 from __future__ import annotations
@@ -37,13 +40,21 @@ import numpy as np
 import optax
 import tqdm
 
+from tinyrobust import config_io
 from tinyrobust import data as data_lib
 from tinyrobust import io
 from tinyrobust import models
+from tinyrobust import registry
 from tinyrobust import sharding
+from tinyrobust.models import conventions
 
-_OPTIMIZERS = ('adam', 'adamw', 'sgd')
-_SCHEDULES = ('constant', 'cosine')
+LATEST, BEST, METRICS, FINAL = ('latest.ckpt', 'best.ckpt', 'metrics.jsonl',
+                                'final_metrics.json')
+# Fields that may change when a run is resumed (they do not change results).
+MUTABLE_FIELDS = ('train.progress_bar', 'train.eval_batch_size')
+
+OPTIMIZERS = registry.Registry('optimizer')
+SCHEDULES = registry.Registry('schedule')
 
 
 @flax.struct.dataclass
@@ -58,12 +69,6 @@ def _get(cfg, name, default):
   return cfg.get(name, default) if cfg is not None else default
 
 
-def _to_dict(cfg) -> dict[str, Any]:
-  if cfg is None:
-    return {}
-  return cfg.to_dict() if hasattr(cfg, 'to_dict') else dict(cfg)
-
-
 def build_model(config) -> tuple[nn.Module, int]:
   """Builds the configured model; returns (module, num_classes)."""
   num_classes = config.model.get('num_classes', None)
@@ -71,40 +76,55 @@ def build_model(config) -> tuple[nn.Module, int]:
     raise ValueError('config.model.num_classes is not set; the trainer sets it '
                      'from the dataset before building the model.')
   return models.get_model(config.model.name, int(num_classes),
-                          **_to_dict(config.model.get('kwargs'))), num_classes
+                          **config_io.to_dict(config.model.get('kwargs'))), \
+      int(num_classes)
+
+
+@SCHEDULES.register('constant')
+def _constant(lr: float, warmup: int, total: int) -> optax.Schedule:
+  del warmup, total
+  return optax.constant_schedule(lr)
+
+
+@SCHEDULES.register('cosine')
+def _cosine(lr: float, warmup: int, total: int) -> optax.Schedule:
+  return optax.warmup_cosine_decay_schedule(0.0 if warmup else lr, lr, warmup,
+                                            total)
+
+
+@OPTIMIZERS.register('adam')
+def _adam(schedule, tcfg) -> optax.GradientTransformation:
+  wd = float(_get(tcfg, 'weight_decay', 0.0))
+  opt = optax.adam(schedule)
+  return optax.chain(optax.add_decayed_weights(wd), opt) if wd else opt
+
+
+@OPTIMIZERS.register('adamw')
+def _adamw(schedule, tcfg) -> optax.GradientTransformation:
+  return optax.adamw(schedule, weight_decay=float(_get(tcfg, 'weight_decay',
+                                                       0.0)))
+
+
+@OPTIMIZERS.register('sgd')
+def _sgd(schedule, tcfg) -> optax.GradientTransformation:
+  wd = float(_get(tcfg, 'weight_decay', 0.0))
+  return optax.chain(optax.add_decayed_weights(wd) if wd else
+                     optax.identity(),
+                     optax.sgd(schedule, momentum=_get(tcfg, 'momentum', 0.9),
+                               nesterov=True))
 
 
 def make_optimizer(tcfg, steps_per_epoch: int) -> optax.GradientTransformation:
   """optax optimizer + learning-rate schedule from `config.train`."""
-  name = _get(tcfg, 'optimizer', 'adam')
-  sched = _get(tcfg, 'schedule', 'cosine')
-  if name not in _OPTIMIZERS:
-    raise ValueError(f'Unknown optimizer {name!r}. Valid: {_OPTIMIZERS}.')
-  if sched not in _SCHEDULES:
-    raise ValueError(f'Unknown schedule {sched!r}. Valid: {_SCHEDULES}.')
+  make_opt = OPTIMIZERS.lookup(_get(tcfg, 'optimizer', 'adam'))
+  make_schedule = SCHEDULES.lookup(_get(tcfg, 'schedule', 'cosine'))
   lr = float(_get(tcfg, 'learning_rate', 1e-3))
   if not lr > 0:
     raise ValueError(f'learning_rate must be > 0, got {lr}.')
   total = max(1, int(tcfg.epochs) * steps_per_epoch)
   warmup = min(int(_get(tcfg, 'warmup_epochs', 0) * steps_per_epoch),
                total - 1)
-  if sched == 'constant':
-    schedule = optax.constant_schedule(lr)
-  else:
-    schedule = optax.warmup_cosine_decay_schedule(0.0 if warmup else lr, lr,
-                                                  warmup, total)
-  wd = float(_get(tcfg, 'weight_decay', 0.0))
-  if name == 'adam':
-    opt = optax.adam(schedule)
-    if wd:
-      opt = optax.chain(optax.add_decayed_weights(wd), opt)
-  elif name == 'adamw':
-    opt = optax.adamw(schedule, weight_decay=wd)
-  else:
-    opt = optax.chain(optax.add_decayed_weights(wd) if wd else
-                      optax.identity(),
-                      optax.sgd(schedule, momentum=_get(tcfg, 'momentum', 0.9),
-                                nesterov=True))
+  opt = make_opt(make_schedule(lr, warmup, total), tcfg)
   clip = _get(tcfg, 'grad_clip_norm', 0.0)
   if clip:
     opt = optax.chain(optax.clip_by_global_norm(clip), opt)
@@ -123,8 +143,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
                     label_smoothing: float = 0.0,
                     augment: Callable | None = None):
   """Returns `train_step(state, x, y, key) -> (state, metrics)` (pure)."""
-  project = getattr(model, 'project_params', None)
-  extra_kwargs = getattr(model, 'train_kwargs', None)
+  project = conventions.hook(model, 'project_params')
+  extra_kwargs = conventions.hook(model, 'train_kwargs')
 
   def train_step(state: TrainState, x, y, key):
     progress = state.step.astype(jnp.float32) / total_steps
@@ -176,18 +196,11 @@ def evaluate_dataset(eval_step, variables, ds: data_lib.Dataset,
                      batch_size: int, mesh=None) -> dict[str, float]:
   """Loss and accuracy of `variables` over a whole dataset (eval mode)."""
   mesh = mesh or sharding.batch_mesh()
-  n_dev = mesh.devices.size
-  batch_size = max(n_dev, batch_size - batch_size % n_dev)
   loss_sum = correct = count = 0.0
-  for i in range(0, len(ds), batch_size):
-    x, y = ds.x[i:i + batch_size], ds.y[i:i + batch_size]
-    n = len(y)
-    mask = np.arange(batch_size) < n
-    x, _ = sharding.pad_to_multiple(x, batch_size) if n < batch_size else (x, n)
-    y, _ = sharding.pad_to_multiple(y, batch_size) if n < batch_size else (y, n)
-    out = eval_step(variables, sharding.shard_batch(x, mesh),
-                    sharding.shard_batch(y, mesh),
-                    sharding.shard_batch(mask, mesh))
+  for _, (x, y), n_valid in sharding.padded_batches((ds.x, ds.y), batch_size,
+                                                    mesh):
+    mask = sharding.shard_batch(np.arange(x.shape[0]) < n_valid, mesh)
+    out = eval_step(variables, x, y, mask)
     loss_sum += float(out[0])
     correct += float(out[1])
     count += float(out[2])
@@ -195,58 +208,57 @@ def evaluate_dataset(eval_step, variables, ds: data_lib.Dataset,
           'count': int(count)}
 
 
-def _load_splits(config) -> dict[str, data_lib.Dataset]:
-  opts = _to_dict(config.data.get('options'))
+def load_splits(config) -> dict[str, data_lib.Dataset]:
+  """The train/val/test splits of `config.data`."""
+  opts = config_io.to_dict(config.data.get('options'))
   return {s: data_lib.load(config.data.name, s, **opts)
           for s in ('train', 'val', 'test')}
 
 
-def _check_config(config) -> None:
-  """Fails fast on bad config values, before any data or compilation."""
-  if config.data.name not in data_lib.list_datasets():
-    raise ValueError(f'Unknown dataset {config.data.name!r}. Valid: '
-                     f'{", ".join(data_lib.list_datasets())}.')
-  if config.model.name not in models.list_models():
-    raise ValueError(f'Unknown model {config.model.name!r}. Valid: '
-                     f'{", ".join(models.list_models())}.')
+def check_config(config) -> None:
+  """Fails fast on bad names and values, before any data is loaded."""
+  data_lib.check_dataset(config.data.name)
+  models.check_model(config.model.name,
+                     config_io.to_dict(config.model.get('kwargs')))
   t = config.train
-  if int(t.epochs) < 1:
-    raise ValueError(f'train.epochs must be >= 1, got {t.epochs}.')
-  if int(t.batch_size) < 1:
-    raise ValueError(f'train.batch_size must be >= 1, got {t.batch_size}.')
-  if _get(t, 'optimizer', 'adam') not in _OPTIMIZERS:
-    raise ValueError(f'Unknown optimizer {t.optimizer!r}. Valid: '
-                     f'{_OPTIMIZERS}.')
-  if _get(t, 'schedule', 'cosine') not in _SCHEDULES:
-    raise ValueError(f'Unknown schedule {t.schedule!r}. Valid: {_SCHEDULES}.')
+  for name in ('epochs', 'batch_size'):
+    v = t.get(name)
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+      raise ValueError(f'train.{name} must be >= 1 (an int), got {v!r}.')
+  OPTIMIZERS.lookup(_get(t, 'optimizer', 'adam'))
+  SCHEDULES.lookup(_get(t, 'schedule', 'cosine'))
+  lr = _get(t, 'learning_rate', 1e-3)
+  if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+    raise ValueError(f'train.learning_rate must be a number > 0, got {lr!r}.')
+  aug = config.data.get('augment', 'none')
+  if aug and aug != 'none':
+    from tinyrobust.data import augment as augment_lib  # pylint: disable=g-import-not-at-top
+    augment_lib.check_augment(aug)
 
 
-def _config_json(config) -> dict[str, Any]:
-  return json.loads(config.to_json_best_effort())
+def check_model_builds(model: nn.Module, example_shape) -> None:
+  """Builds the model abstractly (no compilation) to validate its options
+  against the data's input shape."""
+  x = jax.ShapeDtypeStruct((1,) + tuple(example_shape), jnp.float32)
+  jax.eval_shape(functools.partial(model.init, train=False),
+                 jax.random.key(0), x)
 
 
-def _prepare_workdir(config, workdir: str) -> None:
+def prepare_workdir(config, workdir: str) -> None:
+  """Pins the config in `workdir` (after every check has passed).
+
+  A workdir that holds only a config (no checkpoint yet) takes the new one;
+  with a checkpoint, a differing config is refused except in the cosmetic
+  fields `MUTABLE_FIELDS`.
+  """
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ValueError(f'--workdir {workdir!r} is a file, not a directory.')
   os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, 'config.json')
-  new = _config_json(config)
-  if os.path.exists(path):
-    old = io.read_json(path)
-    if old != new:
-      diff = sorted(_diff_keys(old, new))
-      raise ValueError(
-          f'Workdir {workdir!r} holds a run with a different config (differs '
-          f'at: {", ".join(diff)}). Use a new --workdir, or restore the '
-          'original settings to resume.')
-  else:
-    io.write_json(path, new)
-
-
-def _diff_keys(a, b, prefix=''):
-  if isinstance(a, dict) and isinstance(b, dict):
-    for k in set(a) | set(b):
-      yield from _diff_keys(a.get(k), b.get(k), f'{prefix}{k}.')
-  elif a != b:
-    yield prefix.rstrip('.')
+  if not os.access(workdir, os.W_OK):
+    raise ValueError(f'--workdir {workdir!r} is not writable.')
+  started = os.path.exists(os.path.join(workdir, LATEST))
+  config_io.pin_config(config, os.path.join(workdir, 'config.json'),
+                       mutable=MUTABLE_FIELDS, replace_if=not started)
 
 
 def _variables(state: TrainState) -> dict[str, Any]:
@@ -254,6 +266,149 @@ def _variables(state: TrainState) -> dict[str, Any]:
   if state.batch_stats is not None:
     v['batch_stats'] = state.batch_stats
   return v
+
+
+def create_train_state(model: nn.Module, tx: optax.GradientTransformation,
+                       train_ds: data_lib.Dataset, key: jax.Array
+                       ) -> TrainState:
+  """Initialises the model (then its `data_init` hook) and the optimizer."""
+  variables = model.init(key, jnp.asarray(train_ds.x[:1]), train=False)
+  variables = flax.core.unfreeze(variables)
+  data_init = conventions.hook(model, 'data_init')
+  if data_init is not None:
+    variables = data_init(variables, train_ds.x,
+                                jax.random.fold_in(key, 1),
+                                y_train=train_ds.y)
+  return TrainState(params=variables['params'],
+                    batch_stats=variables.get('batch_stats'),
+                    opt_state=tx.init(variables['params']),
+                    step=jnp.zeros((), jnp.int32))
+
+
+def save_checkpoint(workdir: str, state: TrainState, epoch: int,
+                    best: dict[str, Any], record: dict[str, Any]) -> None:
+  """Commits one epoch: best.ckpt, latest.ckpt (with the epoch's record),
+  then the record's line in metrics.jsonl.
+
+  A kill between the checkpoint and the line leaves a checkpoint whose record
+  is missing from the journal; `restore_checkpoint` appends it.
+  """
+  if best['epoch'] == epoch:
+    io.save_pytree(os.path.join(workdir, BEST), best['variables'])
+  io.save_pytree(os.path.join(workdir, LATEST), {
+      'state': jax.device_get(state), 'epoch': epoch, 'best': best,
+      'record': json.dumps(record, sort_keys=True)})
+  io.append_jsonl(os.path.join(workdir, METRICS), record)
+
+
+def restore_checkpoint(workdir: str, state: TrainState, best: dict[str, Any]
+                       ) -> tuple[TrainState, dict[str, Any], int]:
+  """Resumes from latest.ckpt: `(state, best, start_epoch)`.
+
+  The restored tree must match the model's (names and shapes); the
+  metrics journal is reconciled with the checkpoint so every finished epoch
+  has exactly one record.
+  """
+  path = os.path.join(workdir, LATEST)
+  if not os.path.exists(path):
+    return state, best, 0
+  raw = io.load_pytree(path)
+  template = {'state': flax.serialization.to_state_dict(state),
+              'best': flax.serialization.to_state_dict(best)}
+  mismatch = io.tree_shape_mismatch(template['state'], raw['state'])
+  if mismatch:
+    raise ValueError(f'{path} was written by a different model or optimizer '
+                     f'(differs at {", ".join(mismatch[:5])}). Delete the '
+                     'workdir or use the config it was trained with.')
+  state = flax.serialization.from_state_dict(state, raw['state'])
+  best = flax.serialization.from_state_dict(best, raw['best'])
+  epoch = int(raw['epoch'])
+  _reconcile_metrics(os.path.join(workdir, METRICS), epoch,
+                     json.loads(raw.get('record') or 'null'))
+  logging.info('Resumed %s at epoch %d (step %d).', workdir, epoch + 1,
+               int(state.step))
+  return state, best, epoch + 1
+
+
+def _reconcile_metrics(path: str, epoch: int, record) -> None:
+  """Keeps epoch records 1..epoch+1 once each; appends the checkpointed one
+  when the kill came before its line was written."""
+  records = io.read_jsonl(path, repair=True)
+  keep = [r for r in records
+          if not r.get('final') and r.get('epoch', 0) <= epoch + 1]
+  seen = {r.get('epoch') for r in keep}
+  if record is not None and record['epoch'] not in seen:
+    keep.append(record)
+  if keep != records:
+    io.write_jsonl(path, keep)
+
+
+def train_epoch(train_step, state: TrainState, train_ds, *, epoch: int,
+                batch_size: int, steps_per_epoch: int, data_key, train_key,
+                mesh, show_bar: bool) -> tuple[TrainState, dict[str, float]]:
+  """One pass over a permutation of the training split."""
+  perm = np.asarray(jax.random.permutation(
+      jax.random.fold_in(data_key, epoch), len(train_ds)))
+  sums = {'loss': 0.0, 'accuracy': 0.0}
+  bar = tqdm.trange(steps_per_epoch, desc=f'epoch {epoch + 1}',
+                    disable=not show_bar or None, leave=False)
+  for i in bar:
+    idx = perm[i * batch_size:(i + 1) * batch_size]
+    x = sharding.shard_batch(train_ds.x[idx], mesh)
+    y = sharding.shard_batch(train_ds.y[idx], mesh)
+    key = jax.random.fold_in(train_key, state.step)
+    state, m = train_step(state, x, y, key)
+    if i % 10 == 0 or i == steps_per_epoch - 1:
+      m = jax.device_get(m)
+      bar.set_postfix(loss=f'{m["loss"]:.4f}', acc=f'{m["accuracy"]:.3f}')
+    sums = {k: sums[k] + m[k] for k in sums}
+  train_m = {k: float(v) / steps_per_epoch for k, v in sums.items()}
+  if not np.isfinite(train_m['loss']):
+    raise FloatingPointError(f'Training loss is {train_m["loss"]} at epoch '
+                             f'{epoch + 1}; lower train.learning_rate.')
+  return state, train_m
+
+
+def final_report(config, workdir: str, best: dict[str, Any],
+                 test_m: dict[str, Any], test_ds) -> dict[str, Any]:
+  """The `final` record: appended once, also written to final_metrics.json."""
+  best_vars = best['variables']
+  final = {
+      'final': True,
+      'best_epoch': int(best['epoch']) + 1,
+      'val_accuracy': float(best['val_accuracy']),
+      'test_accuracy': test_m['accuracy'],
+      'test_loss': test_m['loss'],
+      'test_count': test_m['count'],
+      'num_params': int(sum(np.size(p) for p in
+                            jax.tree_util.tree_leaves(best_vars['params']))),
+      'protocol': test_ds.meta.get('protocol', ''),
+      'dataset': config.data.name,
+      'model': config.model.name,
+  }
+  metrics_path = os.path.join(workdir, METRICS)
+  if not any(r.get('final') for r in io.read_jsonl(metrics_path)):
+    io.append_jsonl(metrics_path, final)
+  io.write_json(os.path.join(workdir, FINAL), final)
+  logging.info('final: %s', final)
+  print(f'[{config.model.name} on {config.data.name}] test accuracy '
+        f'{final["test_accuracy"]:.4f} over {final["test_count"]} examples '
+        f'(best-on-val epoch {final["best_epoch"]}, val acc '
+        f'{final["val_accuracy"]:.4f}); protocol: {final["protocol"]}')
+  return final
+
+
+def _setup(config, workdir: str):
+  """Checks, data, model, optimizer and pinned workdir of a run."""
+  config = ml_collections.ConfigDict(config_io.config_json(config))
+  check_config(config)
+  splits = load_splits(config)
+  if config.model.get('num_classes', None) is None:
+    config.model.num_classes = splits['train'].num_classes
+  model, num_classes = build_model(config)
+  check_model_builds(model, splits['train'].x.shape[1:])
+  prepare_workdir(config, workdir)
+  return config, splits, model, num_classes
 
 
 def train_and_evaluate(
@@ -274,125 +429,55 @@ def train_and_evaluate(
     accuracy of the best-on-validation variables, protocol) and those
     eval-mode variables.
   """
-  config = ml_collections.ConfigDict(config.to_dict())
-  _check_config(config)
-  splits = _load_splits(config)
+  config, splits, model, num_classes = _setup(config, workdir)
   train_ds, val_ds, test_ds = splits['train'], splits['val'], splits['test']
-  if config.model.get('num_classes', None) is None:
-    config.model.num_classes = train_ds.num_classes
-  _prepare_workdir(config, workdir)
-  model, num_classes = build_model(config)
   tcfg = config.train
-
   mesh = sharding.batch_mesh()
-  n_dev = mesh.devices.size
   batch_size = min(int(tcfg.batch_size), len(train_ds))
-  batch_size = max(n_dev, batch_size - batch_size % n_dev)
+  batch_size = max(mesh.size, batch_size - batch_size % mesh.size)
   steps_per_epoch = max(1, len(train_ds) // batch_size)
-  total_steps = int(tcfg.epochs) * steps_per_epoch
   tx = make_optimizer(tcfg, steps_per_epoch)
-
-  root = jax.random.key(int(config.seed))
-  init_key, data_key, train_key, _ = jax.random.split(root, 4)
-  variables = model.init(init_key, jnp.asarray(train_ds.x[:1]), train=False)
-  variables = flax.core.unfreeze(variables)
-  if hasattr(model, 'data_init'):
-    variables = model.data_init(variables, train_ds.x,
-                                jax.random.fold_in(init_key, 1),
-                                y_train=train_ds.y)
-  state = TrainState(params=variables['params'],
-                     batch_stats=variables.get('batch_stats'),
-                     opt_state=tx.init(variables['params']),
-                     step=jnp.zeros((), jnp.int32))
+  init_key, data_key, train_key, _ = jax.random.split(
+      jax.random.key(int(config.seed)), 4)
+  state = create_train_state(model, tx, train_ds, init_key)
   best = {'val_accuracy': -1.0, 'epoch': -1, 'variables': _variables(state)}
-  start_epoch = 0
-  latest = os.path.join(workdir, 'latest.ckpt')
-  if os.path.exists(latest):
-    ckpt = io.load_pytree(latest, {'state': state, 'epoch': 0, 'best': best})
-    state, best = ckpt['state'], ckpt['best']
-    start_epoch = int(ckpt['epoch']) + 1
-    logging.info('Resumed %s at epoch %d (step %d).', workdir, start_epoch,
-                 int(state.step))
-
+  state, best, start_epoch = restore_checkpoint(workdir, state, best)
   augment = None
-  aug_name = config.data.get('augment', 'none')
-  if aug_name and aug_name != 'none':
+  if config.data.get('augment', 'none') not in ('none', '', None):
     from tinyrobust.data import augment as augment_lib  # pylint: disable=g-import-not-at-top
-    augment = augment_lib.get_augment(aug_name)
-  train_step = jax.jit(
-      make_train_step(model, tx, num_classes=num_classes,
-                      total_steps=total_steps,
-                      label_smoothing=_get(tcfg, 'label_smoothing', 0.0),
-                      augment=augment), donate_argnums=0)
+    augment = augment_lib.get_augment(config.data.augment)
+  train_step = jax.jit(make_train_step(
+      model, tx, num_classes=num_classes,
+      total_steps=int(tcfg.epochs) * steps_per_epoch,
+      label_smoothing=_get(tcfg, 'label_smoothing', 0.0), augment=augment),
+                       donate_argnums=0)
   eval_step = jax.jit(make_eval_step(model, num_classes))
   eval_bs = int(_get(tcfg, 'eval_batch_size', 512))
-  metrics_path = os.path.join(workdir, 'metrics.jsonl')
-  show_bar = _get(tcfg, 'progress_bar', True)
-
   for epoch in range(start_epoch, int(tcfg.epochs)):
     t0 = time.time()
-    perm = np.asarray(jax.random.permutation(
-        jax.random.fold_in(data_key, epoch), len(train_ds)))
-    sums = {'loss': 0.0, 'accuracy': 0.0}
-    bar = tqdm.trange(steps_per_epoch, desc=f'epoch {epoch + 1}/{tcfg.epochs}',
-                      disable=not show_bar or None, leave=False)
-    for i in bar:
-      idx = perm[i * batch_size:(i + 1) * batch_size]
-      x = sharding.shard_batch(train_ds.x[idx], mesh)
-      y = sharding.shard_batch(train_ds.y[idx], mesh)
-      key = jax.random.fold_in(train_key, state.step)
-      state, m = train_step(state, x, y, key)
-      if i % 10 == 0 or i == steps_per_epoch - 1:
-        m = jax.device_get(m)
-        bar.set_postfix(loss=f'{m["loss"]:.4f}', acc=f'{m["accuracy"]:.3f}')
-      sums = {k: sums[k] + m[k] for k in sums}
-    train_m = {k: float(v) / steps_per_epoch for k, v in sums.items()}
-    if not np.isfinite(train_m['loss']):
-      raise FloatingPointError(f'Training loss is {train_m["loss"]} at epoch '
-                               f'{epoch + 1}; lower train.learning_rate.')
+    state, train_m = train_epoch(
+        train_step, state, train_ds, epoch=epoch, batch_size=batch_size,
+        steps_per_epoch=steps_per_epoch, data_key=data_key,
+        train_key=train_key, mesh=mesh,
+        show_bar=_get(tcfg, 'progress_bar', True))
     val_m = evaluate_dataset(eval_step, _variables(state), val_ds, eval_bs,
                              mesh)
     if val_m['accuracy'] > best['val_accuracy']:
       best = {'val_accuracy': val_m['accuracy'], 'epoch': epoch,
               'variables': jax.device_get(_variables(state))}
-      io.save_pytree(os.path.join(workdir, 'best.ckpt'), best['variables'])
-    io.save_pytree(latest, {'state': jax.device_get(state), 'epoch': epoch,
-                            'best': best})
     record = {'epoch': epoch + 1, 'step': int(state.step),
               'train_loss': train_m['loss'],
               'train_accuracy': train_m['accuracy'],
               'val_loss': val_m['loss'], 'val_accuracy': val_m['accuracy'],
               'seconds': time.time() - t0}
-    io.append_jsonl(metrics_path, record)
-    logging.info('epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc '
-                 '%.4f', epoch + 1, tcfg.epochs, train_m['loss'],
-                 train_m['accuracy'], val_m['loss'], val_m['accuracy'])
+    save_checkpoint(workdir, state, epoch, best, record)
+    logging.info('epoch %d/%d: %s', epoch + 1, tcfg.epochs, record)
     for cb in callbacks:
       cb(epoch, state)
-
-  best_vars = best['variables']
-  test_m = evaluate_dataset(eval_step, best_vars, test_ds, eval_bs, mesh)
-  final = {
-      'final': True,
-      'best_epoch': int(best['epoch']) + 1,
-      'val_accuracy': float(best['val_accuracy']),
-      'test_accuracy': test_m['accuracy'],
-      'test_loss': test_m['loss'],
-      'test_count': test_m['count'],
-      'num_params': int(sum(np.size(p) for p in
-                            jax.tree_util.tree_leaves(best_vars['params']))),
-      'protocol': test_ds.meta.get('protocol', ''),
-      'dataset': config.data.name,
-      'model': config.model.name,
-  }
-  io.append_jsonl(metrics_path, final)
-  io.write_json(os.path.join(workdir, 'final_metrics.json'), final)
-  logging.info('final: %s', final)
-  print(f'[{config.model.name} on {config.data.name}] test accuracy '
-        f'{final["test_accuracy"]:.4f} over {final["test_count"]} examples '
-        f'(best-on-val epoch {final["best_epoch"]}, val acc '
-        f'{final["val_accuracy"]:.4f}); protocol: {final["protocol"]}')
-  return final, best_vars
+  test_m = evaluate_dataset(eval_step, best['variables'], test_ds, eval_bs,
+                            mesh)
+  return final_report(config, workdir, best, test_m, test_ds), \
+      best['variables']
 
 
 def load_trained(workdir: str):
@@ -412,3 +497,8 @@ def load_trained(workdir: str):
   raw = io.load_pytree(ckpt_path)
   variables = jax.tree_util.tree_map(jnp.asarray, raw)
   return model, variables, config
+
+
+def is_finished(workdir: str) -> bool:
+  """True when the run in `workdir` has written its final record."""
+  return os.path.exists(os.path.join(workdir, FINAL))

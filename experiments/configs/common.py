@@ -1,38 +1,119 @@
-"""Shared config defaults: every experiment config starts from `base_config`."""
+"""Shared config pieces: the base schema, the variant parser, data sections.
+
+Every experiment config starts from `base_config()` and states only what
+differs. Variants are one comma-separated argument after the file name,
+parsed by `parse_arg`:
+
+    --config=experiments/configs/train/auritus_tcn.py:quick
+    --config=experiments/configs/search/auritus.py:quick,noadv,model=protonn
+
+Flags are bare words (`quick`, `full`, `noadv`, ...), options are
+`key=value` with a fixed set of values; anything else is an error that lists
+what the file accepts.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
 
 import ml_collections
 
+from tinyrobust import evaluate
+
+
+class Args(dict):
+  """Parsed variant argument: flags map to True, options to their value.
+
+  Attribute access reads with a default: `args.quick` is False when the flag
+  was not given, `args.model` is the option's default when not given.
+  """
+
+  def __getattr__(self, name: str) -> Any:
+    try:
+      return self[name]
+    except KeyError as err:
+      raise AttributeError(name) from err
+
+
+def parse_arg(arg: str | None, *, flags: Iterable[str] = ('quick', 'full'),
+              options: Mapping[str, Iterable[str]] | None = None,
+              defaults: Mapping[str, str] | None = None,
+              exclusive: Iterable[Iterable[str]] = (('quick', 'full'),)
+              ) -> Args:
+  """Parses `'quick,noadv,model=protonn'` into `Args`.
+
+  Args:
+    arg: the text after `:` in `--config=<file>:<arg>` (None or '' = none).
+    flags: bare words the file accepts.
+    options: `key -> allowed values` for `key=value` tokens.
+    defaults: `key -> value` used when an option is not given.
+    exclusive: groups of flags of which at most one may be given.
+
+  Raises:
+    ValueError: an unknown flag, option or value, a repeated option, or two
+      exclusive flags; the message lists what is valid.
+  """
+  flags, options = tuple(flags), {k: tuple(v) for k, v in
+                                  (options or {}).items()}
+  valid = ', '.join(list(flags) + [f'{k}={"|".join(v)}'
+                                   for k, v in options.items()])
+  out = Args({f: False for f in flags})
+  out.update(defaults or {})
+  seen = set()
+  for token in (t.strip() for t in (arg or '').split(',')):
+    if not token:
+      continue
+    key, eq, value = token.partition('=')
+    if eq and key in options and value in options[key] and key not in seen:
+      out[key] = value
+      seen.add(key)
+    elif not eq and key in flags:
+      out[key] = True
+    else:
+      raise ValueError(f'Unknown or repeated config variant {token!r}. Valid '
+                       f'(comma-separated): {valid or "(none)"}.')
+  for group in exclusive:
+    on = [f for f in group if out.get(f)]
+    if len(on) > 1:
+      raise ValueError(f'Config variants {on} exclude each other.')
+  return out
+
 
 def base_config() -> ml_collections.ConfigDict:
-  """Returns the config schema with defaults that individual files override."""
+  """The config schema with defaults; each field is documented here once."""
   c = ml_collections.ConfigDict()
-  c.seed = 0
+  c.seed = 0                     # root PRNG seed of init, data order, attacks
   c.data = ml_collections.ConfigDict()
-  c.data.name = ''
-  c.data.options = ml_collections.ConfigDict()
-  c.data.augment = 'none'
+  c.data.name = ''               # tinyrobust.data.list_datasets()
+  c.data.options = ml_collections.ConfigDict()  # the loader's keyword options
+  c.data.augment = 'none'        # tinyrobust.data.augment names, '+'-joined
   c.model = ml_collections.ConfigDict()
-  c.model.name = ''
+  c.model.name = ''              # tinyrobust.models.list_models()
+  # Set from the dataset by the trainer when left unset.
   c.model.num_classes = ml_collections.config_dict.placeholder(int)
-  c.model.kwargs = ml_collections.ConfigDict()
+  c.model.kwargs = ml_collections.ConfigDict()  # the model's keyword options
   c.train = ml_collections.ConfigDict()
   c.train.epochs = 10
-  c.train.batch_size = 64
-  c.train.eval_batch_size = 512
-  c.train.optimizer = 'adam'
-  c.train.learning_rate = 1e-3
-  c.train.schedule = 'cosine'
+  c.train.batch_size = 64        # per step, over all devices
+  c.train.eval_batch_size = 512  # clean evaluation (may change on resume)
+  c.train.optimizer = 'adam'     # adam | adamw | sgd (nesterov)
+  c.train.learning_rate = 1e-3   # peak learning rate
+  c.train.schedule = 'cosine'    # cosine (with warmup) | constant
   c.train.warmup_epochs = 0
   c.train.weight_decay = 0.0
-  c.train.momentum = 0.9
+  c.train.momentum = 0.9         # sgd only
   c.train.label_smoothing = 0.0
-  c.train.grad_clip_norm = 0.0
-  c.train.progress_bar = True
+  c.train.grad_clip_norm = 0.0   # 0 = no clipping
+  c.train.progress_bar = True    # may change on resume
+  # Robustness evaluation (--mode=attack, studies, the search's adversarial
+  # term); fields documented in tinyrobust.evaluate.default_attack_config.
+  c.attack = evaluate.default_attack_config()
   return c
 
 
 def auritus_data(c: ml_collections.ConfigDict, *, channels: str,
-                 normalisation: str | None = None) -> None:
+                 normalisation: str | None = None,
+                 eps_grid: tuple[float, ...] | None = None) -> None:
   """Sets `c.data` to AURITUS windows of the study (550/50 at 100 Hz).
 
   Participants are held out (the honest protocol; the study's random-window
@@ -41,7 +122,8 @@ def auritus_data(c: ml_collections.ConfigDict, *, channels: str,
   Args:
     c: config to fill in place.
     channels: 'raw6' (acc g, gyro deg/s), 'magnitudes' or 'features'.
-    normalisation: optional loader normalisation ('standardize' or 'none').
+    normalisation: optional loader normalisation ('standardise' or 'none').
+    eps_grid: the attack's eps grid (input units) when given.
   """
   c.data.name = 'auritus'
   c.data.options.channels = channels
@@ -51,3 +133,5 @@ def auritus_data(c: ml_collections.ConfigDict, *, channels: str,
   c.data.options.seed = 0
   if normalisation is not None:
     c.data.options.normalisation = normalisation
+  if eps_grid is not None:
+    c.attack.eps_grid = eps_grid

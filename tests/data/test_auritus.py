@@ -65,7 +65,7 @@ def test_channels_and_features(shared_data_dir):
   tr = data.load('auritus', 'train', channels='features', **kw)
   feat = data.load('auritus', 'val', channels='features', **kw)
   assert feat.x.shape == (len(raw), 10) and feat.input_range is None
-  assert feat.meta['normalisation'] == 'standardize'
+  assert feat.meta['normalisation'] == 'standardise'
   np.testing.assert_allclose(tr.x.mean(0), 0.0, atol=1e-3)
   np.testing.assert_allclose(tr.x.std(0), 1.0, atol=1e-3)
   mean, std = np.array(feat.meta['train_mean']), np.array(

@@ -1,4 +1,4 @@
-"""Boards, budget checks, and the end-to-end `profile` / `profile_workdir`."""
+"""Boards, budget checks, and the end-to-end `profile` / `--mode=profile`."""
 
 import json
 import os
@@ -12,6 +12,7 @@ import pytest
 from tinyrobust import hardware
 from tinyrobust import io
 from tinyrobust import models
+from tinyrobust import modes
 
 KB = 1024
 
@@ -86,7 +87,7 @@ def test_profile_record(small_cnn):
   json.dumps(io.to_jsonable(p))  # serialisable as profile.json
 
 
-def test_profile_workdir(tmp_path, small_cnn):
+def test_profile_mode(tmp_path, small_cnn):
   model, v = small_cnn
   del model
   c = ml_collections.ConfigDict()
@@ -97,7 +98,7 @@ def test_profile_workdir(tmp_path, small_cnn):
   c.hardware = {'measure': False, 'boards': ['stm32l476rg']}
   io.write_json(str(tmp_path / 'config.json'), c.to_dict())
   io.save_pytree(str(tmp_path / 'best.ckpt'), v)
-  p = hardware.profile_workdir(str(tmp_path))
+  p = modes.profile(None, str(tmp_path))
   saved = io.read_json(str(tmp_path / 'profile.json'))
   assert saved['macs'] == p['macs'] > 0
   assert 'tflm_arena' not in saved['int8']
@@ -105,4 +106,4 @@ def test_profile_workdir(tmp_path, small_cnn):
   assert os.path.isfile(tmp_path / 'profile.json')
   c.hardware = {'bogus': 1}
   with pytest.raises(ValueError, match='bogus'):
-    hardware.profile_workdir(str(tmp_path), c)
+    modes.profile(c, str(tmp_path))

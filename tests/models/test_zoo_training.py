@@ -39,7 +39,7 @@ def test_edgeml_models_train_with_hooks(tmp_path, name, kwargs, sparse_leaf,
 
 @pytest.mark.parametrize('module', ZOO_CONFIGS)
 def test_zoo_configs_build_their_models(module):
-  mod = importlib.import_module(f'experiments.configs.{module}')
+  mod = importlib.import_module(f'experiments.configs.train.{module}')
   assert 'Command:' in mod.__doc__ and ':quick' in mod.__doc__
   quick, full = mod.get_config('quick'), mod.get_config('full')
   assert quick.train.epochs < full.train.epochs

@@ -16,7 +16,7 @@ from tinyrobust.nas import search
 from tinyrobust.nas import spaces
 
 
-def _config(**search_overrides):
+def _config(attack=None, **search_overrides):
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.data = ml_collections.ConfigDict({'name': 'basic_motions',
@@ -31,8 +31,10 @@ def _config(**search_overrides):
       'space': 'mlp', 'board': '', 'flash_max_bytes': 120e3,
       'sram_max_bytes': 64e3, 'flash_proxy': 'param_bytes',
       'sram_gate': 'study', 'precision': 'float32', 'num_trials': 6,
-      'n_initial_points': 6, 'trial_epochs': 1, 'eps': 0.1, 'pgd_steps': 2,
-      'final_retrain': False})
+      'n_initial_points': 6, 'trial_epochs': 1, 'final_retrain': False})
+  c.attack = ml_collections.ConfigDict({'attacks': ['fgsm', 'pgd'],
+                                        'eps_grid': [0.1], 'pgd_steps': 2})
+  c.attack.update(attack or {})
   c.search.update(search_overrides)
   return c
 
@@ -47,7 +49,7 @@ def test_infeasible_candidates_are_never_trained(tmp_path):
     variables = model.init(jax.random.key(0), jnp.zeros((1, 100, 6)))
     return {'val_accuracy': 0.5, 'test_accuracy': 0.5}, variables
 
-  config = search.resolve_config(_config(pgd_steps=0))
+  config = search.resolve_config(_config(attack={'attacks': ['fgsm']}))
   space = spaces.get_space('mlp')
   budget = costs.board_budget('', flash_max_bytes=120e3, sram_max_bytes=64e3)
   evaluator = candidate.CandidateEvaluator(config, str(tmp_path), space,
@@ -76,7 +78,7 @@ def test_tiny_end_to_end_search(tmp_path):
   workdir = str(tmp_path)
   summary = search.run_search(
       _config(num_trials=2, n_initial_points=2, flash_max_bytes=400e3,
-              pgd_steps=1, final_retrain=True), workdir)
+              attack={'pgd_steps': 1}, final_retrain=True), workdir)
   results = journal_lib.Journal(workdir).replay().results
   assert len(results) == 2 and summary['trials'] == 2
   ok = [r for r in results if r['status'] == 'ok']

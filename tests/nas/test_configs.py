@@ -7,18 +7,18 @@ import pytest
 from tinyrobust.nas import search
 from tinyrobust.nas import spaces
 
-CONFIGS = ('search_tcn_auritus', 'search_protonn_auritus',
-           'search_bonsai_auritus')
+MODELS = ('tcn', 'protonn', 'bonsai')
 
 
-@pytest.mark.parametrize('name', CONFIGS)
-def test_variants(name):
-  mod = importlib.import_module(f'experiments.configs.{name}')
-  full = search.resolve_config(mod.get_config())
-  quick = search.resolve_config(mod.get_config('quick'))
-  noadv = search.resolve_config(mod.get_config('quick,noadv'))
+@pytest.mark.parametrize('model', MODELS)
+def test_variants(model):
+  mod = importlib.import_module('experiments.configs.search.auritus')
+  full = search.resolve_config(mod.get_config(f'model={model}'))
+  quick = search.resolve_config(mod.get_config(f'quick,model={model}'))
+  noadv = search.resolve_config(mod.get_config(f'quick,noadv,model={model}'))
   for c in (full, quick, noadv):
-    search.check_search_config(c.search)
+    assert c.model.name == model
+    search.check_search_config(c.search, c.attack)
     spaces.get_space(c.search.space, **c.search.space_options.to_dict())
     assert c.data.name == 'auritus' and c.search.board == 'stm32f446re'
   assert search.central_weights(full.search) == search.central_weights(

@@ -7,7 +7,7 @@ import pytest
 
 from tinyrobust.nas import designer as designer_lib
 from tinyrobust.nas import objective
-from tinyrobust.nas import synthetic
+from tests.nas import synthetic
 
 BUDGET = 30
 TOL = 1.0  # f <= 1 is a ball of radius 1 around the optimum

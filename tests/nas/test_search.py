@@ -8,7 +8,7 @@ import pytest
 
 from tinyrobust.nas import journal as journal_lib
 from tinyrobust.nas import search
-from tinyrobust.nas import synthetic
+from tests.nas import synthetic
 
 
 def _config(**search_overrides):

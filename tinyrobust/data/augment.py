@@ -29,6 +29,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from tinyrobust import registry
+
 AugmentFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
@@ -77,29 +79,54 @@ def time_shift(key: jax.Array, x: jax.Array, *,
                    0.0).astype(x.dtype)
 
 
-def _background_noise(**kwargs) -> AugmentFn:
+def _background_noise_factory():
   from tinyrobust.data import speech_commands  # pylint: disable=g-import-not-at-top
-  return speech_commands.make_background_noise(**kwargs)
+  return speech_commands.make_background_noise
+
+
+def _background_noise(**kwargs) -> AugmentFn:
+  return _background_noise_factory()(**kwargs)
 
 
 def _bind(fn, **kwargs) -> AugmentFn:
   return lambda key, x: fn(key, x, **kwargs)
 
 
-_FACTORIES: dict[str, Callable[..., AugmentFn]] = {
-    'none': lambda: identity,
-    'flip': lambda: random_flip,
-    'crop_flip': lambda pad=4: _bind(crop_flip, pad=pad),
-    'noise': lambda std=0.01, clip=None: _bind(gaussian_noise, std=std,
-                                               clip=clip),
-    'time_shift': lambda max_shift=1600: _bind(time_shift,
-                                               max_shift=max_shift),
-    'background_noise': _background_noise,
-}
+AUGMENTS = registry.Registry('augmentation')
+AUGMENTS.register('none', obj=lambda: identity)
+AUGMENTS.register('flip', obj=lambda: random_flip)
+AUGMENTS.register('crop_flip', obj=lambda pad=4: _bind(crop_flip, pad=pad))
+AUGMENTS.register('noise', obj=lambda std=0.01, clip=None: _bind(
+    gaussian_noise, std=std, clip=clip))
+AUGMENTS.register('time_shift', obj=lambda max_shift=1600: _bind(
+    time_shift, max_shift=max_shift))
+AUGMENTS.register('background_noise', obj=_background_noise,
+                  options_of=_background_noise_factory)
 
 
 def list_augments() -> list[str]:
-  return sorted(_FACTORIES)
+  return AUGMENTS.names()
+
+
+def _accepted(name: str) -> set[str]:
+  options_of = AUGMENTS.meta(name).get('options_of')
+  fn = options_of() if options_of else AUGMENTS.lookup(name)
+  return set(registry.option_names(fn) or ())
+
+
+def check_augment(name: str | None, **kwargs) -> list[str]:
+  """Validates an augmentation name ('a+b' joins several) and its options;
+  returns the names."""
+  names = [n.strip() for n in (name or 'none').split('+')]
+  bad = [n for n in names if n not in AUGMENTS]
+  if bad:
+    raise ValueError(f'Unknown augmentation(s) {bad}. Valid: '
+                     f'{", ".join(list_augments())} (join with "+").')
+  unused = set(kwargs) - set().union(*(_accepted(n) for n in names))
+  if unused:
+    raise ValueError(f'Option(s) {sorted(unused)} not accepted by '
+                     f'augmentation {name!r}.')
+  return names
 
 
 def get_augment(name: str | None, **kwargs) -> AugmentFn:
@@ -115,23 +142,9 @@ def get_augment(name: str | None, **kwargs) -> AugmentFn:
   Raises:
     ValueError: unknown name or option.
   """
-  import inspect  # pylint: disable=g-import-not-at-top
-  names = [n.strip() for n in (name or 'none').split('+')]
-  bad = [n for n in names if n not in _FACTORIES]
-  if bad:
-    raise ValueError(f'Unknown augmentation(s) {bad}. Valid: '
-                     f'{", ".join(list_augments())} (join with "+").')
-  accepted = {n: set(inspect.signature(_FACTORIES[n]).parameters)
-              for n in names}
-  if any(n == 'background_noise' for n in names):
-    from tinyrobust.data import speech_commands  # pylint: disable=g-import-not-at-top
-    accepted['background_noise'] = set(inspect.signature(
-        speech_commands.make_background_noise).parameters)
-  unused = set(kwargs) - set().union(*accepted.values())
-  if unused:
-    raise ValueError(f'Option(s) {sorted(unused)} not accepted by '
-                     f'augmentation {name!r}.')
-  fns = [_FACTORIES[n](**{k: v for k, v in kwargs.items() if k in accepted[n]})
+  names = check_augment(name, **kwargs)
+  fns = [AUGMENTS.lookup(n)(**{k: v for k, v in kwargs.items()
+                               if k in _accepted(n)})
          for n in names]
 
   def augment(key: jax.Array, x: jax.Array) -> jax.Array:

@@ -30,7 +30,7 @@ magnitudes, 'auto') inputs stay in physical units, so an L-inf eps of 0.4 (the
 study's raw-window budget) means 0.4 g on acc axes and 0.4 deg/s on gyro axes.
 `input_range` is then (-500.27, 500.26) for raw6 (the union of the sensor
 ranges) and `meta['channel_range']` gives the per-channel ranges (+-4 g,
-+-500 deg/s at int16 full scale) for per-channel clipping. 'standardize' (the 'auto' default for features, as
++-500 deg/s at int16 full scale) for per-channel clipping. 'standardise' (the 'auto' default for features, as
 the study) uses mean/std of the train split only (stored in `meta`);
 `input_range` is then None.
 """
@@ -78,7 +78,7 @@ REPO_URL = ('https://raw.githubusercontent.com/swapnilsayansaha/'
 SOURCE_KINDS = ('auto', 'local', 'csv', 'download')
 CHANNELS = ('raw6', 'magnitudes', 'features')
 SPLIT_BY = ('participant', 'window')
-NORMALISATIONS = ('auto', 'none', 'standardize')
+NORMALISATIONS = ('auto', 'none', 'standardise')
 _SPLITS = ('train', 'val', 'test')
 _NAME_RE = re.compile(r'^(\d+)_([A-Za-z]+)\.csv$')
 
@@ -273,7 +273,7 @@ def _prepared(rec_key, rate_hz, max_gap_s, window, stride, channels, split_by,
   parts = _assign(recs, owner, split_by, seed, val_fraction, test_fraction)
   out = {s: _transform(xw[idx], channels) for s, idx in parts.items()}
   stats = {}
-  if normalisation == 'standardize':
+  if normalisation == 'standardise':
     axes = tuple(range(out['train'].ndim - 1))
     mean = out['train'].mean(axis=axes)
     std = out['train'].std(axis=axes)
@@ -300,13 +300,12 @@ def _check(window, stride, rate_hz, max_gap_s, channels, split_by, seed,
     raise ValueError(f'rate_hz must be > 0 or None, got {rate_hz!r}.')
   if max_gap_s is not None and max_gap_s <= 0:
     raise ValueError(f'max_gap_s must be > 0 or None, got {max_gap_s!r}.')
-  for name, v, valid in (('channels', channels, CHANNELS),
-                         ('split_by', split_by, SPLIT_BY),
-                         ('normalisation', normalisation, NORMALISATIONS)):
-    if v not in valid:
-      raise ValueError(f'Unknown {name} {v!r}. Valid: {", ".join(valid)}.')
+  base.check_choice('channels', channels, CHANNELS)
+  base.check_choice('split_by', split_by, SPLIT_BY)
+  normalisation = base.check_choice('normalisation', normalisation,
+                                    NORMALISATIONS)
   if normalisation == 'auto':
-    normalisation = 'standardize' if channels == 'features' else 'none'
+    normalisation = 'standardise' if channels == 'features' else 'none'
   return seed, normalisation
 
 

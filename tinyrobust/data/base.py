@@ -15,6 +15,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from tinyrobust import registry
+
 DATA_DIR_ENV = 'TINYROBUST_DATA_DIR'
 
 
@@ -87,7 +89,7 @@ class Source:
   description: str
 
 
-_SOURCES: dict[str, Source] = {}
+SOURCES = registry.Registry('dataset', positional=('split',))
 
 
 def register_source(name: str, *, splits: Sequence[str] = ('train', 'val',
@@ -98,8 +100,9 @@ def register_source(name: str, *, splits: Sequence[str] = ('train', 'val',
   def wrap(fn):
     params = inspect.signature(fn).parameters
     options = tuple(p for p in params if p != 'split')
-    _SOURCES[name] = Source(name, fn, tuple(splits), options,
-                            description or (fn.__doc__ or '').split('\n')[0])
+    SOURCES.register(name, obj=Source(
+        name, fn, tuple(splits), options,
+        description or (fn.__doc__ or '').split('\n')[0]))
     return fn
 
   return wrap
@@ -107,14 +110,24 @@ def register_source(name: str, *, splits: Sequence[str] = ('train', 'val',
 
 def list_datasets() -> list[str]:
   """Names accepted by `load`."""
-  return sorted(_SOURCES)
+  return SOURCES.names()
 
 
-def get_source(name: str) -> Source:
-  if name not in _SOURCES:
-    raise ValueError(
-        f'Unknown dataset {name!r}. Valid names: {", ".join(list_datasets())}.')
-  return _SOURCES[name]
+def check_dataset(name: str) -> None:
+  """Raises ValueError naming the valid datasets when `name` is unknown."""
+  SOURCES.lookup(name)
+
+
+def get_source(name: str, split: str | None = None,
+               options: Sequence[str] = ()) -> Source:
+  """The registered source `name`; checks `split` and option names."""
+  src = SOURCES.lookup(name)
+  if split is not None and split not in src.splits:
+    raise ValueError(f'Unknown split {split!r} for dataset {name!r}. '
+                     f'Valid splits: {", ".join(src.splits)}.')
+  registry.check_options('dataset', name, src.fn, options,
+                         positional=('split',))
+  return src
 
 
 def load(name: str, split: str, **options) -> Dataset:
@@ -131,14 +144,7 @@ def load(name: str, split: str, **options) -> Dataset:
   Raises:
     ValueError: unknown name, split or option (the message lists valid ones).
   """
-  src = get_source(name)
-  if split not in src.splits:
-    raise ValueError(f'Unknown split {split!r} for dataset {name!r}. '
-                     f'Valid splits: {", ".join(src.splits)}.')
-  bad = sorted(set(options) - set(src.options))
-  if bad:
-    raise ValueError(f'Unknown option(s) {bad} for dataset {name!r}. '
-                     f'Valid options: {", ".join(src.options) or "(none)"}.')
+  src = get_source(name, split, options)
   ds = src.fn(split=split, **options)
   ds.name, ds.split = name, split
   return ds
@@ -169,6 +175,18 @@ def check_seed(seed) -> int:
   if not isinstance(seed, (int, np.integer)) or seed < 0:
     raise ValueError(f'seed must be a non-negative int, got {seed!r}.')
   return int(seed)
+
+
+# Old spellings still accepted (normalisation='standardize').
+_ALIASES = {'standardize': 'standardise'}
+
+
+def check_choice(name: str, value: Any, valid: Sequence[str]) -> str:
+  """`value` if it is one of `valid` (after old spellings are mapped)."""
+  value = _ALIASES.get(value, value) if isinstance(value, str) else value
+  if value not in valid:
+    raise ValueError(f'Unknown {name} {value!r}. Valid: {", ".join(valid)}.')
+  return value
 
 
 def check_fraction(name: str, value: float) -> float:

@@ -19,7 +19,7 @@ import numpy as np
 
 from tinyrobust.data import base
 
-_NORMALISATIONS = ('standardize', 'none')
+_NORMALISATIONS = ('standardise', 'none')
 
 
 @functools.lru_cache(maxsize=None)
@@ -73,13 +73,12 @@ BASIC_MOTIONS_CHANNELS = ('acc_x', 'acc_y', 'acc_z', 'gyro_x', 'gyro_y',
 
 @base.register_source('basic_motions')
 def basic_motions(split: str, seed: int = 0, val_fraction: float = 0.25,
-                  normalisation: str = 'standardize') -> base.Dataset:
+                  normalisation: str = 'standardise') -> base.Dataset:
   """sktime BasicMotions, `[N, 100, 6]`, official train/test + carved val."""
   seed = base.check_seed(seed)
   val_fraction = base.check_fraction('val_fraction', val_fraction)
-  if normalisation not in _NORMALISATIONS:
-    raise ValueError(f'Unknown normalisation {normalisation!r}. Valid: '
-                     f'{", ".join(_NORMALISATIONS)}.')
+  normalisation = base.check_choice('normalisation', normalisation,
+                                    _NORMALISATIONS)
   x_tr, y_tr = _basic_motions_arrays('train')
   labels = {n: i for i, n in enumerate(BASIC_MOTIONS_LABELS)}
   y_tr_i = np.array([labels[str(v).lower()] for v in y_tr], np.int32)
@@ -97,7 +96,7 @@ def basic_motions(split: str, seed: int = 0, val_fraction: float = 0.25,
   # Statistics from the train part only, so val/test never leak into them.
   mean = x_tr[tr_idx].mean(axis=(0, 1))
   std = x_tr[tr_idx].std(axis=(0, 1)) + 1e-6
-  if normalisation == 'standardize':
+  if normalisation == 'standardise':
     x = (x - mean) / std
   return base.Dataset(
       x=x, y=y, label_names=BASIC_MOTIONS_LABELS, input_range=None,

@@ -11,26 +11,22 @@ not shuffled.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 
+from tinyrobust import registry
 from tinyrobust.data import base
 
 Batch = tuple[np.ndarray, np.ndarray]
 # fn(split, batch_size, shuffle_seed, drop_remainder, **options) -> iterator,
 # or None when these options are served by load() instead (e.g. local files).
-_STREAMERS: dict[str, Callable[..., Iterator[Batch] | None]] = {}
+STREAMERS = registry.Registry('stream')
 
 
 def register_stream(name: str):
   """Decorator registering a lazy batch iterator for dataset `name`."""
-
-  def wrap(fn):
-    _STREAMERS[name] = fn
-    return fn
-
-  return wrap
+  return STREAMERS.register(name)
 
 
 def stream(name: str, split: str, batch_size: int, *,
@@ -51,19 +47,12 @@ def stream(name: str, split: str, batch_size: int, *,
   Raises:
     ValueError: unknown name, split or option, or batch_size < 1.
   """
-  src = base.get_source(name)
-  if split not in src.splits:
-    raise ValueError(f'Unknown split {split!r} for dataset {name!r}. '
-                     f'Valid splits: {", ".join(src.splits)}.')
-  bad = sorted(set(options) - set(src.options))
-  if bad:
-    raise ValueError(f'Unknown option(s) {bad} for dataset {name!r}. '
-                     f'Valid options: {", ".join(src.options) or "(none)"}.')
+  base.get_source(name, split, options)
   if batch_size < 1:
     raise ValueError(f'batch_size must be >= 1, got {batch_size}.')
   it = None
-  if name in _STREAMERS:
-    it = _STREAMERS[name](split=split, batch_size=batch_size,
+  if name in STREAMERS:
+    it = STREAMERS.lookup(name)(split=split, batch_size=batch_size,
                           shuffle_seed=shuffle_seed,
                           drop_remainder=drop_remainder, **options)
   if it is None:

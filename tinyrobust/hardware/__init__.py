@@ -6,8 +6,11 @@
   measure_tflm(tflite_bytes)                  measured TFLite-Micro arena
   get_board(name|dict), list_boards(), fits(profile, board)
   profile(model, variables, input_shape)      all of the above in one dict
-  profile_workdir(workdir, config=None)       profile a trained run ->
-                                              profile.json
+  deployed_cost(model, variables, input_shape, precision=...)
+                                              flash + SRAM of one precision
+                                              (the search's costing path)
+
+Profiling a trained run (`--mode=profile`) is `tinyrobust.modes.profile`.
 
 TensorFlow, LiteRT and TFLite Micro are imported lazily, only by export and
 measurement.
@@ -18,9 +21,10 @@ from tinyrobust.hardware.boards import get_board
 from tinyrobust.hardware.boards import list_boards
 from tinyrobust.hardware.counters import count
 from tinyrobust.hardware.export import export_tflite
+from tinyrobust.hardware.profile import deployed_cost
 from tinyrobust.hardware.profile import profile
-from tinyrobust.hardware.profile import profile_workdir
+from tinyrobust.hardware.profile import representative
 from tinyrobust.hardware.tflm import measure_tflm
 
-__all__ = ['count', 'export_tflite', 'fits', 'get_board', 'list_boards',
-           'measure_tflm', 'profile', 'profile_workdir']
+__all__ = ['count', 'deployed_cost', 'export_tflite', 'fits', 'get_board',
+           'list_boards', 'measure_tflm', 'profile', 'representative']

@@ -1,4 +1,4 @@
-"""One record of what a model costs on an MCU: `profile` and `profile_workdir`.
+"""One record of what a model costs on an MCU: `profile` and `deployed_cost`.
 
 `profile(model, variables, input_shape)` combines the analytic counters
 (`counters.count`), the TFLite exports (float32 and int8), the LiteRT
@@ -25,7 +25,6 @@ prediction from the jaxpr layer graph alone (no TensorFlow needed).
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
@@ -42,6 +41,55 @@ AGREEMENT_SAMPLES = 64  # examples run through LiteRT for the agreement check
 
 def _rel(est: float, ref: float) -> float:
   return float((est - ref) / ref)
+
+
+def representative(x_train) -> np.ndarray:
+  """The calibration inputs of an int8 export: the first
+  `export.MAX_CALIBRATION` training inputs (one size for every caller, so
+  a search's flash/SRAM figures equal `--mode=profile`'s)."""
+  return np.asarray(x_train[:export.MAX_CALIBRATION], np.float32)
+
+
+def deployed_cost(model, variables, input_shape, *, precision: str,
+                  representative_data=None, measure: bool = True,
+                  agreement: bool = True) -> dict[str, Any]:
+  """Flash and SRAM of one precision's TFLite flatbuffer.
+
+  The one costing path shared by `profile` and the search: export
+  (`export.export_tflite`, int8 calibrated on `representative_data`), the
+  planned arena plus persistent estimate (`sram_liveness`), optionally the
+  LiteRT agreement with JAX and the measured TFLite-Micro arena.
+
+  Returns:
+    {'flash', 'activation_arena', 'persistent_estimate', 'sram_liveness',
+    'tflite_ops', 'agreement' (if asked), 'tflm_arena', 'tflm_arena_head',
+    'tflm_arena_tail', 'tflm_breakdown' (if measured) or 'tflm_error'}.
+  """
+  if precision not in counters.PRECISIONS:
+    raise ValueError(f'Unknown precision {precision!r}. Valid: '
+                     f'{", ".join(counters.PRECISIONS)}.')
+  rep = representative_data
+  fb = export.export_tflite(model, variables, tuple(input_shape),
+                            quantize='int8' if precision == 'int8' else None,
+                            representative_data=rep)
+  g = tflite_graph.parse(fb)
+  head = tflite_graph.planned_arena(g)
+  tail = persistent.from_tflite(g, precision)
+  sec = {'flash': len(fb), 'activation_arena': head,
+         'persistent_estimate': tail, 'sram_liveness': head + tail,
+         'tflite_ops': g.op_names}
+  if agreement and rep is not None:
+    sec['agreement'] = export.agreement(fb, model, variables,
+                                        rep[:AGREEMENT_SAMPLES])
+  if measure:
+    try:
+      m = tflm.measure_tflm(fb)
+    except ValueError as err:  # e.g. an op TFLM has no int8 kernel for
+      sec['tflm_error'] = str(err)
+    else:
+      sec.update(tflm_arena=m['total'], tflm_arena_head=m['head'],
+                 tflm_arena_tail=m['tail'], tflm_breakdown=m['breakdown'])
+  return sec
 
 
 def profile(model, variables, input_shape, *, measure: bool = True,
@@ -79,73 +127,18 @@ def profile(model, variables, input_shape, *, measure: bool = True,
       raise ValueError(f'representative_data must have shape [N, '
                        f'*{input_shape}], got {rep.shape}.')
   analytic = {p: out.pop(p) for p in counters.PRECISIONS}
-  for precision, quantize in (('float32', None), ('int8', 'int8')):
-    fb = export.export_tflite(model, variables, input_shape,
-                              quantize=quantize, representative_data=rep)
-    g = tflite_graph.parse(fb)
-    head = tflite_graph.planned_arena(g)
-    tail = persistent.from_tflite(g, precision)
-    a = analytic[precision]
-    sec = {
-        'flash': len(fb),
-        'sram_study': a['sram_study'],
-        'activation_arena': head,
-        'persistent_estimate': tail,
-        'sram_liveness': head + tail,
-        'sram_liveness_jaxpr': a['sram_liveness'],
-        'tflite_ops': g.op_names,
-        'agreement': export.agreement(fb, model, variables,
-                                      rep[:AGREEMENT_SAMPLES]),
-    }
-    if measure:
-      try:
-        m = tflm.measure_tflm(fb)
-      except ValueError as err:  # e.g. an op TFLM has no int8 kernel for
-        sec['tflm_error'] = str(err)
-        out['notes'].append(f'{precision}: {err}')
-      else:
-        sec.update(tflm_arena=m['total'], tflm_arena_head=m['head'],
-                   tflm_arena_tail=m['tail'], tflm_breakdown=m['breakdown'])
-        for k in ('sram_study', 'sram_liveness', 'sram_liveness_jaxpr'):
-          sec[k + '_error'] = _rel(sec[k], m['total'])
+  for precision in counters.PRECISIONS:
+    sec = deployed_cost(model, variables, input_shape, precision=precision,
+                        representative_data=rep, measure=measure)
+    sec['sram_study'] = analytic[precision]['sram_study']
+    sec['sram_liveness_jaxpr'] = analytic[precision]['sram_liveness']
+    if 'tflm_arena' in sec:
+      for k in ('sram_study', 'sram_liveness', 'sram_liveness_jaxpr'):
+        sec[k + '_error'] = _rel(sec[k], sec['tflm_arena'])
+    if 'tflm_error' in sec:
+      out['notes'].append(f'{precision}: {sec["tflm_error"]}')
     out[precision] = sec
   out['boards'] = {
       b.name: {p: boards_lib.fits(out, b, precision=p)
                for p in counters.PRECISIONS} for b in board_list}
   return out
-
-
-def profile_workdir(workdir: str, config=None) -> dict[str, Any]:
-  """Profiles a trained run and writes `<workdir>/profile.json`.
-
-  Loads the model with `tinyrobust.train.load_trained(workdir)`; int8 is
-  calibrated on (up to `export.MAX_CALIBRATION`) training inputs of the run's
-  dataset (`config.data.name`, `config.data.options`). Optional
-  `config.hardware` keys: `measure` (bool, default True), `boards` (list).
-
-  Args:
-    workdir: a finished training run.
-    config: overrides the run's own config.json when given.
-
-  Returns:
-    The profile dict (also written to profile.json).
-  """
-  from tinyrobust import data as data_lib  # pylint: disable=g-import-not-at-top
-  from tinyrobust import io  # pylint: disable=g-import-not-at-top
-  from tinyrobust import train  # pylint: disable=g-import-not-at-top
-  model, variables, run_config = train.load_trained(workdir)
-  config = run_config if config is None else config
-  hw = dict(config.get('hardware', {}) or {})
-  bad = sorted(set(hw) - {'measure', 'boards'})
-  if bad:
-    raise ValueError(f'Unknown config.hardware keys {bad}; valid: measure, '
-                     'boards.')
-  options = dict(config.data.get('options', {}) or {})
-  ds = data_lib.load(config.data.name, 'train', **options)
-  rep = np.asarray(ds.x[:export.MAX_CALIBRATION], np.float32)
-  result = profile(model, variables, tuple(ds.x.shape[1:]),
-                   measure=bool(hw.get('measure', True)),
-                   representative_data=rep, boards=hw.get('boards'))
-  result['workdir'] = os.path.abspath(workdir)
-  io.write_json(os.path.join(workdir, 'profile.json'), result)
-  return result

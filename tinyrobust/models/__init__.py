@@ -5,6 +5,7 @@ Every model maps `x` (batch first) to logits with `__call__(x, train=False)`;
 statistics and disables dropout. Families register themselves on import.
 """
 
+from tinyrobust.models.registry import check_model
 from tinyrobust.models.registry import get_model
 from tinyrobust.models.registry import list_models
 from tinyrobust.models.registry import register
@@ -12,4 +13,4 @@ from tinyrobust.models import simple  # mlp, cnn
 from tinyrobust.models import (bonsai, dscnn, fastrnn, mcunet, protonn,  # zoo
                                resnet8, tcn)
 
-__all__ = ['get_model', 'list_models', 'register']
+__all__ = ['check_model', 'get_model', 'list_models', 'register']

@@ -13,9 +13,42 @@ The optional `input_shape` field of each module overrides the default
 
 from __future__ import annotations
 
-from typing import ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Protocol, Sequence
 
 INPUT_KINDS = ('features', 'sequence', 'spectrogram', 'image')
+
+
+HOOKS = ('data_init', 'project_params', 'train_kwargs')
+
+
+class TrainHooks(Protocol):
+  """Optional methods a zoo module may define; the trainer calls each one
+  that exists (`hook(model, name)`), with `progress = step / total_steps`
+  in [0, 1]:
+
+  * `data_init(variables, x_train, key, y_train=None) -> variables`: once,
+    after `model.init` (ProtoNN/Bonsai k-means prototypes).
+  * `project_params(params, progress) -> params`: after every optimizer
+    update, inside the jitted step (iterative hard thresholding).
+  * `train_kwargs(progress) -> dict`: extra keyword arguments of
+    `model.apply` in training steps (Bonsai's sigma annealing).
+  """
+
+  def data_init(self, variables: Any, x_train: Any, key: Any,
+                y_train: Any = None) -> Any: ...
+
+  def project_params(self, params: Any, progress: Any) -> Any: ...
+
+  def train_kwargs(self, progress: Any) -> dict[str, Any]: ...
+
+
+def hook(model: Any, name: str) -> Callable | None:
+  """The model's `TrainHooks` method `name`, or None when it has none."""
+  if name not in HOOKS:
+    raise ValueError(f'Unknown trainer hook {name!r}. Valid: '
+                     f'{", ".join(HOOKS)}.')
+  fn = getattr(model, name, None)
+  return fn if callable(fn) else None
 
 
 class InputSpec:

@@ -8,30 +8,29 @@ return an `nn.Module` whose `__call__(x, train=False)` maps a batch to logits.
 
 from __future__ import annotations
 
-import inspect
-from typing import Callable
+from typing import Any, Mapping
 
 import flax.linen as nn
+import numpy as np
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {}
+from tinyrobust import registry
+
+MODELS = registry.Registry('model', positional=('num_classes',))
 
 
 def register(*names: str):
   """Registers a constructor `fn(num_classes, **kwargs) -> nn.Module`."""
-
-  def wrap(fn):
-    for name in names:
-      if name in _MODELS:
-        raise ValueError(f'Model {name!r} registered twice.')
-      _MODELS[name] = fn
-    return fn
-
-  return wrap
+  return MODELS.register(*names)
 
 
 def list_models() -> list[str]:
   """Names accepted by `get_model`."""
-  return sorted(_MODELS)
+  return MODELS.names()
+
+
+def check_model(name: str, kwargs: Mapping[str, Any] = ()) -> None:
+  """Raises ValueError for an unknown model name or keyword option."""
+  MODELS.check(name, kwargs)
 
 
 def get_model(name: str, num_classes: int, **kwargs) -> nn.Module:
@@ -40,17 +39,8 @@ def get_model(name: str, num_classes: int, **kwargs) -> nn.Module:
   Raises:
     ValueError: unknown name, bad `num_classes` or unknown keyword option.
   """
-  if name not in _MODELS:
-    raise ValueError(
-        f'Unknown model {name!r}. Valid names: {", ".join(list_models())}.')
-  if not isinstance(num_classes, int) or num_classes < 2:
+  fn = MODELS.check(name, kwargs)
+  if isinstance(num_classes, bool) or not isinstance(
+      num_classes, (int, np.integer)) or num_classes < 2:
     raise ValueError(f'num_classes must be an int >= 2, got {num_classes!r}.')
-  fn = _MODELS[name]
-  params = inspect.signature(fn).parameters
-  if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
-    bad = sorted(set(kwargs) - set(params) - {'num_classes'})
-    if bad:
-      valid = [p for p in params if p != 'num_classes']
-      raise ValueError(f'Unknown option(s) {bad} for model {name!r}. '
-                       f'Valid options: {", ".join(valid) or "(none)"}.')
-  return fn(num_classes=num_classes, **kwargs)
+  return fn(num_classes=int(num_classes), **kwargs)

@@ -13,18 +13,19 @@
 3. `train_fn(trial_config, <workdir>/trials/trial_<id>)` (default
    `tinyrobust.train.train_and_evaluate`, which resumes a killed trial from
    its last epoch checkpoint);
-4. FGSM at `search.eps` on the validation split (the objective's adversarial
-   term: consistency = prediction on x_adv equals prediction on x), then PGD
-   (`search.pgd_steps` steps, logged only): consistency and robust accuracy.
+4. every attack of `config.attack` at its one eps on the validation split,
+   through `tinyrobust.evaluate` (the objective's adversarial term is
+   `search.adversarial_attack`'s consistency = prediction on x_adv equals
+   prediction on x; the others are logged).
 
-Timings: `cost_s`, `train_s`, `fgsm_s`, `pgd_s`, and
-`adversarial_share = fgsm_s / (cost_s + train_s + fgsm_s)`, the share of the
-search's own per-candidate time the adversarial term costs (the PGD logging
-is extra and reported separately as `pgd_s`). Attack times include their
-JIT compilation, as a search pays it for every new architecture.
+Timings: `cost_s`, `train_s`, `<attack>_s` per attack, and
+`adversarial_share = <adv>_s / (cost_s + train_s + <adv>_s)`, the share of
+the search's own per-candidate time the adversarial term costs (the other
+attacks are extra and reported separately). Attack times include their JIT
+compilation, as a search pays it for every new architecture.
 
 `final(params, workdir)` retrains a candidate with the full budget
-(`config.train.epochs`) and tests it clean, under FGSM and under PGD.
+(`config.train.epochs`) and tests it clean and under every attack.
 The evaluator holds only plain data, so process pools and Ray can ship it.
 """
 
@@ -37,16 +38,12 @@ import os
 import time
 from typing import Any, Callable
 
-import jax
-import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
+from tinyrobust import config_io
 from tinyrobust.nas import costs as costs_lib
 from tinyrobust.nas import objective as objective_lib
 from tinyrobust.nas import spaces as spaces_lib
-
-MAX_CALIBRATION = 100  # training inputs calibrating an int8 export
 
 
 @functools.lru_cache(maxsize=8)
@@ -57,8 +54,7 @@ def _load_split(name: str, split: str, options_json: str):
 
 def load_split(config, split: str):
   """One split of `config.data`, cached per process."""
-  opts = config.data.get('options')
-  opts = opts.to_dict() if hasattr(opts, 'to_dict') else dict(opts or {})
+  opts = config_io.to_dict(config.data.get('options'))
   return _load_split(config.data.name, split, json.dumps(opts, sort_keys=True))
 
 
@@ -78,72 +74,40 @@ def trial_config(config: ml_collections.ConfigDict,
   return c
 
 
-def adversarial_metrics(apply_fn, variables, x: np.ndarray, y: np.ndarray, *,
-                        eps: float, clip, pgd_steps: int, loss: str = 'ce',
-                        batch_size: int = 256, seed: int = 0
-                        ) -> dict[str, float]:
-  """Clean accuracy, FGSM and PGD consistency / robust accuracy, timed.
+def adversarial_metrics(apply_fn, variables, dataset, acfg, *,
+                        seed: int = 0) -> tuple[dict[str, float],
+                                                dict[str, float]]:
+  """The search's adversarial term: `tinyrobust.evaluate` at one eps.
 
   Args:
     apply_fn: `apply_fn(variables, x) -> logits` in eval mode.
     variables: model variables.
-    x: `[N, ...]` inputs; y: `[N]` int labels.
-    eps: L-inf radius in input units.
-    clip: `(lo, hi)` valid input range or None.
-    pgd_steps: PGD iterations (0 skips PGD).
-    loss: attack loss ('ce' or the study's 'mse').
-    batch_size: examples per attack call (the last batch is padded so each
-      attack compiles once).
-    seed: PGD random-start key.
+    dataset: the split to attack (a `Dataset`; its `input_range` clips).
+    acfg: the config's `attack` section (one-value `eps_grid`).
+    seed: random starts and the `max_examples` subset (the same subset the
+      evaluator picks for this seed).
 
   Returns:
-    `clean_accuracy`, `fgsm_consistency`, `fgsm_robust_accuracy`,
-    `pgd_consistency`, `pgd_robust_accuracy` (fractions) and `fgsm_s`,
-    `pgd_s` (seconds, including compilation).
+    `(metrics, seconds)`: `clean_accuracy`, `<name>_consistency`,
+    `<name>_robust_accuracy` per attack, and `{name: seconds}` (including
+    each attack's JIT compilation, as a search pays it for every new
+    architecture).
   """
-  from tinyrobust import attacks  # pylint: disable=g-import-not-at-top
-  n = len(y)
-  if n == 0:
-    raise ValueError('Cannot attack an empty split.')
-  bs = min(batch_size, n)
-  predict = jax.jit(lambda v, xb: jnp.argmax(apply_fn(v, xb), -1))
-  fgsm = jax.jit(attacks.make_fgsm(apply_fn, loss=loss, clip=clip))
-  # 'fori': one compiled step; unrolling would recompile pgd_steps gradient
-  # copies for every candidate architecture.
-  pgd = (jax.jit(attacks.make_pgd(apply_fn, steps=pgd_steps, loss=loss,
-                                  clip=clip, loop='fori'))
-         if pgd_steps else None)
-  key = jax.random.key(seed)
-  clean_pred = np.zeros(n, np.int32)
-  preds = {'fgsm': np.zeros(n, np.int32), 'pgd': np.zeros(n, np.int32)}
-  times = {'fgsm': 0.0, 'pgd': 0.0}
-  for i in range(0, n, bs):
-    xb, yb = x[i:i + bs], y[i:i + bs]
-    m = len(yb)
-    if m < bs:
-      xb = np.concatenate([xb, np.repeat(xb[-1:], bs - m, 0)])
-      yb = np.concatenate([yb, np.repeat(yb[-1:], bs - m, 0)])
-    clean_pred[i:i + m] = np.asarray(predict(variables, xb))[:m]
-    for name, attack in (('fgsm', fgsm), ('pgd', pgd)):
-      if attack is None:
-        continue
-      t0 = time.perf_counter()
-      x_adv = attack(variables, jnp.asarray(xb), jnp.asarray(yb),
-                     jax.random.fold_in(key, i), jnp.float32(eps))
-      preds[name][i:i + m] = np.asarray(predict(variables, x_adv))[:m]
-      times[name] += time.perf_counter() - t0
-  # Same definition as tinyrobust.evaluate: robust only if the clean
-  # prediction is correct and the adversarial one still is.
-  clean_ok = clean_pred == y
-  out = {'clean_accuracy': float(np.mean(clean_ok)),
-         'fgsm_consistency': float(np.mean(preds['fgsm'] == clean_pred)),
-         'fgsm_robust_accuracy': float(np.mean(clean_ok &
-                                                (preds['fgsm'] == y))),
-         'fgsm_s': times['fgsm'], 'pgd_s': times['pgd']}
-  if pgd is not None:
-    out['pgd_consistency'] = float(np.mean(preds['pgd'] == clean_pred))
-    out['pgd_robust_accuracy'] = float(np.mean(clean_ok & (preds['pgd'] == y)))
-  return out
+  from tinyrobust import evaluate  # pylint: disable=g-import-not-at-top
+  res, seconds = evaluate.evaluate_robustness_timed(
+      apply_fn, variables, dataset, attacks=list(acfg.attacks),
+      eps_grid=list(acfg.eps_grid), batch_size=int(acfg.batch_size),
+      seed=int(seed), norm=acfg.norm, loss=acfg.loss,
+      pgd_steps=int(acfg.pgd_steps), pgd_restarts=int(acfg.pgd_restarts),
+      options=config_io.to_dict(acfg.get('options')),
+      max_examples=acfg.get('max_examples'))
+  if res['flags'] and any(f['type'].startswith('nonfinite')
+                          for f in res['flags']):
+    raise FloatingPointError(
+        'the model gives non-finite logits or adversarial inputs: '
+        + '; '.join(f'{f["type"]} ({f["attack"]}: {f["count"]})'
+                    for f in res['flags'] if f['type'].startswith('nonfinite')))
+  return evaluate.metrics_at(res), seconds
 
 
 class CandidateEvaluator:
@@ -177,20 +141,23 @@ class CandidateEvaluator:
     from tinyrobust import train  # pylint: disable=g-import-not-at-top
     return train.train_and_evaluate(cfg, workdir)
 
+  def _model(self, cfg, num_classes: int):
+    from tinyrobust import models  # pylint: disable=g-import-not-at-top
+    return models.get_model(self.space.model, num_classes,
+                            **config_io.to_dict(cfg.model.get('kwargs')))
+
   def costs(self, params: dict[str, Any]) -> tuple[dict[str, Any], dict]:
     """Costs of the untrained candidate and its objective terms (error and
     adversarial terms NaN until trained)."""
-    from tinyrobust import models  # pylint: disable=g-import-not-at-top
-    cfg, s = self.config, self.config.search
+    from tinyrobust import hardware  # pylint: disable=g-import-not-at-top
+    s = self.config.search
+    cfg = trial_config(self.config, self.space, params, epochs=1)
     train_ds = load_split(cfg, 'train')
-    model = models.get_model(self.space.model, train_ds.num_classes,
-                             **{**dict(cfg.model.get('kwargs') or {}),
-                                **self.space.model_kwargs(params)})
     c = costs_lib.candidate_costs(
-        model, train_ds.input_shape, seed=int(cfg.seed),
-        sram_gate=s.sram_gate, flash_proxy=s.flash_proxy,
-        precision=s.precision,
-        representative_data=train_ds.x[:MAX_CALIBRATION],
+        self._model(cfg, train_ds.num_classes), train_ds.input_shape,
+        seed=int(cfg.seed), sram_gate=s.sram_gate,
+        flash_proxy=s.flash_proxy, precision=s.precision,
+        representative_data=hardware.representative(train_ds.x),
         flash_max=self.budget['flash_max'])
     sram = c['sram_bytes'] if c['sram_bytes'] is not None else 0
     t = objective_lib.terms(
@@ -200,26 +167,12 @@ class CandidateEvaluator:
         flops_target=float(s.flops_target))
     return c, t
 
-  def _attack(self, cfg, variables, split: str) -> dict[str, float]:
-    from tinyrobust import models  # pylint: disable=g-import-not-at-top
-    s = self.config.search
+  def _attack(self, cfg, variables, split: str):
     ds = load_split(cfg, split)
-    model = models.get_model(cfg.model.name, ds.num_classes,
-                             **dict(cfg.model.kwargs))
-    apply_fn = functools.partial(model.apply, train=False)
-    x, y = ds.x, ds.y
-    cap = s.get('max_attack_examples', None)
-    if cap and int(cap) < len(y):
-      # A seeded random subset: splits are ordered by recording, so the
-      # first N windows would cover only a few participants.
-      idx = np.sort(np.random.default_rng(int(cfg.seed)).choice(
-          len(y), int(cap), replace=False))
-      x, y = x[idx], y[idx]
-    return adversarial_metrics(
-        apply_fn, variables, x, y, eps=float(s.eps),
-        clip=tuple(ds.input_range) if ds.input_range else None,
-        pgd_steps=int(s.pgd_steps), loss=s.attack_loss,
-        batch_size=int(s.attack_batch_size), seed=int(cfg.seed))
+    model = self._model(cfg, ds.num_classes)
+    return adversarial_metrics(functools.partial(model.apply, train=False),
+                               variables, ds, self.config.attack,
+                               seed=int(cfg.seed))
 
   def __call__(self, params: dict[str, Any], trial: int) -> dict[str, Any]:
     s = self.config.search
@@ -239,14 +192,15 @@ class CandidateEvaluator:
     val_acc = float(train_m['val_accuracy'])
     if not math.isfinite(val_acc):
       raise FloatingPointError(f'validation accuracy is {val_acc}.')
-    adv = self._attack(cfg, variables, 'val')
-    timings['fgsm_s'], timings['pgd_s'] = adv.pop('fgsm_s'), adv.pop('pgd_s')
-    timings['adversarial_share'] = timings['fgsm_s'] / (
-        timings['cost_s'] + timings['train_s'] + timings['fgsm_s'])
+    adv, seconds = self._attack(cfg, variables, 'val')
+    timings.update({f'{n}_s': v for n, v in seconds.items()})
+    adv_s = seconds[s.adversarial_attack]
+    timings['adversarial_share'] = adv_s / (
+        timings['cost_s'] + timings['train_s'] + adv_s)
     t = objective_lib.terms(
         val_accuracy=val_acc, flash_bytes=c['flash_bytes'],
         sram_bytes=c['sram_bytes'], flops=c['flops'],
-        fgsm_consistency=adv['fgsm_consistency'],
+        fgsm_consistency=adv[f'{s.adversarial_attack}_consistency'],
         flash_max=self.budget['flash_max'], sram_max=self.budget['sram_max'],
         flops_target=float(s.flops_target))
     metrics.update({'val_accuracy': val_acc,
@@ -257,13 +211,13 @@ class CandidateEvaluator:
             'timings': timings}
 
   def final(self, params: dict[str, Any], workdir: str) -> dict[str, Any]:
-    """Retrains `params` with `config.train.epochs`, tests clean/FGSM/PGD."""
+    """Retrains `params` with `config.train.epochs`, tests every attack."""
     cfg = trial_config(self.config, self.space, params,
                        epochs=int(self.config.train.epochs))
     t0 = time.perf_counter()
     train_m, variables = self._train(cfg, workdir)
     train_s = time.perf_counter() - t0
-    adv = self._attack(cfg, variables, 'test')
+    adv, _ = self._attack(cfg, variables, 'test')
     c, _ = self.costs(params)
     c.pop('cost_timings')
     return {'params': dict(params), 'model': self.space.model,
@@ -273,4 +227,5 @@ class CandidateEvaluator:
             'test_accuracy': float(train_m['test_accuracy']),
             'protocol': train_m.get('protocol', ''),
             **{f'test_{k}': v for k, v in adv.items()},
-            'eps': float(self.config.search.eps), **c, 'train_s': train_s}
+            'eps': float(self.config.attack.eps_grid[0]), **c,
+            'train_s': train_s}

@@ -9,10 +9,13 @@ trained. The figures come from `tinyrobust.hardware`:
   (`hardware.export.export_tflite`, the study's proxy), or 'param_bytes' =
   weight bytes only (analytic lower bound, no TensorFlow; for fast runs).
 * SRAM (`sram_gate`): 'study' = the study's proxy (max over layers of input
-  + output activation bytes), 'liveness' = greedy arena plan over tensor
-  lifetimes + persistent-data estimate, 'tflm' = the arena the TFLite Micro
-  interpreter really allocates (`hardware.tflm.measure_tflm`; needs the
-  flatbuffer, so it implies an export). All three are reported when
+  + output activation bytes), 'liveness' = TFLM's memory plan + persistent
+  estimate (on the exported graph when there is one, else on the jaxpr),
+  'tflm' = the arena the TFLite Micro interpreter really allocates (needs
+  the flatbuffer, so it implies an export).
+* The export, calibration and measurement are `hardware.deployed_cost`, the
+  same path as `hardware.profile` (`--mode=profile`), so a search's flash and
+  SRAM figures equal the profile's for the same model. All three are reported when
   available; only the chosen one gates feasibility and enters the objective.
 * precision: 'int8' (full-integer model, calibrated on training inputs; how
   TinyML models are deployed) or 'float32'.
@@ -30,8 +33,6 @@ import numpy as np
 
 from tinyrobust import hardware
 from tinyrobust.hardware import counters
-from tinyrobust.hardware import export
-from tinyrobust.hardware import tflm
 
 SRAM_GATES = ('study', 'liveness', 'tflm')
 FLASH_PROXIES = ('tflite', 'param_bytes')
@@ -106,22 +107,21 @@ def candidate_costs(model, input_shape, *, seed: int, sram_gate: str,
   else:
     t0 = time.perf_counter()
     variables = jax.jit(init)(key, x)
-    rep = None
-    if precision == 'int8':
-      if representative_data is None:
-        raise ValueError('An int8 export needs representative_data.')
-      rep = np.asarray(representative_data, np.float32)
-    flatbuffer = export.export_tflite(
-        model, variables, input_shape,
-        quantize='int8' if precision == 'int8' else None,
-        representative_data=rep)
+    if precision == 'int8' and representative_data is None:
+      raise ValueError('An int8 export needs representative_data.')
+    sec = hardware.deployed_cost(
+        model, variables, input_shape, precision=precision,
+        representative_data=representative_data,
+        measure=sram_gate == 'tflm', agreement=False)
     timings['export_s'] = time.perf_counter() - t0
-    out['tflite_bytes'] = len(flatbuffer)
-    out['flash_bytes'] = len(flatbuffer)
-    if sram_gate == 'tflm':
-      t0 = time.perf_counter()
-      out['sram_tflm'] = int(tflm.measure_tflm(flatbuffer)['total'])
-      timings['tflm_s'] = time.perf_counter() - t0
+    if 'tflm_error' in sec:
+      raise ValueError(f'TFLite Micro cannot run the candidate: '
+                       f'{sec["tflm_error"]}')
+    out['tflite_bytes'] = out['flash_bytes'] = int(sec['flash'])
+    out['sram_liveness_jaxpr'] = out['sram_liveness']
+    out['sram_liveness'] = int(sec['sram_liveness'])
+    if 'tflm_arena' in sec:
+      out['sram_tflm'] = int(sec['tflm_arena'])
   out['sram_bytes'] = out.get(f'sram_{sram_gate}')
   out['cost_timings'] = timings
   return out

@@ -44,6 +44,7 @@ import numpy as np
 import skopt
 import threadpoolctl
 
+from tinyrobust import registry
 from tinyrobust.nas import objective as objective_lib
 from tinyrobust.nas import spaces as spaces_lib
 
@@ -186,16 +187,15 @@ class GPDesigner(RandomDesigner):
     return self.space.repair(self.space.to_params(point))
 
 
-DESIGNERS = ('gp', 'random')
+DESIGNERS = registry.Registry('designer')
+DESIGNERS.register('gp', obj=GPDesigner)
+DESIGNERS.register('random', obj=RandomDesigner)
 
 
 def make_designer(kind: str, space: spaces_lib.SearchSpace, **kwargs):
   """`'gp'` -> `GPDesigner(space, **kwargs)`; `'random'` -> `RandomDesigner`
-  (only `seed`, `weight_ranges`, `start_index` are used)."""
-  if kind == 'gp':
-    return GPDesigner(space, **kwargs)
-  if kind == 'random':
-    keep = {k: kwargs[k] for k in ('seed', 'weight_ranges', 'start_index')
-            if k in kwargs}
-    return RandomDesigner(space, **keep)
-  raise ValueError(f'Unknown designer {kind!r}. Valid: {DESIGNERS}.')
+  (the GP-only options are dropped)."""
+  cls = DESIGNERS.lookup(kind)
+  accepted = registry.option_names(cls.__init__)
+  return cls(space, **{k: v for k, v in kwargs.items()
+                       if accepted is None or k in accepted})

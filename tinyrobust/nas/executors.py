@@ -30,7 +30,8 @@ import time
 import traceback
 from typing import Any, Callable, Iterator, Sequence
 
-EXECUTORS = ('sequential', 'process', 'ray')
+from tinyrobust import registry
+
 
 EvaluateFn = Callable[[dict[str, Any], int], dict[str, Any]]
 
@@ -136,10 +137,14 @@ class RayExecutor:
 def make_executor(kind: str = 'sequential', *, num_workers: int = 1,
                   address: str | None = None, cpus_per_trial: float = 1.0):
   """Builds one of `EXECUTORS`."""
-  if kind == 'sequential':
-    return SequentialExecutor()
-  if kind == 'process':
-    return ProcessExecutor(num_workers)
-  if kind == 'ray':
-    return RayExecutor(num_workers, address, cpus_per_trial)
-  raise ValueError(f'Unknown executor {kind!r}. Valid: {EXECUTORS}.')
+  make = EXECUTORS.lookup(kind)
+  return make(num_workers=num_workers, address=address,
+              cpus_per_trial=cpus_per_trial)
+
+
+EXECUTORS = registry.Registry('executor')
+EXECUTORS.register('sequential', obj=lambda **_: SequentialExecutor())
+EXECUTORS.register('process', obj=lambda num_workers, **_: ProcessExecutor(
+    num_workers))
+EXECUTORS.register('ray', obj=lambda num_workers, address, cpus_per_trial:
+                   RayExecutor(num_workers, address, cpus_per_trial))

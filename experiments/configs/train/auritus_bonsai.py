@@ -2,7 +2,7 @@ r"""Bonsai (EdgeML) on AURITUS window features, participants held out.
 
 Command:
   TINYROBUST_DATA_DIR=/work/shared/data python -m experiments.main \
-      --config=experiments/configs/auritus_bonsai.py:quick \
+      --config=experiments/configs/train/auritus_bonsai.py:quick \
       --workdir=/tmp/tinyrobust/auritus_bonsai
 Variants: `quick` (30 epochs on 550/150 windows, ~1-2 min on a 2-core CPU),
 `full` / default (100 epochs on the study's 550/50 windows). Measured (quick,
@@ -16,10 +16,10 @@ evaluation (hard tree).
 """
 
 from experiments.configs import common
-from tinyrobust import evaluate
 
 
 def get_config(arg=None):
+  args = common.parse_arg(arg, flags=('quick', 'full'))
   c = common.base_config()
   common.auritus_data(c, channels='features')
   c.model.name = 'bonsai'
@@ -27,13 +27,9 @@ def get_config(arg=None):
   c.model.kwargs.depth = 1
   c.model.kwargs.sigma = 1.0
   c.train.epochs = 100
-  c.train.batch_size = 64
   c.train.learning_rate = 1e-2
-  c.attack = evaluate.default_attack_config()
   c.attack.eps_grid = (0.0, 0.05, 0.1, 0.2, 0.4, 0.8)
-  if arg == 'quick':
+  if args.quick:
     c.data.options.stride = 150
     c.train.epochs = 30
-  elif arg not in (None, '', 'full'):
-    raise ValueError(f'Unknown variant {arg!r}. Valid: quick, full.')
   return c

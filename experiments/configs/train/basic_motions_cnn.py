@@ -1,7 +1,7 @@
 r"""1-D CNN on sktime BasicMotions (built-in, offline smart-watch IMU data).
 
 Command:
-  python -m experiments.main --config=experiments/configs/basic_motions_cnn.py \
+  python -m experiments.main --config=experiments/configs/train/basic_motions_cnn.py \
       --workdir=/tmp/tinyrobust/basic_motions_cnn
 Variants: `:quick` (20 epochs, ~15 s on a 2-core CPU, test accuracy ~0.7),
 default (60 epochs, ~25 s, test accuracy 0.975 = 39/40 at seed 0) on the
@@ -14,6 +14,7 @@ from experiments.configs import common
 
 
 def get_config(arg=None):
+  args = common.parse_arg(arg, flags=('quick',))
   c = common.base_config()
   c.data.name = 'basic_motions'
   c.data.options.seed = 0
@@ -23,8 +24,6 @@ def get_config(arg=None):
   c.train.epochs = 60
   c.train.batch_size = 8
   c.train.learning_rate = 1e-3
-  if arg == 'quick':
+  if args.quick:
     c.train.epochs = 20
-  elif arg not in (None, ''):
-    raise ValueError(f'Unknown variant {arg!r}. Valid: quick.')
   return c

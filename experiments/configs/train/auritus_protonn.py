@@ -2,7 +2,7 @@ r"""ProtoNN (EdgeML) on AURITUS window features, participants held out.
 
 Command:
   TINYROBUST_DATA_DIR=/work/shared/data python -m experiments.main \
-      --config=experiments/configs/auritus_protonn.py:quick \
+      --config=experiments/configs/train/auritus_protonn.py:quick \
       --workdir=/tmp/tinyrobust/auritus_protonn
 Variants: `quick` (30 epochs on 550/150 windows, ~1-2 min on a 2-core CPU),
 `full` / default (100 epochs on the study's 550/50 windows, a few minutes on
@@ -17,23 +17,19 @@ median heuristic.
 """
 
 from experiments.configs import common
-from tinyrobust import evaluate
 
 
 def get_config(arg=None):
+  args = common.parse_arg(arg, flags=('quick', 'full'))
   c = common.base_config()
   common.auritus_data(c, channels='features')
   c.model.name = 'protonn'
   c.model.kwargs.projection_dim = 5
   c.model.kwargs.num_prototypes = 40
   c.train.epochs = 100
-  c.train.batch_size = 64
   c.train.learning_rate = 1e-2
-  c.attack = evaluate.default_attack_config()
   c.attack.eps_grid = (0.0, 0.05, 0.1, 0.2, 0.4, 0.8)
-  if arg == 'quick':
+  if args.quick:
     c.data.options.stride = 150
     c.train.epochs = 30
-  elif arg not in (None, '', 'full'):
-    raise ValueError(f'Unknown variant {arg!r}. Valid: quick, full.')
   return c

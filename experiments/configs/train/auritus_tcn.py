@@ -2,7 +2,7 @@ r"""TCN (keras-tcn) on raw AURITUS IMU windows, participants held out.
 
 Command:
   TINYROBUST_DATA_DIR=/work/shared/data python -m experiments.main \
-      --config=experiments/configs/auritus_tcn.py:quick \
+      --config=experiments/configs/train/auritus_tcn.py:quick \
       --workdir=/tmp/tinyrobust/auritus_tcn
 Variants: `quick` (15 epochs on 550/150 windows, ~6 min on a loaded 2-core
 CPU), `full` / default (100 epochs on the study's 550/50 windows). Measured
@@ -17,12 +17,12 @@ Model: 4 filters, kernel 4, dilations 1..64, skip connections: 1,057 params
 """
 
 from experiments.configs import common
-from tinyrobust import evaluate
 
 
 def get_config(arg=None):
+  args = common.parse_arg(arg, flags=('quick', 'full'))
   c = common.base_config()
-  common.auritus_data(c, channels='raw6', normalisation='standardize')
+  common.auritus_data(c, channels='raw6', normalisation='standardise')
   c.model.name = 'tcn'
   c.model.kwargs.nb_filters = 4
   c.model.kwargs.kernel_size = 4
@@ -31,14 +31,10 @@ def get_config(arg=None):
   c.model.kwargs.padding = 'causal'
   c.model.kwargs.use_skip_connections = True
   c.train.epochs = 100
-  c.train.batch_size = 64
   c.train.learning_rate = 3e-3
-  c.attack = evaluate.default_attack_config()
   c.attack.eps_grid = (0.0, 0.05, 0.1, 0.2, 0.4)
-  if arg == 'quick':
+  if args.quick:
     c.data.options.stride = 150
     c.train.epochs = 15
     c.train.batch_size = 32
-  elif arg not in (None, '', 'full'):
-    raise ValueError(f'Unknown variant {arg!r}. Valid: quick, full.')
   return c

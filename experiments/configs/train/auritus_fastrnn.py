@@ -2,7 +2,7 @@ r"""FastRNN (EdgeML) on raw AURITUS IMU windows, participants held out.
 
 Command:
   TINYROBUST_DATA_DIR=/work/shared/data python -m experiments.main \
-      --config=experiments/configs/auritus_fastrnn.py:quick \
+      --config=experiments/configs/train/auritus_fastrnn.py:quick \
       --workdir=/tmp/tinyrobust/auritus_fastrnn
 Variants: `quick` (30 epochs of batch 32 on 550/150 windows at 100 Hz, ~3 min
 on a loaded 2-core CPU), `full` / default (100 epochs on the study's 550/50
@@ -17,24 +17,20 @@ Model: hidden 6 (143 params with the dense head; SPEC table:
 """
 
 from experiments.configs import common
-from tinyrobust import evaluate
 
 
 def get_config(arg=None):
+  args = common.parse_arg(arg, flags=('quick', 'full'))
   c = common.base_config()
-  common.auritus_data(c, channels='raw6', normalisation='standardize')
+  common.auritus_data(c, channels='raw6', normalisation='standardise')
   c.model.name = 'fastrnn'
   c.model.kwargs.hidden_size = 6
   c.train.epochs = 100
-  c.train.batch_size = 64
   c.train.learning_rate = 1e-2
   c.train.grad_clip_norm = 1.0
-  c.attack = evaluate.default_attack_config()
   c.attack.eps_grid = (0.0, 0.05, 0.1, 0.2, 0.4)
-  if arg == 'quick':
+  if args.quick:
     c.data.options.stride = 150
     c.train.epochs = 30
     c.train.batch_size = 32
-  elif arg not in (None, '', 'full'):
-    raise ValueError(f'Unknown variant {arg!r}. Valid: quick, full.')
   return c

@@ -2,7 +2,7 @@ r"""TCN (keras-tcn) on Speech Commands MFCC (12 classes), speakers held out.
 
 Command:
   TINYROBUST_DATA_DIR=/work/shared/data python -m experiments.main \
-      --config=experiments/configs/speech_commands_tcn.py:quick \
+      --config=experiments/configs/train/speech_commands_tcn.py:quick \
       --workdir=/tmp/tinyrobust/speech_commands_tcn
 Variants: `quick` (30 epochs, ~3 min on a 2-core CPU), `full` / default (100
 epochs). Offline, only the official test set exists, split here by speaker
@@ -16,10 +16,10 @@ receptive field 125 >= 49 frames.
 """
 
 from experiments.configs import common
-from tinyrobust import evaluate
 
 
 def get_config(arg=None):
+  args = common.parse_arg(arg, flags=('quick', 'full'))
   c = common.base_config()
   c.data.name = 'speech_commands'
   c.data.options.features = 'mfcc'
@@ -35,12 +35,8 @@ def get_config(arg=None):
   # the TCN stays at chance; keras-tcn's batch-norm option fixes it.
   c.model.kwargs.use_batch_norm = True
   c.train.epochs = 100
-  c.train.batch_size = 64
   c.train.learning_rate = 3e-3
-  c.attack = evaluate.default_attack_config()
   c.attack.eps_grid = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0)
-  if arg == 'quick':
+  if args.quick:
     c.train.epochs = 30
-  elif arg not in (None, '', 'full'):
-    raise ValueError(f'Unknown variant {arg!r}. Valid: quick, full.')
   return c

@@ -2,7 +2,7 @@ r"""ResNet8 (MLPerf Tiny image classification) on CIFAR-10.
 
 Command:
   TINYROBUST_DATA_DIR=/work/shared/data python -m experiments.main \
-      --config=experiments/configs/cifar10_resnet8.py:quick \
+      --config=experiments/configs/train/cifar10_resnet8.py:quick \
       --workdir=/tmp/tinyrobust/cifar10_resnet8
 Variants: `quick` (5 epochs on the offline 10k-image subset, ~8 min on a
 loaded 2-core CPU), `full` / default (500 epochs like MLPerf Tiny, Adam 1e-3,
@@ -15,10 +15,10 @@ Model: the MLPerf Tiny reference, 78,666 params incl. BN statistics.
 """
 
 from experiments.configs import common
-from tinyrobust import evaluate
 
 
 def get_config(arg=None):
+  args = common.parse_arg(arg, flags=('quick', 'full'))
   c = common.base_config()
   c.data.name = 'cifar10'
   c.data.options.seed = 0
@@ -28,11 +28,7 @@ def get_config(arg=None):
   c.train.batch_size = 32
   c.train.learning_rate = 1e-3
   c.train.weight_decay = 1e-4
-  c.attack = evaluate.default_attack_config()
-  if arg == 'quick':
+  if args.quick:
     c.train.epochs = 5
-    c.train.batch_size = 64
-    c.train.learning_rate = 3e-3
-  elif arg not in (None, '', 'full'):
-    raise ValueError(f'Unknown variant {arg!r}. Valid: quick, full.')
+      c.train.learning_rate = 3e-3
   return c

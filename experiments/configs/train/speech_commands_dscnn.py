@@ -2,7 +2,7 @@ r"""DS-CNN (MLPerf Tiny KWS) on Speech Commands MFCC, speakers held out.
 
 Command:
   TINYROBUST_DATA_DIR=/work/shared/data python -m experiments.main \
-      --config=experiments/configs/speech_commands_dscnn.py:quick \
+      --config=experiments/configs/train/speech_commands_dscnn.py:quick \
       --workdir=/tmp/tinyrobust/speech_commands_dscnn
 Variants: `quick` (10 epochs, ~11 min on a loaded 2-core CPU), `full` /
 default (100 epochs, Adam 1e-3 with cosine decay, as MLPerf's 36-epoch
@@ -15,23 +15,19 @@ Model: the MLPerf Tiny reference, 24,908 params incl. BN statistics.
 """
 
 from experiments.configs import common
-from tinyrobust import evaluate
 
 
 def get_config(arg=None):
+  args = common.parse_arg(arg, flags=('quick', 'full'))
   c = common.base_config()
   c.data.name = 'speech_commands'
   c.data.options.features = 'mfcc'
   c.data.options.seed = 0
   c.model.name = 'dscnn'
   c.train.epochs = 100
-  c.train.batch_size = 64
   c.train.learning_rate = 3e-3
   c.train.weight_decay = 1e-4
-  c.attack = evaluate.default_attack_config()
   c.attack.eps_grid = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0)
-  if arg == 'quick':
+  if args.quick:
     c.train.epochs = 10
-  elif arg not in (None, '', 'full'):
-    raise ValueError(f'Unknown variant {arg!r}. Valid: quick, full.')
   return c

@@ -2,7 +2,7 @@ r"""MCUNet (320 kB or 256 kB configuration) on CIFAR-10, from scratch.
 
 Command:
   TINYROBUST_DATA_DIR=/work/shared/data python -m experiments.main \
-      --config=experiments/configs/cifar10_mcunet.py:quick \
+      --config=experiments/configs/train/cifar10_mcunet.py:quick \
       --workdir=/tmp/tinyrobust/cifar10_mcunet
 Variants (comma-separated): `quick` (4 epochs on the offline 10k-image subset
 at 32x32, ~17 min on a loaded 2-core CPU), `full` / default (200 epochs, SGD +
@@ -18,17 +18,12 @@ Model: 578,018 (320 kB) / 570,002 (256 kB) trainable params.
 """
 
 from experiments.configs import common
-from tinyrobust import evaluate
 from tinyrobust.models import mcunet as mcunet_lib
 
 
 def get_config(arg=None):
-  variants = [v for v in (arg or '').split(',') if v]
-  bad = sorted(set(variants) - {'quick', 'full', '256kb', 'upscale'})
-  if bad:
-    raise ValueError(f'Unknown variant(s) {bad}. Valid: quick, full, 256kb, '
-                     'upscale (comma-separated).')
-  name = 'mcunet-256kb' if '256kb' in variants else 'mcunet-320kb'
+  args = common.parse_arg(arg, flags=('quick', 'full', '256kb', 'upscale'))
+  name = 'mcunet-256kb' if args['256kb'] else 'mcunet-320kb'
   c = common.base_config()
   c.data.name = 'cifar10'
   c.data.options.seed = 0
@@ -36,17 +31,15 @@ def get_config(arg=None):
   c.model.name = 'mcunet'
   c.model.kwargs.config = name
   c.model.kwargs.dropout = 0.1
-  if 'upscale' in variants:
+  if args.upscale:
     c.model.kwargs.resolution = mcunet_lib.VARIANTS[name][2]
   c.train.epochs = 200
-  c.train.batch_size = 64
   c.train.optimizer = 'sgd'
   c.train.learning_rate = 0.05
   c.train.momentum = 0.9
   c.train.weight_decay = 4e-5
   c.train.warmup_epochs = 2
-  c.attack = evaluate.default_attack_config()
-  if 'quick' in variants:
+  if args.quick:
     c.train.epochs = 4
     c.train.optimizer = 'adam'
     c.train.learning_rate = 3e-3

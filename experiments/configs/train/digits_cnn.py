@@ -1,7 +1,7 @@
 r"""Small CNN on scikit-learn digits (built-in, offline): the default job.
 
 Command:
-  python -m experiments.main --config=experiments/configs/digits_cnn.py \
+  python -m experiments.main --config=experiments/configs/train/digits_cnn.py \
       --workdir=/tmp/tinyrobust/digits_cnn
 Variants: `digits_cnn.py:quick` (3 epochs, ~15 s on a 2-core CPU, test
 accuracy ~0.96), default (15 epochs, ~40 s on a 2-core CPU, test accuracy
@@ -14,6 +14,7 @@ from experiments.configs import common
 
 
 def get_config(arg=None):
+  args = common.parse_arg(arg, flags=('quick',))
   c = common.base_config()
   c.data.name = 'digits'
   c.data.options.seed = 0
@@ -22,8 +23,6 @@ def get_config(arg=None):
   c.train.epochs = 15
   c.train.batch_size = 32
   c.train.learning_rate = 3e-3
-  if arg == 'quick':
+  if args.quick:
     c.train.epochs = 3
-  elif arg not in (None, ''):
-    raise ValueError(f'Unknown variant {arg!r}. Valid: quick.')
   return c
