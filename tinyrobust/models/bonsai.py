@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from tinyrobust.models import conventions
+from tinyrobust.models import options
 from tinyrobust.models import sparsity
 from tinyrobust.models.registry import register
 
@@ -162,19 +163,15 @@ def bonsai(num_classes: int, projection_dim: int = 10, depth: int = 1,
            sigma_i_scale: float = 1.0,
            input_shape: Sequence[int] | None = None) -> nn.Module:
   """Bonsai; defaults give 660 parameters on 10 HAR features, 9 classes."""
-  if projection_dim < 1:
-    raise ValueError(f'projection_dim must be >= 1, got {projection_dim}.')
-  if depth < 0 or depth > 6:
-    raise ValueError(f'depth must be in 0..6, got {depth}.')
-  if not sigma > 0 or not sigma_i_scale > 0:
-    raise ValueError(f'sigma and sigma_i_scale must be > 0, got {sigma} and '
-                     f'{sigma_i_scale}.')
   return Bonsai(
-      num_classes=num_classes, projection_dim=int(projection_dim),
-      depth=int(depth), sigma=float(sigma), append_bias=bool(append_bias),
+      num_classes=num_classes,
+      projection_dim=options.integer('projection_dim', projection_dim),
+      depth=options.integer('depth', depth, minimum=0, maximum=6),
+      sigma=options.positive('sigma', sigma),
+      append_bias=options.boolean('append_bias', append_bias),
       density_z=sparsity.check_density('density_z', density_z),
       density_w=sparsity.check_density('density_w', density_w),
       density_v=sparsity.check_density('density_v', density_v),
       density_t=sparsity.check_density('density_t', density_t),
-      sigma_i_scale=float(sigma_i_scale),
-      input_shape=conventions.as_shape('input_shape', input_shape, 1))
+      sigma_i_scale=options.positive('sigma_i_scale', sigma_i_scale),
+      input_shape=options.shape('input_shape', input_shape, 1))

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from tinyrobust.models import conventions
+from tinyrobust.models import options
 from tinyrobust.models import depthwise
 from tinyrobust.models.registry import register
 
@@ -75,14 +76,10 @@ def dscnn(num_classes: int, filters: int = 64, num_blocks: int = 4,
           first_kernel: Sequence[int] = (10, 4),
           input_shape: Sequence[int] | None = None) -> nn.Module:
   """MLPerf Tiny DS-CNN (defaults = the reference, ~24.9k params)."""
-  if filters < 1 or num_blocks < 0:
-    raise ValueError(f'filters must be >= 1 and num_blocks >= 0, got '
-                     f'{filters} and {num_blocks}.')
-  first_kernel = tuple(int(k) for k in first_kernel)
-  if len(first_kernel) != 2 or min(first_kernel) < 1:
-    raise ValueError(f'first_kernel must be 2 positive ints, got '
-                     f'{first_kernel!r}.')
-  return DSCNN(num_classes=num_classes, filters=int(filters),
-               num_blocks=int(num_blocks), first_kernel=first_kernel,
-               input_shape=conventions.as_shape('input_shape', input_shape,
-                                                (2, 3)))
+  return DSCNN(num_classes=num_classes,
+               filters=options.integer('filters', filters),
+               num_blocks=options.integer('num_blocks', num_blocks,
+                                          minimum=0),
+               first_kernel=options.int_sequence('first_kernel', first_kernel,
+                                                 length=2),
+               input_shape=options.shape('input_shape', input_shape, (2, 3)))

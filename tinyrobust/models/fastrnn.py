@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from tinyrobust.models import conventions
+from tinyrobust.models import options
 from tinyrobust.models import sparsity
 from tinyrobust.models.registry import register
 
@@ -148,18 +149,14 @@ def _build(cell, num_classes, hidden_size, w_rank, u_rank, density_w,
            density_u, input_shape):
   if cell not in _CELLS:
     raise ValueError(f'Unknown cell {cell!r}. Valid: {_CELLS}.')
-  if hidden_size < 1:
-    raise ValueError(f'hidden_size must be >= 1, got {hidden_size}.')
-  for name, r in (('w_rank', w_rank), ('u_rank', u_rank)):
-    if r is not None and r < 1:
-      raise ValueError(f'{name} must be None (full rank) or >= 1, got {r}.')
   return FastRNNClassifier(
-      num_classes=num_classes, cell=cell, hidden_size=int(hidden_size),
-      w_rank=None if w_rank is None else int(w_rank),
-      u_rank=None if u_rank is None else int(u_rank),
+      num_classes=num_classes, cell=cell,
+      hidden_size=options.integer('hidden_size', hidden_size),
+      w_rank=options.optional_integer('w_rank', w_rank),  # None: full rank
+      u_rank=options.optional_integer('u_rank', u_rank),
       density_w=sparsity.check_density('density_w', density_w),
       density_u=sparsity.check_density('density_u', density_u),
-      input_shape=conventions.as_shape('input_shape', input_shape, 2))
+      input_shape=options.shape('input_shape', input_shape, 2))
 
 
 @register('fastrnn')

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from tinyrobust.models import conventions
+from tinyrobust.models import options
 from tinyrobust.models import depthwise
 from tinyrobust.models.registry import register
 
@@ -118,15 +119,11 @@ def _build(num_classes, config, resolution, dropout, input_shape):
   if config not in VARIANTS:
     raise ValueError(f'Unknown MCUNet config {config!r}. Valid: '
                      f'{", ".join(VARIANTS)}.')
-  if resolution is not None and int(resolution) < 8:
-    raise ValueError(f'resolution must be None or >= 8, got {resolution}.')
-  if not 0.0 <= dropout < 1.0:
-    raise ValueError(f'dropout must be in [0, 1), got {dropout}.')
   return MCUNet(num_classes=num_classes, config=config,
-                resolution=None if resolution is None else int(resolution),
-                dropout=float(dropout),
-                input_shape=conventions.as_shape('input_shape', input_shape,
-                                                 3))
+                resolution=options.optional_integer('resolution', resolution,
+                                                    minimum=8),
+                dropout=options.rate('dropout', dropout),
+                input_shape=options.shape('input_shape', input_shape, 3))
 
 
 @register('mcunet')

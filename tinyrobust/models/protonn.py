@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tinyrobust.models import conventions
+from tinyrobust.models import options
 from tinyrobust.models import sparsity
 from tinyrobust.models.registry import register
 
@@ -148,20 +149,14 @@ def protonn(num_classes: int, projection_dim: int = 5,
             density_z: float = 1.0, iht_start: float = 0.0,
             input_shape: Sequence[int] | None = None) -> nn.Module:
   """ProtoNN; defaults give 610 parameters on 10 HAR features, 9 classes."""
-  if projection_dim < 1 or num_prototypes < 1:
-    raise ValueError('projection_dim and num_prototypes must be >= 1, got '
-                     f'{projection_dim} and {num_prototypes}.')
-  if gamma is not None and not gamma > 0:
-    raise ValueError(f'gamma must be > 0 or None (median heuristic), got '
-                     f'{gamma!r}.')
-  if not 0.0 <= iht_start <= 1.0:
-    raise ValueError(f'iht_start must be in [0, 1], got {iht_start}.')
   return ProtoNN(
-      num_classes=num_classes, projection_dim=int(projection_dim),
-      num_prototypes=int(num_prototypes),
-      gamma=None if gamma is None else float(gamma),
+      num_classes=num_classes,
+      projection_dim=options.integer('projection_dim', projection_dim),
+      num_prototypes=options.integer('num_prototypes', num_prototypes),
+      gamma=(None if gamma is None  # None: median heuristic
+             else options.positive('gamma', gamma)),
       density_w=sparsity.check_density('density_w', density_w),
       density_b=sparsity.check_density('density_b', density_b),
       density_z=sparsity.check_density('density_z', density_z),
-      iht_start=float(iht_start),
-      input_shape=conventions.as_shape('input_shape', input_shape, 1))
+      iht_start=options.number('iht_start', iht_start, low=0.0, high=1.0),
+      input_shape=options.shape('input_shape', input_shape, 1))

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from tinyrobust.models import conventions
+from tinyrobust.models import options
 from tinyrobust.models.registry import register
 
 
@@ -68,10 +69,6 @@ class ResNet8(conventions.InputSpec, nn.Module):
 def resnet8(num_classes: int, filters: Sequence[int] = (16, 32, 64),
             input_shape: Sequence[int] | None = None) -> nn.Module:
   """MLPerf Tiny ResNet8 (defaults = the reference, ~78.7k params)."""
-  filters = tuple(int(f) for f in filters)
-  if not filters or min(filters) < 1:
-    raise ValueError(f'filters must be a non-empty list of ints >= 1, got '
-                     f'{filters!r}.')
-  return ResNet8(num_classes=num_classes, filters=filters,
-                 input_shape=conventions.as_shape('input_shape', input_shape,
-                                                  3))
+  return ResNet8(num_classes=num_classes,
+                 filters=options.int_sequence('filters', filters),
+                 input_shape=options.shape('input_shape', input_shape, 3))

@@ -1,7 +1,9 @@
 """Small reference models: an MLP and a CNN, for end-to-end smoke runs.
 
 Both accept any input rank: the MLP flattens everything after the batch axis;
-the CNN treats `[B, H, W, C]` as 2-D and `[B, T, C]` as 1-D.
+the CNN treats `[B, H, W, C]` as 2-D and `[B, T, C]` as 1-D. The optional
+`input_shape` option pins the per-example shape: the module then rejects
+other inputs, and hardware profilers can tell a batch axis from a shape.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from tinyrobust.models import conventions
+from tinyrobust.models import options
 from tinyrobust.models.registry import register
 
 
@@ -19,9 +23,12 @@ class MLP(nn.Module):
   num_classes: int
   hidden: Sequence[int] = (128, 64)
   dropout: float = 0.0
+  input_shape: tuple[int, ...] | None = None
 
   @nn.compact
   def __call__(self, x, train: bool = False):
+    conventions.check_built_shape('mlp', self.input_shape, x.shape[1:],
+                                  x.shape)
     x = x.reshape((x.shape[0], -1))
     for h in self.hidden:
       x = nn.relu(nn.Dense(h)(x))
@@ -35,9 +42,12 @@ class CNN(nn.Module):
   features: Sequence[int] = (32, 64)
   kernel_size: int = 3
   dropout: float = 0.0
+  input_shape: tuple[int, ...] | None = None
 
   @nn.compact
   def __call__(self, x, train: bool = False):
+    conventions.check_built_shape('cnn', self.input_shape, x.shape[1:],
+                                  x.shape)
     spatial = x.ndim - 2
     k = (self.kernel_size,) * spatial
     for i, f in enumerate(self.features):
@@ -52,12 +62,23 @@ class CNN(nn.Module):
 
 @register('mlp')
 def mlp(num_classes: int, hidden: Sequence[int] = (128, 64),
-        dropout: float = 0.0) -> nn.Module:
-  return MLP(num_classes=num_classes, hidden=tuple(hidden), dropout=dropout)
+        dropout: float = 0.0,
+        input_shape: Sequence[int] | None = None) -> nn.Module:
+  """MLP; `hidden` widths >= 1 (may be empty), `dropout` in [0, 1)."""
+  return MLP(num_classes=num_classes,
+             hidden=options.int_sequence('hidden', hidden, allow_empty=True),
+             dropout=options.rate('dropout', dropout),
+             input_shape=options.shape('input_shape', input_shape,
+                                       range(1, 5)))
 
 
 @register('cnn')
 def cnn(num_classes: int, features: Sequence[int] = (32, 64),
-        kernel_size: int = 3, dropout: float = 0.0) -> nn.Module:
-  return CNN(num_classes=num_classes, features=tuple(features),
-             kernel_size=kernel_size, dropout=dropout)
+        kernel_size: int = 3, dropout: float = 0.0,
+        input_shape: Sequence[int] | None = None) -> nn.Module:
+  """CNN; `features` widths >= 1, `kernel_size` >= 1, `dropout` in [0, 1)."""
+  return CNN(num_classes=num_classes,
+             features=options.int_sequence('features', features),
+             kernel_size=options.integer('kernel_size', kernel_size),
+             dropout=options.rate('dropout', dropout),
+             input_shape=options.shape('input_shape', input_shape, (2, 3)))

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from tinyrobust.models import conventions
+from tinyrobust.models import options
 from tinyrobust.models.registry import register
 
 _PADDINGS = ('causal', 'same')
@@ -139,26 +140,19 @@ def tcn(num_classes: int, nb_filters: int = 64, kernel_size: int = 3,
         use_layer_norm: bool = False,
         input_shape: Sequence[int] | None = None) -> nn.Module:
   """keras-tcn TCN (its defaults) with a dense classifier."""
-  dilations = tuple(int(d) for d in dilations)
-  if nb_filters < 1 or kernel_size < 1 or nb_stacks < 1:
-    raise ValueError('nb_filters, kernel_size and nb_stacks must be >= 1, got '
-                     f'{nb_filters}, {kernel_size}, {nb_stacks}.')
-  if not dilations or min(dilations) < 1:
-    raise ValueError(f'dilations must be a non-empty list of ints >= 1, got '
-                     f'{dilations!r}.')
-  if padding not in _PADDINGS:
-    raise ValueError(f'Unknown padding {padding!r}. Valid: {_PADDINGS}.')
+  use_batch_norm = options.boolean('use_batch_norm', use_batch_norm)
+  use_layer_norm = options.boolean('use_layer_norm', use_layer_norm)
   if use_batch_norm and use_layer_norm:
     raise ValueError('Only one of use_batch_norm and use_layer_norm may be '
                      'set.')
-  if not 0.0 <= dropout_rate < 1.0:
-    raise ValueError(f'dropout_rate must be in [0, 1), got {dropout_rate}.')
-  return TCN(num_classes=num_classes, nb_filters=int(nb_filters),
-             kernel_size=int(kernel_size), dilations=dilations,
-             nb_stacks=int(nb_stacks), padding=padding,
-             use_skip_connections=bool(use_skip_connections),
-             dropout_rate=float(dropout_rate),
-             use_batch_norm=bool(use_batch_norm),
-             use_layer_norm=bool(use_layer_norm),
-             input_shape=conventions.as_shape('input_shape', input_shape,
-                                              (2, 3)))
+  return TCN(num_classes=num_classes,
+             nb_filters=options.integer('nb_filters', nb_filters),
+             kernel_size=options.integer('kernel_size', kernel_size),
+             dilations=options.int_sequence('dilations', dilations),
+             nb_stacks=options.integer('nb_stacks', nb_stacks),
+             padding=options.choice('padding', padding, _PADDINGS),
+             use_skip_connections=options.boolean('use_skip_connections',
+                                                  use_skip_connections),
+             dropout_rate=options.rate('dropout_rate', dropout_rate),
+             use_batch_norm=use_batch_norm, use_layer_norm=use_layer_norm,
+             input_shape=options.shape('input_shape', input_shape, (2, 3)))
