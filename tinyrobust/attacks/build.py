@@ -24,6 +24,7 @@ from tinyrobust.attacks import checks
 from tinyrobust.attacks import losses
 from tinyrobust.attacks import norms
 from tinyrobust.attacks import registry
+from tinyrobust.attacks import threat as threat_lib
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
 Run = Callable[..., Any]
@@ -91,7 +92,8 @@ def class_counter(apply_fn: ApplyFn) -> Callable[[Any, Any], int]:
 
 
 def build_attack(name: str, config: Mapping[str, Any], apply_fn: ApplyFn,
-                 run: Run, *, targeted: bool = False,
+                 run: Run, *, threat: threat_lib.Threat | None = None,
+                 targeted: bool = False,
                  return_info: bool = False,
                  extra_info: bool = False) -> registry.Attack:
   """The `Attack` record around `run(variables, x, y, key, eps_b)`.
@@ -102,6 +104,8 @@ def build_attack(name: str, config: Mapping[str, Any], apply_fn: ApplyFn,
     apply_fn: the model, for the info's forward pass and the class count.
     run: the kernel core; returns `x_adv`, or `(x_adv, extra)` with a dict of
       `[B]` arrays when `extra_info`.
+    threat: its clip bounds and eps scale are checked against the example
+      shape at every call (also under tracing).
     targeted: success means prediction == y (else != y).
     return_info: the kernel returns `(x_adv, info)`.
     extra_info: see `run`.
@@ -124,6 +128,8 @@ def build_attack(name: str, config: Mapping[str, Any], apply_fn: ApplyFn,
   def attack(variables, x, y, key, eps):
     """`x_adv = attack(variables, x [B, ...], y [B], key, eps [] or [B])`."""
     checks.check_shapes(x, y, eps)
+    if threat is not None:
+      threat.check_example_shape(tuple(jnp.shape(x)[1:]))
     if checks.is_traced(x, y, eps):
       return kernel(variables, x, y, key, eps)
     checks.check_inputs(x, y, eps, num_classes=num_classes(variables, x))

@@ -132,8 +132,8 @@ def make_pgd(apply_fn: ApplyFn, *, norm: str = 'linf', steps: int = 10,
              step_size: float | None = None,
              rel_step_size: float | None = None, random_start: bool = True,
              loss: str = 'ce', targeted: bool = False,
-             clip: tuple[float, float] | None = None, restarts: int = 1,
-             loop: str | int | None = None,
+             clip: tuple[Any, Any] | None = None, eps_scale: Any = None,
+             restarts: int = 1, loop: str | int | None = None,
              return_info: bool = False) -> registry.Attack:
   """Builds a projected-gradient-descent attack.
 
@@ -152,7 +152,14 @@ def make_pgd(apply_fn: ApplyFn, *, norm: str = 'linf', steps: int = 10,
     loss: 'ce' (cross-entropy on logits), 'mse' (softmax vs one-hot, the
       study's loss) or 'margin' (CW margin `max_{j != y} z_j - z_y`).
     targeted: if True, `y` holds target labels and the loss is descended.
-    clip: `(lo, hi)` valid input range in input units, or None.
+    clip: `(lo, hi)` valid input range in input units, or None; `lo`, `hi`
+      scalars or arrays broadcastable to one example's shape (per channel:
+      shape `[C]` for channels-last data), finite, lo <= hi elementwise.
+    eps_scale: None (1) or positive finite scales broadcastable to one
+      example's shape: the L-inf ball is `|delta_i| <= eps * eps_scale_i`,
+      the L2 ball `||delta / eps_scale||_2 <= eps` (random start, steps and
+      projection in that scaled space; see `tinyrobust.attacks.threat`).
+      Step sizes are in the scaled space too.
     restarts: independent random starts (vmapped over split keys); the
       strongest result per example (largest attacker margin) is kept.
     loop: 'fori', 'scan', 'unroll' or an int unroll factor for `fori_loop`;
@@ -180,10 +187,10 @@ def make_pgd(apply_fn: ApplyFn, *, norm: str = 'linf', steps: int = 10,
       norm=norm, loss=loss, steps=steps, step_size=step_size,
       rel_step_size=rel_step_size, random_start=random_start,
       targeted=targeted, clip=clip, restarts=restarts, loop=loop)
+  threat = threat_lib.Threat.build(norm, clip, eps_scale)
   steps, restarts = int(steps), int(restarts)
   if step_size is None and rel_step_size is None:
     rel_step_size = 2.5 / steps
-  threat = threat_lib.Threat.build(norm, clip)
   run = _pgd_run(apply_fn, threat, loss=loss, targeted=targeted, steps=steps,
                  step_size=step_size, rel_step_size=rel_step_size,
                  random_start=random_start, loop=loop)
@@ -192,15 +199,15 @@ def make_pgd(apply_fn: ApplyFn, *, norm: str = 'linf', steps: int = 10,
                     and rel_step_size == 1.0) else 'pgd'
   config = dict(norm=norm, steps=steps, step_size=step_size,
                 rel_step_size=rel_step_size, random_start=random_start,
-                loss=loss, targeted=targeted, clip=clip, restarts=restarts,
-                loop=loop)
-  return build.build_attack(name, config, apply_fn, run, targeted=targeted,
-                            return_info=return_info)
+                loss=loss, targeted=targeted, clip=clip, eps_scale=eps_scale,
+                restarts=restarts, loop=loop)
+  return build.build_attack(name, config, apply_fn, run, threat=threat,
+                            targeted=targeted, return_info=return_info)
 
 
 def make_fgsm(apply_fn: ApplyFn, *, norm: str = 'linf', loss: str = 'ce',
-              targeted: bool = False,
-              clip: tuple[float, float] | None = None,
+              targeted: bool = False, clip: tuple[Any, Any] | None = None,
+              eps_scale: Any = None,
               return_info: bool = False) -> registry.Attack:
   """Fast gradient (sign) method: one step of size eps from `x`.
 
@@ -211,7 +218,7 @@ def make_fgsm(apply_fn: ApplyFn, *, norm: str = 'linf', loss: str = 'ce',
   """
   return make_pgd(apply_fn, norm=norm, steps=1, rel_step_size=1.0,
                   random_start=False, loss=loss, targeted=targeted, clip=clip,
-                  return_info=return_info)
+                  eps_scale=eps_scale, return_info=return_info)
 
 
 registry.register_attack('fgsm', make_fgsm)
