@@ -2,7 +2,6 @@
 
 import importlib
 
-import jax
 import numpy as np
 import pytest
 

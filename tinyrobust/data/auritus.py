@@ -2,8 +2,8 @@
 
 Data: 399 recordings `<participant>_<activity>.csv` of a 6-axis ear-worn IMU
 (no header; columns acc x,y,z in g, gyro x,y,z in deg/s, timestamp in s), from
-`swapnilsayansaha/tinyml_security` (see the shared data README for the
-provenance, licence and caveats). Sources, by `source=`:
+`swapnilsayansaha/tinyml_security` (the study's public repository; the
+`.npz` copy packs the same CSVs). Sources, by `source=`:
 
 * 'local': `auritus_activity.npz` in `data_dir` or $TINYROBUST_DATA_DIR.
 * 'csv': a folder `csv_dir` of the original CSV files.

@@ -7,7 +7,8 @@ so eps is in pixel/255 units (8/255 is the usual L-inf budget).
   training and 10,000 test images. 'val' is the last `val_fraction` of TFDS's
   fixed training order (TFDS percent slicing), 'train' the rest; `seed` does not
   change this split.
-* Local (`cifar10_subset.npz`, see the shared data README): 10,000 training
+* Local (`cifar10_subset.npz`: JPEG-decoded CIFAR-10 images, so the pixels
+  differ from the lossless originals by ~5.9/255 on average): 10,000 training
   images (1,000 per class) and 2,000 official test images (200 per class).
   'val' is carved from the training part, stratified by class, with `seed`.
   **These images were JPEG-decoded** (quality ~75): their pixels differ from

@@ -46,7 +46,6 @@ NOISE_FILENAME = 'speech_commands_background_noise.npz'
 TFDS_NAME = 'speech_commands'
 LABEL_NAMES = ('down', 'go', 'left', 'no', 'off', 'on', 'right', 'stop', 'up',
                'yes', '_silence_', '_unknown_')
-SILENCE = 10
 NUM_SAMPLES = 16000
 _TFDS_SPLITS = {'train': 'train', 'val': 'validation', 'test': 'test'}
 _SPLITS = ('train', 'val', 'test')

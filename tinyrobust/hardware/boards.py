@@ -1,4 +1,6 @@
-"""MCU targets (SPEC section 4) and the budget check `fits(profile, board)`.
+"""MCU targets of the study and the budget check `fits(profile, board)`.
+
+The study's boards: STM32F746ZG, STM32F446RE and STM32L476RG.
 
 Budgets are the whole on-chip SRAM and flash; the tensor arena must fit in
 SRAM and the flatbuffer in flash. Latency is an *estimate* only:

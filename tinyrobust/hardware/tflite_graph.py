@@ -189,14 +189,3 @@ def lifetimes(g: TfliteGraph) -> list[tuple[int, int, int]]:
 def planned_arena(g: TfliteGraph) -> int:
   """Head bytes TFLM's greedy planner is predicted to use."""
   return planner.greedy_plan(lifetimes(g))
-
-
-def study_proxy(g: TfliteGraph) -> int:
-  """The study's proxy on the exported graph: max over ops of in + out."""
-  best = 0
-  for sg in g.subgraphs:
-    for op in sg.ops:
-      act = [i for i in op.inputs + op.outputs
-             if i >= 0 and not sg.tensors[i].constant]
-      best = max(best, sum(sg.tensors[i].nbytes for i in set(act)))
-  return best

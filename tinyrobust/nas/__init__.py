@@ -1,4 +1,4 @@
-"""Robust, platform-aware architecture search (SPEC section 4).
+"""Robust, platform-aware architecture search (the study's Section 4).
 
     from tinyrobust import nas
     summary = nas.run_search(config, workdir)     # GP + LCB, trials.jsonl

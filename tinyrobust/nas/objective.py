@@ -1,4 +1,4 @@
-"""The search objective of SPEC section 4, its presets and random scalarization.
+"""The search objective of the study (Sec. 4), its presets and random scalarization.
 
     f = l1*error + l2*flash_term + l3*sram_term + l4*latency_term
         + l5*adversarial_error                               (minimised)
@@ -98,7 +98,7 @@ def terms(*, val_accuracy: float | None, flash_bytes: float,
           sram_bytes: float, flops: float, fgsm_consistency: float | None,
           flash_max: float, sram_max: float,
           flops_target: float = STUDY_FLOPS_TARGET) -> dict[str, float]:
-  """The five objective terms (SPEC section 4) of one candidate.
+  """The five objective terms (see the module docstring) of one candidate.
 
   Args:
     val_accuracy: validation accuracy in [0, 1]; None before training

@@ -30,5 +30,6 @@ def get_config(arg=None):
   c.train.weight_decay = 1e-4
   if args.quick:
     c.train.epochs = 5
-      c.train.learning_rate = 3e-3
+    c.train.batch_size = 64
+    c.train.learning_rate = 3e-3
   return c
