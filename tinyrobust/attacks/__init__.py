@@ -34,6 +34,19 @@ The front-end must be differentiable (written in JAX). Attacking in feature
 space, as the original study did, is `make_pgd(feature_apply_fn)` on the
 features themselves.
 
+Traced inputs. Called with concrete arrays, every kernel validates them
+first (`check_inputs`: finite x, eps finite and >= 0, labels in [0, K) for
+the model's K classes) and raises a ValueError naming the bad value. Under an
+outer `jax.jit`/`jax.vmap` (the eps-sweep recipe above) values cannot be
+inspected, so only shapes and dtypes are checked; instead, an example whose
+eps is negative, NaN or infinite, or whose label is outside [0, K), gets an
+all-NaN `x_adv` (and `info['valid']` False, `info['success']` False), so a bad
+eps or label shows up as NaN logits, never as a silent no-op that would
+report robust accuracy equal to clean accuracy. `tinyrobust.evaluate` counts
+non-finite adversarial inputs as failures and flags them. Call
+`check_inputs(x, y, eps, num_classes=K)` on the host data before a jitted
+sweep to get the ValueError instead.
+
 Attacks are looked up by name: `get_attack(name, apply_fn, **options)`
 returns an `Attack` record (name, JSON-able config, kernel) that is called
 like the kernel; `list_attacks()` names the registered ones and

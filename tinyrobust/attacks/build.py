@@ -5,8 +5,11 @@ already broadcast to `[B, 1, ..., 1]`); `build_attack` adds what all kernels
 share:
 
 * eps == 0 returns x exactly (even when x lies outside the clip range);
+* an invalid eps (negative, NaN, inf) or label (outside `[0, K)`) that
+  reaches the traced kernel makes that example's x_adv all-NaN (concrete
+  calls raise a ValueError first);
 * with `return_info`, per-example diagnostics ('success', 'margin',
-  'prediction', 'linf', 'l2', plus any the core adds);
+  'prediction', 'linf', 'l2', 'valid', plus any the core adds);
 * with concrete inputs, `checks.check_inputs` (finite x, eps >= 0, labels in
   range for the model's class count) and a cached `jax.jit` of the kernel;
   under an outer trace (jit/vmap) only the shape checks run.
@@ -49,9 +52,24 @@ def jsonable(value: Any) -> Any:
   return value
 
 
-def finish(x: jax.Array, x_adv: jax.Array, eps_b: jax.Array) -> jax.Array:
-  """Exact identity where eps == 0, even when x lies outside `clip`."""
-  return jnp.where(eps_b > 0, x_adv, x)
+def finish(x: jax.Array, x_adv: jax.Array, eps_b: jax.Array,
+           valid: jax.Array) -> jax.Array:
+  """Exact identity where eps == 0 (even when x lies outside `clip`); all-NaN
+  examples where `valid` is False, so a bad eps or label that reached a
+  traced kernel shows up as NaN instead of as a perfect defence."""
+  out = jnp.where(eps_b > 0, x_adv, x)
+  return jnp.where(valid.reshape(eps_b.shape), out, jnp.nan)
+
+
+def valid_examples(apply_fn: ApplyFn, variables, x: jax.Array, y: jax.Array,
+                   eps_b: jax.Array) -> jax.Array:
+  """`[B]` bool: eps finite and >= 0 and label in `[0, K)` (K, the model's
+  class count, read from the logits' static shape)."""
+  spec = lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a))
+  k = jax.eval_shape(apply_fn, jax.tree.map(spec, variables),
+                     spec(x)).shape[-1]
+  e = eps_b.reshape(-1)
+  return jnp.isfinite(e) & (e >= 0) & (y >= 0) & (y < k)
 
 
 def attack_info(apply_fn: ApplyFn, variables, x: jax.Array,
@@ -115,11 +133,14 @@ def build_attack(name: str, config: Mapping[str, Any], apply_fn: ApplyFn,
     eps_b = norms.broadcast_eps(eps, x)
     out = run(variables, x, y, key, eps_b)
     x_adv, extra = out if extra_info else (out, {})
-    x_adv = finish(x, x_adv, eps_b)
+    valid = valid_examples(apply_fn, variables, x, y, eps_b)
+    x_adv = finish(x, x_adv, eps_b, valid)
     if not return_info:
       return x_adv
     info = attack_info(apply_fn, variables, x, x_adv, y, targeted=targeted)
     info.update(extra)
+    info['success'] = info['success'] & valid
+    info['valid'] = valid
     return x_adv, info
 
   jitted = jax.jit(kernel)

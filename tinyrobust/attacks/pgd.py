@@ -173,8 +173,9 @@ def make_pgd(apply_fn: ApplyFn, *, norm: str = 'linf', steps: int = 10,
     `[B]` radius in input units (eps=0 returns `x` exactly). Returns
     `x_adv [B, ...]`, or `(x_adv, info)` with `info` holding `[B]` arrays:
     'success' (prediction != y, or == y if targeted), 'margin'
-    (`z_y - max_{j != y} z_j` at x_adv), 'prediction', and the perturbation
-    norms 'linf' and 'l2'. The kernel is pure and traceable: vmap it over eps
+    (`z_y - max_{j != y} z_j` at x_adv), 'prediction', the perturbation
+    norms 'linf' and 'l2' (input units) and 'valid' (eps and label valid;
+    see "Traced inputs" in `tinyrobust.attacks`). The kernel is pure and traceable: vmap it over eps
     (`in_axes=(None, None, None, None, 0)`) for a sweep in one compiled call.
     With concrete inputs it validates them (`checks.check_inputs`) and runs a
     cached `jax.jit` of itself; under tracing only shape checks run.
