@@ -2,10 +2,10 @@ r"""Attack-kernel benchmark: throughput and same-run speed ratios.
 
   python -m experiments.bench_attacks --batch_size=256 --repeats=3
 
-Models (random init, eval mode; timings do not depend on accuracy): a
-ResNet-style CNN on [B, 32, 32, 3] (3 stages x 1 basic block, 16/32/64
-channels, batch norm) and the registry's 1-D 'cnn' on IMU windows
-[B, 100, 6]. Prints examples/s and ratios measured in the same run:
+Models (random init, eval mode; timings do not depend on accuracy): the
+zoo's `resnet8` (MLPerf Tiny ResNet: 3 stages x 1 basic block, 16/32/64
+channels, batch norm) on [B, 32, 32, 3] and the registry's 1-D 'cnn' on IMU
+windows [B, 100, 6]. Prints examples/s and ratios measured in the same run:
 
   (a) ours (one batched jitted call) vs a per-example loop of the same
       jitted kernel on batch 1 (how the study's notebooks worked);
@@ -33,7 +33,6 @@ import time
 
 from absl import app
 from absl import flags
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -56,41 +55,12 @@ _FOOLBOX = flags.DEFINE_bool('foolbox', True, 'Run the foolbox comparison.')
 _GRID = 8
 
 
-class BasicBlock(nn.Module):
-  features: int
-  stride: int
-
-  @nn.compact
-  def __call__(self, x, train: bool = False):
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train)
-    h = nn.Conv(self.features, (3, 3), (self.stride,) * 2, use_bias=False)(x)
-    h = nn.relu(norm()(h))
-    h = norm()(nn.Conv(self.features, (3, 3), use_bias=False)(h))
-    if x.shape[-1] != self.features or self.stride != 1:
-      x = norm()(nn.Conv(self.features, (1, 1), (self.stride,) * 2,
-                         use_bias=False)(x))
-    return nn.relu(h + x)
-
-
-class ResNetSmall(nn.Module):
-  """ResNet-style CNN for 32x32x3 inputs (CIFAR-10 sized)."""
-  num_classes: int = 10
-  widths: tuple[int, ...] = (16, 32, 64)
-
-  @nn.compact
-  def __call__(self, x, train: bool = False):
-    x = nn.Conv(self.widths[0], (3, 3), use_bias=False)(x)
-    x = nn.relu(nn.BatchNorm(use_running_average=not train)(x))
-    for i, w in enumerate(self.widths):
-      x = BasicBlock(w, 1 if i == 0 else 2)(x, train)
-    return nn.Dense(self.num_classes)(jnp.mean(x, axis=(1, 2)))
-
-
 def _bench_model(name: str, batch: int):
   """(apply_fn, variables, x, y, clip) for a bench model."""
   rng = np.random.default_rng(0)
   if name == 'resnet':
-    module, shape, k, clip = ResNetSmall(), (32, 32, 3), 10, (0.0, 1.0)
+    module = models.get_model('resnet8', num_classes=10)
+    shape, k, clip = (32, 32, 3), 10, (0.0, 1.0)
     x = rng.uniform(0, 1, size=(batch,) + shape)
   elif name == 'imu_cnn':
     module = models.get_model('cnn', num_classes=4, features=(32, 64),
