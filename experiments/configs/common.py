@@ -135,3 +135,46 @@ def auritus_data(c: ml_collections.ConfigDict, *, channels: str,
     c.data.options.normalisation = normalisation
   if eps_grid is not None:
     c.attack.eps_grid = eps_grid
+
+
+# AURITUS eps grids in input units: standardised raw windows (train std) and
+# standardised window features (train std).
+AURITUS_RAW_EPS = (0.0, 0.05, 0.1, 0.2, 0.4)
+AURITUS_FEATURE_EPS = (0.0, 0.05, 0.1, 0.2, 0.4, 0.8)
+
+
+def auritus_training(arg: str | None, *, channels: str, learning_rate: float,
+                     quick_epochs: int = 30,
+                     quick_batch_size: int | None = None
+                     ) -> ml_collections.ConfigDict:
+  """A training config on AURITUS with the zoo's shared schedule.
+
+  Raw windows ('raw6') are standardised per channel with train statistics;
+  features are standardised by the loader. Default/`full`: 100 epochs on the
+  study's 550/50 windows; `quick`: `quick_epochs` on 550/150 windows (and
+  `quick_batch_size`). The caller sets the model.
+  """
+  args = parse_arg(arg, flags=('quick', 'full'))
+  c = base_config()
+  raw = channels == 'raw6'
+  auritus_data(c, channels=channels,
+               normalisation='standardise' if raw else None,
+               eps_grid=AURITUS_RAW_EPS if raw else AURITUS_FEATURE_EPS)
+  c.train.epochs = 100
+  c.train.learning_rate = learning_rate
+  if args.quick:
+    c.data.options.stride = 150
+    c.train.epochs = quick_epochs
+    if quick_batch_size:
+      c.train.batch_size = quick_batch_size
+  return c
+
+
+def speech_commands_data(c: ml_collections.ConfigDict, *,
+                         features: str = 'mfcc') -> None:
+  """Sets `c.data` to Speech Commands features (speakers held out) and the
+  attack's eps grid in feature units."""
+  c.data.name = 'speech_commands'
+  c.data.options.features = features
+  c.data.options.seed = 0
+  c.attack.eps_grid = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0)

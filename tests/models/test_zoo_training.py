@@ -5,7 +5,7 @@ import importlib
 import numpy as np
 import pytest
 
-from experiments.configs import digits_cnn
+from experiments.configs.train import digits_cnn
 from tinyrobust import train
 from tinyrobust.models import get_model
 

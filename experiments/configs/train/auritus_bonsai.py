@@ -19,17 +19,9 @@ from experiments.configs import common
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg, flags=('quick', 'full'))
-  c = common.base_config()
-  common.auritus_data(c, channels='features')
+  c = common.auritus_training(arg, channels='features', learning_rate=1e-2)
   c.model.name = 'bonsai'
   c.model.kwargs.projection_dim = 10
   c.model.kwargs.depth = 1
   c.model.kwargs.sigma = 1.0
-  c.train.epochs = 100
-  c.train.learning_rate = 1e-2
-  c.attack.eps_grid = (0.0, 0.05, 0.1, 0.2, 0.4, 0.8)
-  if args.quick:
-    c.data.options.stride = 150
-    c.train.epochs = 30
   return c

@@ -20,17 +20,9 @@ from experiments.configs import common
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg, flags=('quick', 'full'))
-  c = common.base_config()
-  common.auritus_data(c, channels='raw6', normalisation='standardise')
+  c = common.auritus_training(arg, channels='raw6', learning_rate=1e-2,
+                              quick_batch_size=32)
   c.model.name = 'fastgrnn'
   c.model.kwargs.hidden_size = 10
-  c.train.epochs = 100
-  c.train.learning_rate = 1e-2
   c.train.grad_clip_norm = 1.0
-  c.attack.eps_grid = (0.0, 0.05, 0.1, 0.2, 0.4)
-  if args.quick:
-    c.data.options.stride = 150
-    c.train.epochs = 30
-    c.train.batch_size = 32
   return c

@@ -20,9 +20,8 @@ from experiments.configs import common
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg, flags=('quick', 'full'))
-  c = common.base_config()
-  common.auritus_data(c, channels='raw6', normalisation='standardise')
+  c = common.auritus_training(arg, channels='raw6', learning_rate=3e-3,
+                              quick_epochs=15, quick_batch_size=32)
   c.model.name = 'tcn'
   c.model.kwargs.nb_filters = 4
   c.model.kwargs.kernel_size = 4
@@ -30,11 +29,4 @@ def get_config(arg=None):
   c.model.kwargs.nb_stacks = 1
   c.model.kwargs.padding = 'causal'
   c.model.kwargs.use_skip_connections = True
-  c.train.epochs = 100
-  c.train.learning_rate = 3e-3
-  c.attack.eps_grid = (0.0, 0.05, 0.1, 0.2, 0.4)
-  if args.quick:
-    c.data.options.stride = 150
-    c.train.epochs = 15
-    c.train.batch_size = 32
   return c

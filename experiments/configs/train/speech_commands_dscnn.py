@@ -20,14 +20,11 @@ from experiments.configs import common
 def get_config(arg=None):
   args = common.parse_arg(arg, flags=('quick', 'full'))
   c = common.base_config()
-  c.data.name = 'speech_commands'
-  c.data.options.features = 'mfcc'
-  c.data.options.seed = 0
+  common.speech_commands_data(c)
   c.model.name = 'dscnn'
   c.train.epochs = 100
   c.train.learning_rate = 3e-3
   c.train.weight_decay = 1e-4
-  c.attack.eps_grid = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0)
   if args.quick:
     c.train.epochs = 10
   return c

@@ -21,9 +21,7 @@ from experiments.configs import common
 def get_config(arg=None):
   args = common.parse_arg(arg, flags=('quick', 'full'))
   c = common.base_config()
-  c.data.name = 'speech_commands'
-  c.data.options.features = 'mfcc'
-  c.data.options.seed = 0
+  common.speech_commands_data(c)
   c.model.name = 'tcn'
   c.model.kwargs.nb_filters = 25
   c.model.kwargs.kernel_size = 3
@@ -36,7 +34,6 @@ def get_config(arg=None):
   c.model.kwargs.use_batch_norm = True
   c.train.epochs = 100
   c.train.learning_rate = 3e-3
-  c.attack.eps_grid = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0)
   if args.quick:
     c.train.epochs = 30
   return c
