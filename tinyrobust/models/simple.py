@@ -18,6 +18,24 @@ from tinyrobust.models import options
 from tinyrobust.models.registry import register
 
 
+def _check_built_width(module: nn.Module, layer: str, axis: int, got: int,
+                       what: str) -> None:
+  """Names the input width `layer`'s existing kernel was built for.
+
+  Without it, variables built for one input shape and applied to another
+  fail inside flax with a `ScopeParamShapeError` that names only a kernel.
+  """
+  if module.is_initializing() or not module.has_variable('params', layer):
+    return
+  kernel = module.get_variable('params', layer).get('kernel')
+  if kernel is not None and kernel.shape[axis] != got:
+    raise ValueError(f'{type(module).__name__.lower()} variables were built '
+                     f'for inputs with {kernel.shape[axis]} '
+                     f'{"features" if axis == 0 else "channels"}, got '
+                     f'{what}; use variables initialised on this input '
+                     'shape.')
+
+
 class MLP(nn.Module):
   """Multi-layer perceptron on flattened inputs."""
   num_classes: int
@@ -29,7 +47,11 @@ class MLP(nn.Module):
   def __call__(self, x, train: bool = False):
     conventions.check_built_shape('mlp', self.input_shape, x.shape[1:],
                                   x.shape)
+    shape = x.shape
     x = x.reshape((x.shape[0], -1))
+    _check_built_width(self, 'Dense_0', 0, x.shape[-1],
+                       f'x of shape {shape} ({x.shape[-1]} features per '
+                       'example)')
     for h in self.hidden:
       x = nn.relu(nn.Dense(h)(x))
       x = nn.Dropout(self.dropout, deterministic=not train)(x)
@@ -48,6 +70,8 @@ class CNN(nn.Module):
   def __call__(self, x, train: bool = False):
     conventions.check_built_shape('cnn', self.input_shape, x.shape[1:],
                                   x.shape)
+    _check_built_width(self, 'Conv_0', -2, x.shape[-1],
+                       f'x of shape {x.shape} ({x.shape[-1]} channels)')
     spatial = x.ndim - 2
     k = (self.kernel_size,) * spatial
     for i, f in enumerate(self.features):
