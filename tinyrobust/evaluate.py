@@ -33,6 +33,7 @@ name (`<name>_consistency`, `<name>_robust_accuracy`).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import Any, Callable, Mapping, Sequence
@@ -300,7 +301,9 @@ class RobustnessEvaluator:
 
     Returns:
       name -> {'clean_correct', 'clean_nonfinite', 'robust' [E],
-      'consistent' [E], 'adv_nonfinite' [E], 'seconds'} (ints, lists).
+      'consistent' [E], 'adv_nonfinite' [E], 'seconds'} (ints, lists) and
+      'examples': per-example booleans {'clean' [N], 'robust' [E, N],
+      'consistent' [E, N]} (for paired bootstrap intervals).
     """
     rep = sharding.replicated(self.mesh)
     variables = jax.device_put(variables, rep)
@@ -315,20 +318,27 @@ class RobustnessEvaluator:
         key = jax.random.fold_in(jax.random.fold_in(root, a_idx), b_idx)
         _add_counts(c, fn(variables, xb, yb, key, grid), yb, n_valid)
       c['seconds'] = time.perf_counter() - start
+      ex = c['examples']
+      c['examples'] = {'clean': np.concatenate(ex['clean']),
+                       'robust': np.concatenate(ex['robust'], axis=1),
+                       'consistent': np.concatenate(ex['consistent'], axis=1)}
       logging.info('Attack %s: %d examples x %d eps in %.1f s.', name,
                    len(x), len(self.eps_grid), c['seconds'])
       out[name] = {k: (v.tolist() if isinstance(v, np.ndarray) else v)
                    for k, v in c.items()}
+      out[name]['examples'] = c['examples']
     return out
 
 
 def _zero_counts(n_eps: int) -> dict[str, Any]:
   z = lambda: np.zeros(n_eps, np.int64)
   return {'clean_correct': 0, 'clean_nonfinite': 0, 'robust': z(),
-          'consistent': z(), 'adv_nonfinite': z()}
+          'consistent': z(), 'adv_nonfinite': z(),
+          'examples': {'clean': [], 'robust': [], 'consistent': []}}
 
 
 def _add_counts(c, outputs, yb, n_valid: int) -> None:
+  """Adds one batch's outcomes to the counts and per-example records."""
   clean_pred, clean_fin, adv_pred, adv_fin = (np.asarray(o) for o in outputs)
   yv = np.asarray(yb)[:n_valid]
   clean_fin, clean_pred = clean_fin[:n_valid], clean_pred[:n_valid]
@@ -340,6 +350,10 @@ def _add_counts(c, outputs, yb, n_valid: int) -> None:
   c['robust'] += ((adv_pred == yv) & ok & adv_fin).sum(axis=1)
   c['consistent'] += ((adv_pred == clean_pred) & valid_adv).sum(axis=1)
   c['adv_nonfinite'] += (~adv_fin).sum(axis=1)
+  ex = c['examples']
+  ex['clean'].append(ok)
+  ex['robust'].append((adv_pred == yv) & ok & adv_fin)
+  ex['consistent'].append((adv_pred == clean_pred) & valid_adv)
 
 
 def summarize(counts: Mapping[str, Mapping[str, Any]],
@@ -493,13 +507,40 @@ def evaluate_robustness(apply_fn: Callable, variables: Any, dataset, *,
       clip=clip, max_examples=max_examples, devices=devices)[0]
 
 
+@dataclasses.dataclass
+class RobustnessRun:
+  """Everything one evaluation measured.
+
+  Attributes:
+    results: the `evaluate_robustness` dict (deterministic for a seed).
+    seconds: attack name -> wall time incl. compilation.
+    examples: attack name -> per-example booleans {'clean' [N], 'robust'
+      [E, N], 'consistent' [E, N]} over the evaluated (sub)set.
+    indices: the evaluated subset's indices into the dataset (None = all).
+  """
+  results: dict[str, Any]
+  seconds: dict[str, float]
+  examples: dict[str, dict[str, np.ndarray]]
+  indices: np.ndarray | None
+
+
 def evaluate_robustness_timed(apply_fn: Callable, variables: Any, dataset, *,
                               attacks, eps_grid, batch_size: int, seed: int,
                               devices=None, **attack_settings
                               ) -> tuple[dict[str, Any], dict[str, float]]:
   """`evaluate_robustness` plus each attack's wall time in seconds
-  (including its compilation), kept out of the results so that they stay
-  deterministic. Same arguments."""
+  (including its compilation). Same arguments."""
+  run = robustness_run(apply_fn, variables, dataset, attacks=attacks,
+                       eps_grid=eps_grid, batch_size=batch_size, seed=seed,
+                       devices=devices, **attack_settings)
+  return run.results, run.seconds
+
+
+def robustness_run(apply_fn: Callable, variables: Any, dataset, *, attacks,
+                   eps_grid, batch_size: int, seed: int, devices=None,
+                   **attack_settings) -> RobustnessRun:
+  """`evaluate_robustness` with timings and per-example outcomes (kept out
+  of the results so that they stay deterministic and small)."""
   clip = attack_settings.pop('clip', 'dataset')
   max_examples = attack_settings.pop('max_examples', None)
   x, y, num_classes, grid, clip = check_eval_inputs(
@@ -524,7 +565,11 @@ def evaluate_robustness_timed(apply_fn: Callable, variables: Any, dataset, *,
       'batch_size': sharding.step_batch_size(batch_size, len(x),
                                              evaluator.mesh),
   })
-  return out, {n: float(c['seconds']) for n, c in counts.items()}
+  return RobustnessRun(
+      results=out, seconds={n: float(c['seconds']) for n, c in counts.items()},
+      examples={n: c['examples'] for n, c in counts.items()},
+      indices=subset_indices(len(_unpack_dataset(dataset)[1]), max_examples,
+                             int(seed)))
 
 
 def metrics_at(results: Mapping[str, Any], eps_index: int = 0, *,

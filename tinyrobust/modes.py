@@ -5,6 +5,7 @@
               -> attack_results.json / .csv
     profile   hardware cost of a trained run -> profile.json
     search    robust, MCU-aware architecture search
+    study     the robustness study: tiny vs large models -> report.md
 
 Each mode is `fn(config, workdir)` registered in `MODES`; later modes (the
 studies) register here too. The library modules (`train`, `evaluate`,
@@ -167,6 +168,15 @@ def search(config, workdir: str) -> dict[str, Any]:
   from tinyrobust import nas  # pylint: disable=g-import-not-at-top
   _require_config(config, 'search')
   return nas.run_search(config, workdir)
+
+
+@MODES.register('study')
+def study(config, workdir: str) -> dict[str, Any]:
+  """The robustness study (`tinyrobust.study.run_study`): every model of
+  every task trained, attacked and profiled; report.md in `workdir`."""
+  from tinyrobust import study as study_lib  # pylint: disable=g-import-not-at-top
+  _require_config(config, 'study')
+  return study_lib.run_study(config, workdir)
 
 
 def names() -> list[str]:

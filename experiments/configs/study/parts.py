@@ -1,0 +1,69 @@
+"""Building blocks of the study configs (one definition each)."""
+
+import os
+
+import ml_collections
+
+from experiments.configs import common
+
+
+def study_base() -> ml_collections.ConfigDict:
+  """Base config plus the study's sections (attacks FGSM and PGD-10)."""
+  c = common.base_config()
+  c.attack.attacks = ('fgsm', 'pgd')
+  c.attack.pgd_steps = 10
+  c.hardware = ml_collections.ConfigDict({'measure': True})
+  c.study = ml_collections.ConfigDict({'executor': 'sequential',
+                                       'num_workers': 1, 'bootstrap': 1000})
+  c.tasks = ml_collections.ConfigDict()
+  return c
+
+
+def data_config(name: str, *, epochs: int, lr: float, batch_size: int,
+                **options) -> ml_collections.ConfigDict:
+  """A training config skeleton on dataset `name` (seed-0 split)."""
+  c = common.base_config()
+  del c.attack
+  c.data.name = name
+  c.data.options.seed = 0
+  c.data.options.update(options)
+  c.train.epochs = epochs
+  c.train.learning_rate = lr
+  c.train.batch_size = batch_size
+  c.train.progress_bar = False
+  return c
+
+
+def task(eps_units: str, eps_grid) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict({'eps_units': eps_units,
+                                    'eps_grid': tuple(eps_grid),
+                                    'models': ml_collections.ConfigDict()})
+
+
+def entry(data_cfg, kind: str, model: str, *, raw: bool = False,
+          nas: bool = False, transfer: bool = False, **kwargs
+          ) -> ml_collections.ConfigDict:
+  """One model of a task: its Table-1 attributes and training config."""
+  cfg = ml_collections.ConfigDict(data_cfg.to_dict())
+  cfg.model.name = model
+  cfg.model.kwargs = ml_collections.ConfigDict(kwargs)
+  return ml_collections.ConfigDict({
+      'kind': kind, 'input': 'raw' if raw else 'features', 'nas': nas,
+      'transfer': transfer, 'config': cfg})
+
+
+def has_speech_commands() -> bool:
+  d = os.environ.get('TINYROBUST_DATA_DIR')
+  return bool(d) and os.path.exists(
+      os.path.join(d, 'speech_commands_v002_testset.npz'))
+
+
+def add_kws(c, *, quick: bool) -> None:
+  """The keyword-spotting task on MFCCs (speakers held out)."""
+  kws = data_config('speech_commands', epochs=6 if quick else 30, lr=3e-3,
+                    batch_size=64, features='mfcc')
+  c.tasks.kws = task('mfcc', (0.0, 0.25, 0.5, 1.0, 2.0))
+  m = c.tasks.kws.models
+  m.dscnn = entry(kws, 'tiny', 'dscnn')
+  m.kws_cnn = entry(kws, 'large', 'kws_cnn')
+  m.kws_lstm = entry(kws, 'large', 'kws_lstm')

@@ -1,0 +1,223 @@
+"""`run_study(config, workdir)`: train, attack and profile every model.
+
+Each model is an independent job (`ModelJob`) run through the search's
+executor interface (`sequential`, `process`, `ray`), so a study spreads over
+a Ray cluster or several processes. A job works in
+`<workdir>/models/<task>__<label>/` in three cached stages:
+
+  train    the model's training run (`train.train_and_evaluate`, which
+           resumes a killed run; a finished one is loaded, never re-run)
+  attack   FGSM/PGD over the task's eps grid on the test split ->
+           attack_results.json/.csv and attack_examples.npz (per-example
+           outcomes for the bootstrap); skipped when the stored results
+           were made with the same attack settings
+  profile  `hardware.profile` -> profile.json; skipped when present
+
+so a re-run of a finished study recomputes nothing and a killed study
+resumes with its finished models untouched. JAX's persistent compilation
+cache lives in `<workdir>/jax_cache` (or `study.compilation_cache`), so a
+re-run does not recompile the attack sweeps.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from typing import Any, Callable
+
+import jax
+import ml_collections
+import numpy as np
+
+from tinyrobust import config_io
+from tinyrobust import io
+from tinyrobust.study import config as study_config
+
+
+def default_study_config() -> ml_collections.ConfigDict:
+  """Defaults of `config.study`."""
+  s = ml_collections.ConfigDict()
+  s.executor = 'sequential'    # sequential | process | ray
+  s.num_workers = 1
+  s.ray_address = ml_collections.config_dict.placeholder(str)
+  s.bootstrap = 1000           # resamples of test examples for the gap CI
+  s.compilation_cache = ''     # '' = <workdir>/jax_cache
+  return s
+
+
+def model_dir(workdir: str, task: str, label: str) -> str:
+  return os.path.join(workdir, 'models', f'{task}__{label}')
+
+
+def enable_compilation_cache(path: str) -> None:
+  """Turns on JAX's persistent compilation cache in `path`."""
+  os.makedirs(path, exist_ok=True)
+  jax.config.update('jax_compilation_cache_dir', path)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+
+
+class ModelJob:
+  """`job(params, trial) -> outcome` for one model of the study.
+
+  Holds only plain data (picklable for process pools and Ray). `params` is
+  `{'task': ..., 'label': ...}`. `train_fn(config, workdir) -> (metrics,
+  variables)` is injectable (tests spy on it).
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str, *,
+               train_fn: Callable | None = None):
+    self.config_dict = config.to_dict()
+    self.workdir = workdir
+    self.train_fn = train_fn
+
+  @property
+  def config(self):
+    return ml_collections.ConfigDict(self.config_dict)
+
+  def __call__(self, params: dict[str, Any], trial: int) -> dict[str, Any]:
+    del trial
+    task, label = params['task'], params['label']
+    config = self.config
+    entry = config.tasks[task].models[label]
+    wd = model_dir(self.workdir, task, label)
+    timings = {}
+    t0 = time.perf_counter()
+    final, model, variables, run_cfg = self._train(entry.config, wd)
+    timings['train_s'] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    attack = self._attack(config, task, model, variables, run_cfg, wd)
+    timings['attack_s'] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    prof = self._profile(config, model, variables, run_cfg, wd)
+    timings['profile_s'] = time.perf_counter() - t0
+    return {'status': 'ok', 'timings': timings,
+            'metrics': {'test_accuracy': final['test_accuracy'],
+                        'params': prof.get('params'),
+                        'attack_cached': attack['cached'],
+                        'profile_cached': prof.get('cached', False)}}
+
+  def _train(self, cfg, wd: str):
+    from tinyrobust import train  # pylint: disable=g-import-not-at-top
+    cfg = ml_collections.ConfigDict(config_io.config_json(cfg))
+    cfg.train.progress_bar = False
+    if not train.is_finished(wd):
+      (self.train_fn or train.train_and_evaluate)(cfg, wd)
+    model, variables, run_cfg = train.load_trained(wd)
+    final = io.read_json(os.path.join(wd, train.FINAL))
+    return final, model, variables, run_cfg
+
+  def _attack(self, config, task: str, model, variables, run_cfg, wd: str):
+    from tinyrobust import evaluate  # pylint: disable=g-import-not-at-top
+    from tinyrobust.nas import candidate  # pylint: disable=g-import-not-at-top
+    acfg = evaluate.attack_config(config)
+    tcfg = config.tasks[task]
+    grid = study_config.input_eps(tcfg, task)
+    settings = {'attack': acfg.to_dict(), 'eps_grid': grid.tolist(),
+                'seed': int(config.seed)}
+    path = os.path.join(wd, evaluate.RESULTS_NAME + '.json')
+    if os.path.exists(path) and io.read_json(path).get(
+        'study_settings') == io.to_jsonable(settings):
+      return {'cached': True}
+    ds = candidate.load_split(run_cfg, 'test')
+    run = evaluate.robustness_run(
+        functools.partial(model.apply, train=False), variables, ds,
+        attacks=list(acfg.attacks), eps_grid=grid.tolist(),
+        batch_size=int(acfg.batch_size), seed=int(config.seed),
+        norm=acfg.norm, loss=acfg.loss, pgd_steps=int(acfg.pgd_steps),
+        pgd_restarts=int(acfg.pgd_restarts),
+        options=config_io.to_dict(acfg.get('options')),
+        max_examples=acfg.get('max_examples'))
+    res = run.results
+    res['study_settings'] = settings
+    res['eps_units'] = tcfg.eps_units
+    res['eps_grid_in_units'] = list(tcfg.eps_grid)
+    res['attack_seconds'] = run.seconds
+    res['protocol'] = ds.meta.get('protocol', '')
+    np.savez_compressed(
+        os.path.join(wd, 'attack_examples.npz'),
+        **{f'{a}__{k}': v for a, ex in run.examples.items()
+           for k, v in ex.items()},
+        indices=(run.indices if run.indices is not None
+                 else np.arange(len(ds.y))))
+    evaluate.write_results(res, wd)
+    return {'cached': False}
+
+  def _profile(self, config, model, variables, run_cfg, wd: str):
+    from tinyrobust import hardware  # pylint: disable=g-import-not-at-top
+    from tinyrobust.nas import candidate  # pylint: disable=g-import-not-at-top
+    path = os.path.join(wd, 'profile.json')
+    if os.path.exists(path):
+      return {**io.read_json(path), 'cached': True}
+    hw = config_io.to_dict(config.get('hardware'))
+    ds = candidate.load_split(run_cfg, 'train')
+    try:
+      prof = hardware.profile(model, variables, tuple(ds.x.shape[1:]),
+                              measure=bool(hw.get('measure', True)),
+                              representative_data=hardware.representative(
+                                  ds.x), boards=hw.get('boards'))
+    except Exception as err:  # pylint: disable=broad-except
+      # A model the TFLite converter cannot export still gets its analytic
+      # counts; the report shows the export error instead of flash/SRAM.
+      prof = hardware.count(model, variables, tuple(ds.x.shape[1:]))
+      prof['export_error'] = f'{type(err).__name__}: {err}'
+      for p in ('float32', 'int8'):
+        prof.pop(p, None)
+    io.write_json(path, prof)
+    return prof
+
+
+def run_study(config: ml_collections.ConfigDict, workdir: str, *,
+              train_fn: Callable | None = None, executor=None
+              ) -> dict[str, Any]:
+  """Runs (or resumes) the study in `workdir`; writes the report.
+
+  Returns:
+    The report summary (tables and findings), also in `summary.json`.
+  """
+  from tinyrobust.nas import executors as executors_lib  # pylint: disable=g-import-not-at-top
+  from tinyrobust.study import report  # pylint: disable=g-import-not-at-top
+  config = resolve_config(config)
+  study_config.check_study_config(config)
+  io.check_writable_dir(workdir, create=True)
+  config_io.pin_config(config, os.path.join(workdir, 'study_config.json'),
+                       mutable=('study.executor', 'study.num_workers',
+                                'study.ray_address', 'study.bootstrap'),
+                       what='study')
+  enable_compilation_cache(config.study.compilation_cache or
+                           os.path.join(workdir, 'jax_cache'))
+  job = ModelJob(config, workdir, train_fn=train_fn)
+  jobs = [{'trial': i, 'params': {'task': t, 'label': l}}
+          for i, (t, l, _) in enumerate(study_config.entries(config))]
+  own = executor is None
+  if own:
+    executor = executors_lib.make_executor(
+        config.study.executor, num_workers=int(config.study.num_workers),
+        address=config.study.get('ray_address'))
+  outcomes = {}
+  try:
+    for j, outcome in executor.run(job, jobs):
+      p = j['params']
+      if outcome.get('status') != 'ok':
+        raise RuntimeError(f'Study model {p["task"]}/{p["label"]} failed: '
+                           f'{outcome.get("error")}')
+      outcomes[(p['task'], p['label'])] = outcome
+      print(f'[study] {p["task"]}/{p["label"]}: ' + ' '.join(
+          f'{k}={v:.1f}s' for k, v in outcome['timings'].items()), flush=True)
+  finally:
+    if own:
+      executor.close()
+  return report.write_report(config, workdir, outcomes)
+
+
+def resolve_config(config) -> ml_collections.ConfigDict:
+  """A copy with `study`, `attack` and `hardware` defaults filled."""
+  from tinyrobust import evaluate  # pylint: disable=g-import-not-at-top
+  d = config_io.config_json(config)
+  s = default_study_config().to_dict()
+  s.update(d.get('study') or {})
+  d['study'] = s
+  d['attack'] = evaluate.attack_config(ml_collections.ConfigDict(d)).to_dict()
+  d.setdefault('hardware', {'measure': True})
+  d.setdefault('seed', 0)
+  return ml_collections.ConfigDict(d)
