@@ -330,3 +330,14 @@ def test_tree_shape_mismatch_of_two_models_and_a_checkpoint(tmp_path):
   assert io.tree_shape_mismatch(v7, restored) == []
   assert io.tree_shape_mismatch(v5, restored) == [
       'params/kernel: shape (5, 3) expected, got (7, 3)']
+
+
+def test_write_jsonl_replaces_atomically(tmp_path):
+  p = str(tmp_path / 'm.jsonl')
+  _write(p, RECORDS)
+  io.write_jsonl(p, RECORDS[:2])
+  assert io.read_jsonl(p) == RECORDS[:2]
+  assert [f for f in os.listdir(tmp_path)] == ['m.jsonl']  # no temp left
+  with pytest.raises(ValueError, match='mapping'):
+    io.write_jsonl(p, [RECORDS[0], 'oops'])
+  assert io.read_jsonl(p) == RECORDS[:2]  # a bad record writes nothing
