@@ -78,7 +78,7 @@ def input_eps(task_cfg, task: str) -> np.ndarray:
 
 
 def entries(config) -> list[tuple[str, str, Any]]:
-  """`(task, label, entry)` for every model, in config order."""
+  """`(task, label, entry)` for every model (ConfigDict order: sorted)."""
   out = []
   for task, tcfg in config.tasks.items():
     for label, entry in tcfg.models.items():

@@ -185,6 +185,7 @@ def write_report(config, workdir: str, outcomes) -> dict[str, Any]:
   gap_rows = tables.gap(config, results, n_boot=int(config.study.bootstrap),
                         seed=int(config.seed))
   found = tables.findings(gap_rows)
+  notes = tables.caveats(t1, found)
   for name, rows in (('table1', t1), ('gap', gap_rows),
                      ('curves', curve_rows)):
     io.write_csv(os.path.join(workdir, f'{name}.csv'), rows)
@@ -192,6 +193,7 @@ def write_report(config, workdir: str, outcomes) -> dict[str, Any]:
   md = ['# Robustness study: TinyML vs large models', '',
         '## Findings (computed from the tables below)', '']
   md += [f'- {f["text"]}' for f in found]
+  md += [f'- Caveat: {n}' for n in notes]
   md += ['', '## Table 1', '', markdown_table(t1), '## Robustness gap '
          '(large - tiny, mean over eps > 0, percentage points)', '',
          markdown_table(gap_rows), '## Figures', '']
@@ -202,6 +204,7 @@ def write_report(config, workdir: str, outcomes) -> dict[str, Any]:
   with open(path, 'w') as f:
     f.write('\n'.join(md))
   summary = {'table1': t1, 'gap': gap_rows, 'findings': found,
+             'caveats': notes,
              'figures': figs, 'report': path,
              'timings': {f'{t}/{l}': o['timings']
                          for (t, l), o in outcomes.items()}}

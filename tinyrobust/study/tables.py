@@ -138,6 +138,37 @@ def _verdict(row) -> str:
   return 'inconclusive'
 
 
+def clean_gap(t1_rows) -> list[dict[str, Any]]:
+  """Per task, mean clean test accuracy of tiny and large models."""
+  out = []
+  for task in sorted({r['task'] for r in t1_rows}):
+    acc = {k: [r['test_accuracy'] for r in t1_rows
+               if r['task'] == task and r['kind'] == k]
+           for k in study_config.KINDS}
+    out.append({'task': task, 'tiny_clean': float(np.mean(acc['tiny'])),
+                'large_clean': float(np.mean(acc['large']))})
+  return out
+
+
+def caveats(t1_rows, found) -> list[str]:
+  """Computed warnings: consistency rewards a model that is wrong alike on
+  x and x_adv, so a much less accurate model can look 'more robust'."""
+  out = []
+  for c in clean_gap(t1_rows):
+    diff = 100 * (c['large_clean'] - c['tiny_clean'])
+    reversed_c = [f for f in found if f['task'] == c['task'] and
+                  f['metric'] == 'consistency' and f['verdict'] != 'holds']
+    if abs(diff) >= 10:
+      out.append(
+          f'{c["task"]}: the clean accuracies differ by {diff:+.1f} points '
+          f'(tiny {c["tiny_clean"]:.3f}, large {c["large_clean"]:.3f}); '
+          'consistency does not use the label, so the less accurate group '
+          'can look more consistent' + (' (as here: read robust accuracy '
+                                        'for this task)' if reversed_c
+                                        else '') + '.')
+  return out
+
+
 def findings(gap_rows) -> list[dict[str, Any]]:
   """One finding per gap row, decided from the numbers alone.
 

@@ -24,27 +24,30 @@ def get_config(arg=None):
   args = common.parse_arg(arg, flags=('quick', 'full'))
   c = parts.study_base()
   q = args.quick
-  digits = parts.data_config('digits', epochs=8 if q else 20, lr=3e-3,
+  digits = parts.data_config('digits', epochs=12 if q else 30, lr=3e-3,
                              batch_size=32)
+  fast = {'learning_rate': 1e-2}  # small models train better with a higher rate
   c.tasks.image = parts.task(
       'pixel/255', (0.0, 4.0, 8.0, 16.0, 32.0) if q else
       (0.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0))
   m = c.tasks.image.models
-  m.cnn_tiny = parts.entry(digits, 'tiny', 'cnn', raw=True, features=(4, 8))
-  m.mlp_tiny = parts.entry(digits, 'tiny', 'mlp', raw=True, hidden=(16,))
+  m.cnn_tiny = parts.entry(digits, 'tiny', 'cnn', raw=True, train=fast,
+                          features=(4, 8))
+  m.mlp_tiny = parts.entry(digits, 'tiny', 'mlp', raw=True, train=fast,
+                          hidden=(16,))
   m.cnn_wide = parts.entry(digits, 'large', 'cnn', raw=True,
                               features=(64, 128))
   m.mlp_wide = parts.entry(digits, 'large', 'mlp', raw=True,
                               hidden=(512, 512))
-  motions = parts.data_config('basic_motions', epochs=25 if q else 60,
+  motions = parts.data_config('basic_motions', epochs=60 if q else 150,
                               lr=3e-3, batch_size=8)
   c.tasks.har = parts.task('train-std', (0.0, 0.1, 0.2, 0.4, 0.8) if q else
                            (0.0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6))
   m = c.tasks.har.models
-  m.fastgrnn = parts.entry(motions, 'tiny', 'fastgrnn', raw=True,
+  m.fastgrnn = parts.entry(motions, 'tiny', 'fastgrnn', raw=True, train=fast,
                            hidden_size=8)
-  m.tcn = parts.entry(motions, 'tiny', 'tcn', raw=True, nb_filters=4,
-                      kernel_size=3, dilations=(1, 2, 4, 8))
+  m.tcn = parts.entry(motions, 'tiny', 'tcn', raw=True, train=fast,
+                      nb_filters=4, kernel_size=3, dilations=(1, 2, 4, 8))
   m.cnn_wide = parts.entry(motions, 'large', 'cnn', raw=True,
                            features=(64, 128), kernel_size=5)
   m.lstm = parts.entry(motions, 'large', 'har_lstm', raw=True,

@@ -41,12 +41,14 @@ def task(eps_units: str, eps_grid) -> ml_collections.ConfigDict:
 
 
 def entry(data_cfg, kind: str, model: str, *, raw: bool = False,
-          nas: bool = False, transfer: bool = False, **kwargs
+          nas: bool = False, transfer: bool = False, train=None, **kwargs
           ) -> ml_collections.ConfigDict:
-  """One model of a task: its Table-1 attributes and training config."""
+  """One model of a task: its Table-1 attributes and training config
+  (`train` overrides fields of the task's training section)."""
   cfg = ml_collections.ConfigDict(data_cfg.to_dict())
   cfg.model.name = model
   cfg.model.kwargs = ml_collections.ConfigDict(kwargs)
+  cfg.train.update(train or {})
   return ml_collections.ConfigDict({
       'kind': kind, 'input': 'raw' if raw else 'features', 'nas': nas,
       'transfer': transfer, 'config': cfg})
