@@ -55,6 +55,9 @@ def table1(config, results) -> list[dict[str, Any]]:
         'params': prof.get('params'),
         'flash_int8_bytes': int8.get('flash'),
         'sram_tflm_int8_bytes': int8.get('tflm_arena'),
+        'fits_int8': ','.join(sorted(
+            b for b, v in (prof.get('boards') or {}).items()
+            if (v.get('int8') or {}).get('fits'))) or 'none',
         'input': entry.input, 'nas': entry.get('nas', False),
         'transfer_learning': entry.get('transfer', False),
         'note': prof.get('export_error') or int8.get('tflm_error') or '',
