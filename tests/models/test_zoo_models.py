@@ -8,6 +8,7 @@ import numpy as np
 import optax
 import pytest
 
+from tinyrobust.models import conventions
 from tinyrobust.models import bonsai as bonsai_lib
 from tinyrobust.models import get_model
 from tinyrobust.models import tcn as tcn_lib
@@ -120,7 +121,7 @@ def _loss(model, variables, x, y):
 def test_forward_input_grad_and_jit_vmap_fgsm(name, num_classes, kwargs,
                                                shape):
   model, variables, x, y = _init(name, num_classes, kwargs, shape)
-  assert model.input_kind in ('features', 'sequence', 'spectrogram', 'image')
+  assert model.input_kind in conventions.INPUT_KINDS
   assert len(model.example_input_shape()) == len(shape)
 
   def fgsm(variables, x, y, eps):  # x + eps * sign(grad_x CE)

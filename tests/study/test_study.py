@@ -2,7 +2,6 @@
 
 import os
 
-import ml_collections
 import numpy as np
 import pytest
 

@@ -287,12 +287,7 @@ def _prepared(rec_key, rate_hz, max_gap_s, window, stride, channels, split_by,
 
 def _check(window, stride, rate_hz, max_gap_s, channels, split_by, seed,
            val_fraction, test_fraction, normalisation):
-  seed = base.check_seed(seed)
-  base.check_fraction('val_fraction', val_fraction)
-  base.check_fraction('test_fraction', test_fraction)
-  if val_fraction + test_fraction >= 1:
-    raise ValueError('val_fraction + test_fraction must be < 1, got '
-                     f'{val_fraction} + {test_fraction}.')
+  seed, _, _ = base.check_split_fractions(seed, val_fraction, test_fraction)
   for name, v in (('window', window), ('stride', stride)):
     if not isinstance(v, (int, np.integer)) or v < 1:
       raise ValueError(f'{name} must be a positive int, got {v!r}.')

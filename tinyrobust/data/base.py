@@ -195,6 +195,18 @@ def check_fraction(name: str, value: float) -> float:
   return float(value)
 
 
+def check_split_fractions(seed, val_fraction: float,
+                          test_fraction: float) -> tuple[int, float, float]:
+  """Checked `(seed, val_fraction, test_fraction)` of a three-way split."""
+  seed = check_seed(seed)
+  val_fraction = check_fraction('val_fraction', val_fraction)
+  test_fraction = check_fraction('test_fraction', test_fraction)
+  if val_fraction + test_fraction >= 1:
+    raise ValueError('val_fraction + test_fraction must be < 1, got '
+                     f'{val_fraction} + {test_fraction}.')
+  return seed, val_fraction, test_fraction
+
+
 def find_local_file(filename: str, data_dir: str | None) -> str | None:
   """Returns the path of `filename` in `data_dir` or $TINYROBUST_DATA_DIR."""
   for d in (data_dir, os.environ.get(DATA_DIR_ENV)):

@@ -34,12 +34,8 @@ def _digits_arrays():
 def digits(split: str, seed: int = 0, val_fraction: float = 0.1,
            test_fraction: float = 0.2) -> base.Dataset:
   """scikit-learn 8x8 digits, `[N, 8, 8, 1]` in [0, 1], stratified splits."""
-  seed = base.check_seed(seed)
-  val_fraction = base.check_fraction('val_fraction', val_fraction)
-  test_fraction = base.check_fraction('test_fraction', test_fraction)
-  if val_fraction + test_fraction >= 1:
-    raise ValueError('val_fraction + test_fraction must be < 1, got '
-                     f'{val_fraction} + {test_fraction}.')
+  seed, val_fraction, test_fraction = base.check_split_fractions(
+      seed, val_fraction, test_fraction)
   x, y = _digits_arrays()
   train_f = 1.0 - val_fraction - test_fraction
   parts = dict(zip(('train', 'val', 'test'),

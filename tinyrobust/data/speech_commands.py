@@ -90,12 +90,8 @@ def speaker_split(speaker: np.ndarray, fractions: tuple[float, float, float],
 
 
 def _check(seed, val_fraction, test_fraction, features):
-  seed = base.check_seed(seed)
-  val_fraction = base.check_fraction('val_fraction', val_fraction)
-  test_fraction = base.check_fraction('test_fraction', test_fraction)
-  if val_fraction + test_fraction >= 1:
-    raise ValueError('val_fraction + test_fraction must be < 1, got '
-                     f'{val_fraction} + {test_fraction}.')
+  seed, val_fraction, test_fraction = base.check_split_fractions(
+      seed, val_fraction, test_fraction)
   if features not in audio.FEATURES:
     raise ValueError(f'Unknown features {features!r}. Valid: '
                      f'{", ".join(audio.FEATURES)}.')

@@ -88,3 +88,12 @@ def check_built_shape(name: str, input_shape: tuple[int, ...] | None,
   if input_shape is not None and got != input_shape:
     raise ValueError(f'{name} built for input_shape={input_shape}, got x of '
                      f'shape {x_shape}.')
+
+
+def check_image_input(name: str, input_shape: tuple[int, ...] | None,
+                      x_shape: tuple[int, ...]) -> None:
+  """Raises unless `x_shape` is an image batch `[B, H, W, C]` of the shape
+  the module was built for (`input_shape`, or any when None)."""
+  if len(x_shape) != 4:
+    raise ValueError(f'{name} expects images [B, H, W, C], got {x_shape}.')
+  check_built_shape(name, input_shape, tuple(x_shape[1:]), tuple(x_shape))

@@ -95,10 +95,7 @@ class MCUNet(conventions.InputSpec, nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    if x.ndim != 4:
-      raise ValueError(f'MCUNet expects images [B, H, W, C], got {x.shape}.')
-    conventions.check_built_shape('MCUNet', self.input_shape, x.shape[1:],
-                                  x.shape)
+    conventions.check_image_input('MCUNet', self.input_shape, x.shape)
     if self.resolution is not None and x.shape[1:3] != (self.resolution,) * 2:
       x = jax.image.resize(
           x, (x.shape[0], self.resolution, self.resolution, x.shape[3]),

@@ -40,10 +40,7 @@ class ResNet8(conventions.InputSpec, nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    if x.ndim != 4:
-      raise ValueError(f'ResNet8 expects images [B, H, W, C], got {x.shape}.')
-    conventions.check_built_shape('ResNet8', self.input_shape, x.shape[1:],
-                                  x.shape)
+    conventions.check_image_input('ResNet8', self.input_shape, x.shape)
     he = nn.initializers.he_normal()
 
     def conv(y, f, k=3, s=1):

@@ -19,7 +19,6 @@ from typing import ClassVar, Sequence
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from tinyrobust.models import conventions
 from tinyrobust.models import options
