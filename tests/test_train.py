@@ -101,3 +101,14 @@ def test_launcher_applies_config_overrides(tmp_path):
   lines = io.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
   assert len(lines) == 3 and lines[-1]['final']
   assert 'test accuracy' in out.stdout
+
+
+def test_digits_cnn_quick_docstring_figure_is_measured(tmp_path):
+  """The accuracy the config's docstring states is what a run gives."""
+  import re  # pylint: disable=g-import-not-at-top
+  stated = float(re.search(r'quick test accuracy\s+([0-9.]+)',
+                           digits_cnn.__doc__.replace('\n', ' ')).group(1))
+  c = digits_cnn.get_config('quick')
+  c.train.progress_bar = False
+  metrics, _ = train.train_and_evaluate(c, str(tmp_path))
+  assert abs(metrics['test_accuracy'] - stated) <= 0.03, (metrics, stated)

@@ -103,3 +103,31 @@ def test_tiny_end_to_end_search(tmp_path):
     assert os.path.getsize(os.path.join(workdir, name)) > 0
   assert summary['pareto']['size'] >= 1
   assert 0.0 < summary['adversarial_share']['mean'] < 1.0
+
+
+def test_nan_model_trial_is_recorded_as_failed_with_the_reason(tmp_path):
+  """A trained candidate whose logits are NaN is a failed trial, never a
+  plausible robust accuracy (argmax(NaN) = 0 would count as a prediction)."""
+
+  def nan_train(cfg, workdir):
+    del workdir
+    model = models.get_model(cfg.model.name, 4, **cfg.model.kwargs.to_dict())
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 100, 6)))
+    variables = jax.tree_util.tree_map(lambda a: jnp.full_like(a, jnp.nan),
+                                       variables)
+    return {'val_accuracy': 0.25, 'test_accuracy': 0.25}, variables
+
+  config = search.resolve_config(_config(attack={'attacks': ['fgsm']},
+                                         num_trials=2, n_initial_points=2,
+                                         flash_max_bytes=400e3))
+  space = spaces.get_space('mlp')
+  budget = costs.board_budget('', flash_max_bytes=400e3, sram_max_bytes=64e3)
+  evaluator = candidate.CandidateEvaluator(config, str(tmp_path), space,
+                                           budget, train_fn=nan_train)
+  search.run_search(config, str(tmp_path), evaluate_fn=evaluator, space=space)
+  results = journal_lib.Journal(str(tmp_path)).replay().results
+  trained = [r for r in results if r['status'] != 'infeasible']
+  assert trained, [r['status'] for r in results]
+  for r in trained:
+    assert r['status'] == 'failed', r
+    assert 'non-finite' in json.dumps(r), r
