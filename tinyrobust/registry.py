@@ -131,7 +131,10 @@ class Registry:
 
   def options(self, name: str) -> tuple[str, ...] | None:
     """Keyword options the factory `name` accepts (None: any)."""
-    names = option_names(self.lookup(name))
+    entry = self.lookup(name)
+    if not callable(entry):  # a record wrapping its factory (data sources)
+      entry = entry.fn
+    names = option_names(entry)
     if names is None:
       return None
     return tuple(n for n in names if n not in self.positional)

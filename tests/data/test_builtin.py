@@ -67,3 +67,10 @@ def test_basic_motions_layout_and_normalisation():
 def test_bad_input_rejected_with_valid_choices(call, match):
   with pytest.raises(ValueError, match=match):
     call()
+
+
+def test_source_registry_lists_each_sources_options():
+  from tinyrobust.data import base  # pylint: disable=g-import-not-at-top
+  assert base.SOURCES.options('digits') == ('seed', 'val_fraction',
+                                            'test_fraction')
+  assert 'normalisation' in base.SOURCES.options('basic_motions')
