@@ -98,6 +98,39 @@ def _other_width(name, built, other, **kw):
   return fn
 
 
+def _corrupt_cifar(tmp):
+  from tinyrobust import data  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(tmp, 'cifar10_subset.npz'), 'wb') as f:
+    f.write(b'PK\x03\x04 truncated download')
+  return data.load('cifar10', 'test', source='local', data_dir=tmp)
+
+
+def _search(**over):
+  def fn(tmp):
+    import ml_collections  # pylint: disable=g-import-not-at-top
+    from tinyrobust import nas  # pylint: disable=g-import-not-at-top
+    from tinyrobust.nas import search  # pylint: disable=g-import-not-at-top
+    from experiments.configs import common  # pylint: disable=g-import-not-at-top
+    c = common.base_config()
+    c.search = search.default_search_config()
+    c.data.name = 'digits'
+    c.model = ml_collections.ConfigDict({'name': 'mlp', 'kwargs': {}})
+    c.search.space = 'mlp'
+    c.attack.eps_grid = (0.05,)
+    with c.ignore_type():
+      for k, v in over.items():
+        if k == 'model':
+          c.model = ml_collections.ConfigDict(v)
+        else:
+          c.search[k] = v
+    out = os.path.join(tmp, 'search')
+    try:
+      return nas.run_search(c, out)
+    finally:
+      assert not os.path.exists(out), 'workdir written before the error'
+  return fn
+
+
 def _file_workdir(tmp):
   p = os.path.join(tmp, 'run_file')
   with open(p, 'w') as f:
@@ -181,6 +214,13 @@ ROWS = [
     ('metrics_jsonl_middle_garbage', _damaged(
         'metrics.jsonl', lambda p: b'{"epoch": 1}\nxx\n{"epoch": 2}\n'),
      ValueError, ('metrics.jsonl', 'line 2')),
+    ('cifar_npz_corrupt', _corrupt_cifar, ValueError,
+     ('cifar10_subset.npz',)),
+    ('search_num_workers_fraction', _search(num_workers=1.5), ValueError,
+     ('num_workers', '1.5')),
+    ('search_space_other_model', _search(model={
+        'name': 'cnn', 'kwargs': {'features': (4,)}}), ValueError,
+     ("'mlp'", "'cnn'", 'features')),
     ('workdir_is_a_file', _file_workdir, ValueError,
      ('run_file', 'regular file')),
 ]

@@ -48,6 +48,7 @@ from absl import logging
 import jax
 import numpy as np
 
+from tinyrobust import io
 from tinyrobust.data import base
 from tinyrobust.data import har_features
 from tinyrobust.data import imu
@@ -133,14 +134,14 @@ def read_csv_dir(csv_dir: str) -> Recordings:
 
 
 def read_npz(path: str) -> Recordings:
-  with np.load(path) as d:
-    off, sig, ts = d['offsets'], d['signals'], d['timestamp_ms']
-    n = len(off) - 1
-    return Recordings(tuple(sig[off[i]:off[i + 1]] for i in range(n)),
-                      tuple(ts[off[i]:off[i + 1]].astype(np.int64)
-                            for i in range(n)),
-                      d['participant'].astype(np.int64),
-                      d['label'].astype(np.int64), path)
+  d = io.load_npz(path)
+  off, sig, ts = d['offsets'], d['signals'], d['timestamp_ms']
+  n = len(off) - 1
+  return Recordings(tuple(sig[off[i]:off[i + 1]] for i in range(n)),
+                    tuple(ts[off[i]:off[i + 1]].astype(np.int64)
+                          for i in range(n)),
+                    d['participant'].astype(np.int64),
+                    d['label'].astype(np.int64), path)
 
 
 def download(download_dir: str | None = None, *, base_url: str = REPO_URL,

@@ -24,6 +24,7 @@ import functools
 
 import numpy as np
 
+from tinyrobust import io
 from tinyrobust.data import base
 from tinyrobust.data import sources
 from tinyrobust.data import streaming
@@ -41,8 +42,7 @@ JPEG_NOTE = (
 
 @functools.lru_cache(maxsize=2)
 def _npz(path: str) -> dict[str, np.ndarray]:
-  with np.load(path) as d:
-    return {k: d[k] for k in d.files}
+  return io.load_npz(path)
 
 
 def _check(seed, val_fraction):

@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tinyrobust import io
 from tinyrobust.data import audio
 from tinyrobust.data import base
 from tinyrobust.data import sources
@@ -53,8 +54,7 @@ _SPLITS = ('train', 'val', 'test')
 
 @functools.lru_cache(maxsize=1)
 def _npz(path: str) -> dict[str, np.ndarray]:
-  with np.load(path) as d:
-    return {k: d[k] for k in d.files}
+  return io.load_npz(path)
 
 
 def speaker_split(speaker: np.ndarray, fractions: tuple[float, float, float],
@@ -235,8 +235,8 @@ def load_background_noise(data_dir: str | None = None
   if path is None:
     raise sources.DataNotFoundError(sources.not_found_message(
         'speech_commands background noise', NOISE_FILENAME, None, data_dir))
-  with np.load(path) as d:
-    return {str(n): d[str(n)].astype(np.float32) / 32768.0 for n in d['names']}
+  d = io.load_npz(path)
+  return {str(n): d[str(n)].astype(np.float32) / 32768.0 for n in d['names']}
 
 
 def make_background_noise(data_dir: str | None = None, prob: float = 0.8,

@@ -144,8 +144,10 @@ def check_search_config(s, attack=None) -> None:
   designer_lib.DESIGNERS.lookup(s.designer)
   executors_lib.EXECUTORS.lookup(s.executor)
   for name in ('num_trials', 'batch_size', 'num_workers', 'trial_epochs'):
-    if int(s[name]) < 1:
-      raise ValueError(f'search.{name} must be >= 1, got {s[name]}.')
+    v = s[name]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or \
+        int(v) != v or v < 1:
+      raise ValueError(f'search.{name} must be an integer >= 1, got {v!r}.')
   if attack is not None:
     if len(attack.eps_grid) != 1 or not float(attack.eps_grid[0]) >= 0:
       raise ValueError(f'A search attacks at one eps: attack.eps_grid must '
@@ -156,6 +158,19 @@ def check_search_config(s, attack=None) -> None:
   central_weights(s)
   objective_lib.weight_ranges(central_weights(s), float(s.weight_spread),
                               config_io.to_dict(s.weight_ranges))
+
+
+def _check_space_model(space, model_cfg) -> None:
+  """The space's model must be the config's model (or the config names no
+  model kwargs): a search never silently trains another family."""
+  name = model_cfg.get('name') if model_cfg else None
+  kwargs = config_io.to_dict(model_cfg.get('kwargs')) if model_cfg else {}
+  if name and name != space.model and kwargs:
+    raise ValueError(
+        f'search space {space.name!r} parameterises model {space.model!r}, '
+        f'but config.model is {name!r} with kwargs {sorted(kwargs)}: set '
+        f'model.name={space.model!r} (and its kwargs) or search.space to a '
+        f'space of {name!r}.')
 
 
 def run_search(config: ml_collections.ConfigDict, workdir: str, *,
@@ -186,6 +201,7 @@ def run_search(config: ml_collections.ConfigDict, workdir: str, *,
   if space is None:
     space = spaces_lib.get_space(s.space or config.model.name,
                                  **config_io.to_dict(s.space_options))
+  _check_space_model(space, config.model)
   weights = central_weights(s)
   budget = None
   if evaluate_fn is None:
