@@ -131,6 +131,21 @@ def _search(**over):
   return fn
 
 
+def _attack_call(apply_fn=None, eps=0.1, attacks=None):
+  def fn(tmp):
+    del tmp
+    from tinyrobust import attacks as attacks_lib  # pylint: disable=g-import-not-at-top
+    from tinyrobust import evaluate  # pylint: disable=g-import-not-at-top
+    w = jnp.ones((4, 3))
+    x, y = np.zeros((5, 4), np.float32), np.zeros(5, np.int32)
+    f = apply_fn or (lambda v, x: x @ v)
+    if attacks is not None:
+      return evaluate.evaluate_robustness(f, w, (x, y), attacks=attacks,
+                                          eps_grid=[0.1], batch_size=4, seed=0)
+    return attacks_lib.make_pgd(f, steps=1)(w, x, y, jax.random.key(0), eps)
+  return fn
+
+
 def _file_workdir(tmp):
   p = os.path.join(tmp, 'run_file')
   with open(p, 'w') as f:
@@ -214,6 +229,13 @@ ROWS = [
     ('metrics_jsonl_middle_garbage', _damaged(
         'metrics.jsonl', lambda p: b'{"epoch": 1}\nxx\n{"epoch": 2}\n'),
      ValueError, ('metrics.jsonl', 'line 2')),
+    # Attacks and the evaluator.
+    ('attack_eps_string', _attack_call(eps='0.1'), ValueError,
+     ('eps', "'0.1'")),
+    ('attack_apply_fn_returns_vector', _attack_call(
+        apply_fn=lambda v, x: (x @ v)[:, 0]), ValueError, ('[B, K]', '(5,)')),
+    ('evaluate_attacks_string', _attack_call(attacks='fgsm'), ValueError,
+     ("'fgsm'",)),
     ('cifar_npz_corrupt', _corrupt_cifar, ValueError,
      ('cifar10_subset.npz',)),
     ('search_num_workers_fraction', _search(num_workers=1.5), ValueError,

@@ -136,7 +136,8 @@ def build_attacks(apply_fn: Callable, names: Sequence[str], *,
     raise ValueError(f'attacks must be a non-empty list of names from '
                      f'{attacks_lib.list_attacks()} or a dict of kernels, got '
                      f'{names!r}.')
-  dupes = sorted({n for n in names if list(names).count(n) > 1})
+  names = list(names)
+  dupes = sorted({n for n in names if names.count(n) > 1})
   if dupes:
     raise ValueError(f'Attack(s) {dupes} listed twice in {list(names)}.')
   acfg = ml_collections.ConfigDict({
@@ -552,7 +553,7 @@ def robustness_run(apply_fn: Callable, variables: Any, dataset, *, attacks,
                        f'{attacks!r}.')
     kernels = dict(attacks)
   else:
-    kernels = build_attacks(apply_fn, list(attacks), clip=clip,
+    kernels = build_attacks(apply_fn, attacks, clip=clip,
                             **attack_settings)
   evaluator = RobustnessEvaluator(apply_fn, kernels, grid,
                                   batch_size=batch_size, devices=devices)

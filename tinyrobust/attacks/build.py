@@ -103,6 +103,11 @@ def class_counter(apply_fn: ApplyFn) -> Callable[[Any, Any], int]:
       out = jax.eval_shape(apply_fn, variables,
                            jax.ShapeDtypeStruct(jnp.shape(x),
                                                 jnp.result_type(x)))
+      if len(out.shape) != 2 or out.shape[0] != jnp.shape(x)[0]:
+        raise ValueError(
+            f'apply_fn must return logits of shape [B, K] = '
+            f'[{jnp.shape(x)[0]}, K] for x of shape {jnp.shape(x)}, got '
+            f'shape {tuple(out.shape)}.')
       cache[sig] = int(out.shape[-1])
     return cache[sig]
 

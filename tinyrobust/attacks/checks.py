@@ -38,6 +38,11 @@ def check_shapes(x: Any, y: Any, eps: Any) -> None:
   if not np.issubdtype(np.result_type(y), np.integer):
     raise ValueError(f'y must hold integer class labels, got dtype '
                      f'{np.result_type(y)}.')
+  e_type = np.result_type(eps) if not isinstance(eps, str) else np.str_
+  if not (np.issubdtype(e_type, np.floating) or
+          np.issubdtype(e_type, np.integer)) or np.issubdtype(e_type, np.bool_):
+    raise ValueError(f'eps must be a real number or array (scalar or [B]), '
+                     f'got {eps!r} of type {type(eps).__name__}.')
   if e_shape not in ((), (x_shape[0],)):
     raise ValueError(f'eps must be a scalar or have shape [B] = '
                      f'[{x_shape[0]}], got shape {e_shape}.')
