@@ -55,7 +55,8 @@ class DSCNN(conventions.InputSpec, nn.Module):
                        f'got x of shape {x.shape}.')
 
     def bn(y):
-      return nn.BatchNorm(use_running_average=not train, momentum=0.9)(y)
+      return nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                          epsilon=1e-3)(y)  # Keras epsilon
 
     f = self.filters
     x = nn.Conv(f, self.first_kernel, strides=(2, 2), padding='SAME')(x)

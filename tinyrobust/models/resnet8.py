@@ -48,7 +48,8 @@ class ResNet8(conventions.InputSpec, nn.Module):
                      kernel_init=he)(y)
 
     def bn(y):
-      return nn.BatchNorm(use_running_average=not train, momentum=0.9)(y)
+      return nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                          epsilon=1e-3)(y)  # Keras epsilon
 
     x = nn.relu(bn(conv(x, self.filters[0])))
     for i, f in enumerate(self.filters):
