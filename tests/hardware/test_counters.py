@@ -131,7 +131,10 @@ def _example_shape(name, model):
 
 # mcunet variants: ~1 min of XLA compilation each on 2 cores; same op set as
 # dscnn/resnet8 (conv, depthwise, residual adds).
-_SLOW = ('mcunet', 'mcunet-256kb', 'mcunet-320kb')
+# The keras.applications models (same op set, plus swish/sigmoid and
+# max-pool) compile for minutes; resnet50 stays as their representative.
+_SLOW = ('mcunet', 'mcunet-256kb', 'mcunet-320kb', 'efficientnet_b0',
+         'efficientnet_b4', 'efficientnetv2_b0', 'efficientnetv2_b3', 'vgg19')
 
 
 @pytest.mark.parametrize(

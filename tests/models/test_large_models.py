@@ -17,6 +17,13 @@ COUNTS = {
     'kws_cnn': (12, (49, 10), 94_604),
     'kws_gru': (12, (49, 10), 499_212),
     'kws_lstm': (12, (49, 10), 1_028_012),
+    # keras.applications bases + Dense(10), from the table.
+    'efficientnet_b0': (10, (32, 32, 3), 4_070_000),
+    'efficientnet_b4': (10, (32, 32, 3), 17_700_000),
+    'efficientnetv2_b0': (10, (32, 32, 3), 5_930_000),
+    'efficientnetv2_b3': (10, (32, 32, 3), 12_950_000),
+    'resnet50': (10, (32, 32, 3), 23_620_000),
+    'vgg19': (10, (32, 32, 3), 20_030_000),
 }
 
 
@@ -42,6 +49,7 @@ SMALL = {
     'kws_cnn': ((49, 10), {'filters': 8}),
     'kws_gru': ((49, 10), {'units': 8}),
     'kws_lstm': ((49, 10), {'units': 8}),
+    'efficientnet_b0': ((32, 32, 3), {}),
 }
 
 
@@ -53,6 +61,8 @@ def test_trains_and_attacks_under_jit(name):
   x = rng.normal(size=(8,) + shape).astype(np.float32)
   y = (np.arange(8) % 3).astype(np.int32)
   x[y == 1] += 1.0  # a learnable signal
+  if len(shape) == 3:
+    x = (x - x.min()) / (x.max() - x.min())  # images in [0, 1]
   variables = model.init(jax.random.key(0), x[:1])
   params, state = variables['params'], {k: v for k, v in variables.items()
                                         if k != 'params'}

@@ -12,6 +12,6 @@ from tinyrobust.models.registry import register
 from tinyrobust.models import simple  # mlp, cnn
 from tinyrobust.models import (bonsai, dscnn, fastrnn, mcunet, protonn,  # zoo
                                resnet8, tcn)
-from tinyrobust.models import har_large, kws_large  # large models
+from tinyrobust.models import har_large, imagenet, kws_large  # large models
 
 __all__ = ['check_model', 'get_model', 'list_models', 'register']

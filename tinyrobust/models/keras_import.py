@@ -71,6 +71,12 @@ def _short(name: str) -> str:
   return name.split('/')[-1].split(':')[0]
 
 
+def _is_preprocessing(weight_names: Sequence[str]) -> bool:
+  """Normalization layers (mean, variance, count): the zoo models hold
+  their input preprocessing as constants, documented per model."""
+  return set(weight_names) <= {'mean', 'variance', 'count'}
+
+
 def _split_bidirectional(layer: KerasLayer) -> list[KerasLayer]:
   half = len(layer.weights) // 2
   sub = 'GRU' if len(layer.weights[-1].shape) == 2 else 'LSTM'
@@ -88,6 +94,8 @@ def _from_keras_model(model) -> list[KerasLayer]:
       continue
     ws = layer.weights
     if not ws:
+      continue
+    if _is_preprocessing([_short(getattr(w, 'path', w.name)) for w in ws]):
       continue
     kl = KerasLayer(layer.name, layer.__class__.__name__,
                     [np.asarray(w.numpy()) for w in ws],
@@ -137,7 +145,7 @@ def read_h5(path: str) -> list[KerasLayer]:
     out = []
     for name in _decode(g.attrs['layer_names']):
       wnames = _decode(g[name].attrs.get('weight_names', []))
-      if not wnames:
+      if not wnames or _is_preprocessing([_short(w) for w in wnames]):
         continue
       weights = [np.asarray(g[name][w]) for w in wnames]
       kl = KerasLayer(name, classes.get(name, ''), weights,
