@@ -178,3 +178,34 @@ def speech_commands_data(c: ml_collections.ConfigDict, *,
   c.data.options.features = features
   c.data.options.seed = 0
   c.attack.eps_grid = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0)
+
+
+def cifar10_large(arg: str | None, model: str, *, image_size: int
+                  ) -> ml_collections.ConfigDict:
+  """A keras.applications model trained from scratch on CIFAR-10.
+
+  Default/`full`: 100 epochs of SGD + cosine at the ImageNet resolution
+  `image_size` (CIFAR-10 images are resized inside the model; use a GPU).
+  `quick`: 3 epochs of Adam at the native 32x32 (this CPU). Inputs stay
+  [N, 32, 32, 3] in [0, 1] either way, so eps is in pixel units (x/255).
+  """
+  args = parse_arg(arg, flags=('quick', 'full'))
+  c = base_config()
+  c.data.name = 'cifar10'
+  c.data.options.seed = 0
+  c.data.augment = 'crop_flip'
+  c.model.name = model
+  c.model.kwargs.image_size = image_size
+  c.train.epochs = 100
+  c.train.optimizer = 'sgd'
+  c.train.learning_rate = 0.05
+  c.train.weight_decay = 5e-4
+  c.train.warmup_epochs = 2
+  if args.quick:
+    del c.model.kwargs.image_size
+    c.train.epochs = 3
+    c.train.optimizer = 'adam'
+    c.train.learning_rate = 1e-3
+    c.train.weight_decay = 0.0
+    c.train.warmup_epochs = 0
+  return c

@@ -1,5 +1,6 @@
 """Building blocks of the study configs (one definition each)."""
 
+import importlib
 import os
 
 import ml_collections
@@ -49,6 +50,24 @@ def entry(data_cfg, kind: str, model: str, *, raw: bool = False,
   cfg.model.name = model
   cfg.model.kwargs = ml_collections.ConfigDict(kwargs)
   cfg.train.update(train or {})
+  return ml_collections.ConfigDict({
+      'kind': kind, 'input': 'raw' if raw else 'features', 'nas': nas,
+      'transfer': transfer, 'config': cfg})
+
+
+def from_train(kind: str, train_config: str, variant: str | None = None, *,
+               raw: bool = True, nas: bool = False, transfer: bool = False,
+               train=None, **model_kwargs) -> ml_collections.ConfigDict:
+  """A study entry whose training config is `experiments/configs/train/
+  <train_config>.py[:variant]`, so the study trains each model exactly as
+  its own training command does (`train` and `model_kwargs` override)."""
+  module = importlib.import_module(f'experiments.configs.train.{train_config}')
+  cfg = module.get_config(variant)
+  if 'attack' in cfg:
+    del cfg.attack  # the study's attack section applies to every model
+  cfg.train.progress_bar = False
+  cfg.train.update(train or {})
+  cfg.model.kwargs.update(model_kwargs)
   return ml_collections.ConfigDict({
       'kind': kind, 'input': 'raw' if raw else 'features', 'nas': nas,
       'transfer': transfer, 'config': cfg})

@@ -14,7 +14,7 @@ from experiments.configs import common
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg, flags=('quick',))
+  args = common.parse_arg(arg, flags=('quick', 'full'))
   c = common.base_config()
   c.data.name = 'basic_motions'
   c.data.options.seed = 0

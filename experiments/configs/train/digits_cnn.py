@@ -15,7 +15,7 @@ from experiments.configs import common
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg, flags=('quick',))
+  args = common.parse_arg(arg, flags=('quick', 'full'))
   c = common.base_config()
   c.data.name = 'digits'
   c.data.options.seed = 0

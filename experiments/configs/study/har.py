@@ -1,0 +1,41 @@
+r"""The robustness study's activity-recognition task on AURITUS earables.
+
+Command:
+  TINYROBUST_DATA_DIR=/work/shared/data python -m experiments.main \
+      --mode=study --config=experiments/configs/study/har.py:quick \
+      --workdir=/tmp/tinyrobust/study_har
+Models (Table 1 of the study): tiny ProtoNN and Bonsai (on the 10 window
+features), FastRNN, FastGRNN and TCN (raw windows); large CNN, CNN-LSTM and
+LSTM (raw windows). Each trains as its own
+`experiments/configs/train/auritus_<model>.py` command does. Splits hold out
+participants (the study's random window split leaks windows of one
+recording into train and test). Inputs are standardised with training
+statistics, so eps is in train-std units per channel or feature. Variants:
+`quick` (this CPU: the training configs' quick windows, 3 epochs per model,
+FGSM and PGD-10 on 500 test windows over 5 eps values), default / `full`
+(each training config's schedule; use a GPU).
+"""
+
+from experiments.configs import common
+from experiments.configs.study import parts
+
+
+def get_config(arg=None):
+  args = common.parse_arg(arg, flags=('quick', 'full'))
+  q = args.quick
+  variant = 'quick' if q else None
+  short = {'epochs': 3} if q else None
+  c = parts.study_base()
+  if q:
+    c.attack.max_examples = 500
+  c.tasks.har = parts.task('train-std', (0.0, 0.1, 0.2, 0.4, 0.8) if q else
+                           (0.0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6))
+  m = c.tasks.har.models
+  for name, raw in (('protonn', False), ('bonsai', False), ('fastrnn', True),
+                    ('fastgrnn', True), ('tcn', True)):
+    m[name] = parts.from_train('tiny', f'auritus_{name}', variant,
+                               train=short, raw=raw)
+  for name in ('har_cnn', 'har_cnn_lstm', 'har_lstm'):
+    m[name] = parts.from_train('large', f'auritus_{name}', variant,
+                               train=short)
+  return c

@@ -1,0 +1,43 @@
+r"""The robustness study's image task on CIFAR-10: TinyML vs large models.
+
+Command:
+  TINYROBUST_DATA_DIR=/work/shared/data python -m experiments.main \
+      --mode=study --config=experiments/configs/study/image.py:quick \
+      --workdir=/tmp/tinyrobust/study_image
+Models (Table 1 of the study): tiny ResNet8 (MLPerf Tiny) and MCUNet
+(320 kB, made by NAS, transfer-learned in the study); large EfficientNetB0,
+ResNet50 and VGG19 (transfer-learned from ImageNet in the study; here from
+scratch unless a model's training config is given ImageNet weights). Each
+model trains as its own `experiments/configs/train/cifar10_<model>.py`
+command does. Inputs are [N, 32, 32, 3] in [0, 1]; the eps grid is in
+pixel/255 (the study's 0-255 grid, `study.config.STUDY_IMAGE_EPS_PIXEL`).
+Variants: `quick` (this CPU: 2 epochs per model on the offline 10k-image
+subset, large models at 32x32, FGSM and PGD-10 on 500 test images over 5 eps
+values), default / `full` (each training config's full schedule, all 2,000
+test images, the study's eps grid; use a GPU).
+"""
+
+from experiments.configs import common
+from experiments.configs.study import parts
+from tinyrobust.study import config as study_config
+
+
+def get_config(arg=None):
+  args = common.parse_arg(arg, flags=('quick', 'full'))
+  q = args.quick
+  variant = 'quick' if q else None
+  short = {'epochs': 2} if q else None
+  c = parts.study_base()
+  if q:
+    c.attack.max_examples = 500
+  c.tasks.image = parts.task(
+      'pixel/255', (0.0, 1.0, 2.0, 4.0, 8.0) if q else
+      study_config.STUDY_IMAGE_EPS_PIXEL)
+  m = c.tasks.image.models
+  m.resnet8 = parts.from_train('tiny', 'cifar10_resnet8', variant, train=short)
+  m.mcunet = parts.from_train('tiny', 'cifar10_mcunet', variant, train=short,
+                              nas=True, transfer=True)
+  for name in ('efficientnet_b0', 'resnet50', 'vgg19'):
+    m[name] = parts.from_train('large', f'cifar10_{name}', variant,
+                               train=short, transfer=True)
+  return c

@@ -1,0 +1,38 @@
+r"""The robustness study's keyword-spotting task on Speech Commands.
+
+Command:
+  TINYROBUST_DATA_DIR=/work/shared/data python -m experiments.main \
+      --mode=study --config=experiments/configs/study/kws.py:quick \
+      --workdir=/tmp/tinyrobust/study_kws
+Models (Table 1 of the study): tiny DS-CNN (MLPerf Tiny) and TCN; large CNN,
+GRU and LSTM (Hello Edge); the study's Attention RNN is not in the zoo yet. Each
+trains as its own `experiments/configs/train/speech_commands_<model>.py`
+command does. Offline only the official test set exists; it is split by
+speaker (0.7/0.1/0.2), so no speaker is in two splits. Inputs: [N, 49, 10]
+MFCCs (the MLPerf Tiny front-end); eps in MFCC units, the model's input as in
+the study. Variants: `quick` (this CPU: 3 epochs per model, FGSM and PGD-10
+over 5 eps values), default / `full` (each training config's schedule; use a
+GPU).
+"""
+
+from experiments.configs import common
+from experiments.configs.study import parts
+
+
+def get_config(arg=None):
+  args = common.parse_arg(arg, flags=('quick', 'full'))
+  q = args.quick
+  variant = 'quick' if q else None
+  short = {'epochs': 3} if q else None
+  c = parts.study_base()
+  c.tasks.kws = parts.task('mfcc', (0.0, 0.25, 0.5, 1.0, 2.0) if q else
+                           (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0))
+  m = c.tasks.kws.models
+  m.dscnn = parts.from_train('tiny', 'speech_commands_dscnn', variant,
+                             train=short, raw=False)
+  m.tcn = parts.from_train('tiny', 'speech_commands_tcn', variant,
+                           train=short, raw=False)
+  for name in ('kws_cnn', 'kws_gru', 'kws_lstm'):
+    m[name] = parts.from_train('large', f'speech_commands_{name}', variant,
+                               train=short, raw=False)
+  return c
