@@ -1,4 +1,5 @@
-"""Pure, jittable attack kernels (FGSM, PGD; L-inf and L2) as plug-ins.
+"""Pure, jittable attack kernels as plug-ins: FGSM, PGD, APGD, Square and the
+AutoAttack cascade (L-inf and L2).
 
 This package imports nothing from `tinyrobust.models` or `tinyrobust.data`:
 a model enters only as `apply_fn(variables, x) -> logits`.
@@ -56,6 +57,12 @@ Step loop: `loop=None` picks `default_loop()` for the backend ('unroll' on
 CPU, 'fori' on GPU/TPU; see `DEFAULT_LOOP` and experiments/bench_attacks.py).
 """
 
+from tinyrobust.attacks.apgd import apgd_checkpoints
+from tinyrobust.attacks.apgd import make_apgd
+from tinyrobust.attacks.apgd import make_apgd_ce
+from tinyrobust.attacks.apgd import make_apgd_dlr
+from tinyrobust.attacks.apgd import make_apgd_t
+from tinyrobust.attacks.autoattack import make_autoattack
 from tinyrobust.attacks.checks import check_inputs
 from tinyrobust.attacks.checks import check_shapes
 from tinyrobust.attacks.checks import LOOPS
@@ -76,11 +83,16 @@ from tinyrobust.attacks.registry import get_attack
 from tinyrobust.attacks.registry import list_attacks
 from tinyrobust.attacks.registry import register_attack
 from tinyrobust.attacks.registry import unregister_attack
+from tinyrobust.attacks.square import make_square
+from tinyrobust.attacks.square import square_p
+from tinyrobust.attacks.threat import Threat
 
 __all__ = [
     'check_inputs', 'check_shapes', 'LOOPS', 'get_loss', 'label_margin',
     'LOSSES', 'NORMS', 'per_example_norm', 'project', 'default_loop',
     'DEFAULT_LOOP', 'make_fgsm', 'make_pgd', 'as_attack', 'Attack',
     'attack_options', 'get_attack', 'list_attacks', 'register_attack',
-    'unregister_attack',
+    'unregister_attack', 'apgd_checkpoints', 'make_apgd', 'make_apgd_ce',
+    'make_apgd_dlr', 'make_apgd_t', 'make_autoattack', 'make_square',
+    'square_p', 'Threat',
 ]

@@ -46,10 +46,42 @@ def margin_loss(logits: jax.Array, y: jax.Array) -> jax.Array:
   return -label_margin(logits, y)
 
 
+def _check_classes(logits: jax.Array, need: int, name: str) -> None:
+  if logits.shape[-1] < need:
+    raise ValueError(f'The {name} loss needs at least {need} classes, got '
+                     f'logits with {logits.shape[-1]}.')
+
+
+def dlr_loss(logits: jax.Array, y: jax.Array) -> jax.Array:
+  """Difference of logits ratio (Croce and Hein 2020), [B], needs K >= 3:
+
+  `-(z_y - max_{j != y} z_j) / (z_pi1 - z_pi3 + 1e-12)`, with `z_pi1 >=
+  z_pi2 >= ...` the sorted logits. Invariant to shifting and scaling the
+  logits, so it does not vanish on saturated softmax outputs.
+  """
+  _check_classes(logits, 3, 'DLR')
+  z = _f32(logits)
+  top = jax.lax.top_k(z, 3)[0]
+  return -label_margin(z, y) / (top[:, 0] - top[:, 2] + 1e-12)
+
+
+def dlr_targeted_loss(logits: jax.Array, y: jax.Array,
+                      target: jax.Array) -> jax.Array:
+  """Targeted DLR, [B], needs K >= 4:
+  `-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2 + 1e-12)`."""
+  _check_classes(logits, 4, 'targeted DLR')
+  z = _f32(logits)
+  top = jax.lax.top_k(z, 4)[0]
+  z_y = jnp.take_along_axis(z, y[:, None], axis=-1)[:, 0]
+  z_t = jnp.take_along_axis(z, target[:, None], axis=-1)[:, 0]
+  return -(z_y - z_t) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12)
+
+
 LOSSES: dict[str, LossFn] = {
     'ce': cross_entropy,
     'mse': softmax_mse,
     'margin': margin_loss,
+    'dlr': dlr_loss,
 }
 
 

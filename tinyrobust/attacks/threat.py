@@ -98,6 +98,10 @@ class Threat:
     """A perturbation stated in the scaled space, in input units."""
     return u if self.scale is None else u * self._s(u)
 
+  def to_scaled(self, d: jax.Array) -> jax.Array:
+    """A perturbation in input units, stated in the scaled space."""
+    return d if self.scale is None else d / self._s(d)
+
   def random_init(self, key: jax.Array, x: jax.Array,
                   eps_b: jax.Array) -> jax.Array:
     """A perturbation drawn uniformly from the (scaled) ball, not clipped."""
@@ -105,9 +109,7 @@ class Threat:
 
   def size(self, d: jax.Array) -> jax.Array:
     """Per-example size of perturbation `d` in the threat's (scaled) norm."""
-    if self.scale is not None:
-      d = d / self._s(d)
-    return norms.per_example_norm(d, self.norm)
+    return norms.per_example_norm(self.to_scaled(d), self.norm)
 
 
 def _broadcasts_to(a_shape: tuple[int, ...], shape: tuple[int, ...]) -> bool:

@@ -1,0 +1,117 @@
+"""APGD, Square and the AutoAttack cascade on a trained digits MLP."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tinyrobust import attacks
+from tinyrobust.attacks import apgd
+from tinyrobust.attacks import autoattack
+from tinyrobust.attacks import square
+
+EPS = 0.06
+
+
+def _paper_checkpoints(steps):
+  """Croce and Hein (2020), Sec. 3.1: p_0 = 0, p_1 = 0.22,
+  p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06); w_j = ceil(p_j N)."""
+  p = [0.0, 0.22]
+  while p[-1] + max(p[-1] - p[-2] - 0.03, 0.06) <= 1.0:
+    p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
+  w = [int(math.ceil(round(q * steps, 9))) for q in p]
+  return tuple(sorted(set(w)))  # a repeated checkpoint (short runs) is one
+
+
+@pytest.mark.parametrize('steps', [10, 100, 250])
+def test_apgd_checkpoints_follow_the_paper(steps):
+  assert apgd.apgd_checkpoints(steps) == _paper_checkpoints(steps)
+
+
+def _robust(apply_fn, v, x_adv, y):
+  return np.asarray(jnp.argmax(apply_fn(v, x_adv), -1) == y)
+
+
+@pytest.mark.parametrize('norm, eps', [('linf', EPS), ('l2', 0.5)])
+def test_apgd_stays_in_ball_and_clip(digits_mlp, norm, eps):
+  f, v, x, y = digits_mlp
+  atk = attacks.get_attack('apgd-ce', f, norm=norm, steps=20, clip=(0.0, 1.0))
+  x_adv = np.asarray(atk(v, x, y, jax.random.key(0), eps))
+  d = (x_adv - np.asarray(x)).reshape(len(x), -1)
+  size = np.abs(d).max(1) if norm == 'linf' else np.linalg.norm(d, axis=1)
+  assert size.max() <= eps * (1 + 1e-5) + 1e-6
+  assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
+
+
+def test_apgd_ce_at_least_as_strong_as_pgd(digits_mlp):
+  f, v, x, y = digits_mlp
+  key = jax.random.key(0)
+  pgd = attacks.make_pgd(f, steps=20, clip=(0.0, 1.0))(v, x, y, key, EPS)
+  ap = attacks.get_attack('apgd-ce', f, steps=20, clip=(0.0, 1.0))(
+      v, x, y, key, EPS)
+  r_pgd, r_apgd = _robust(f, v, pgd, y), _robust(f, v, ap, y)
+  assert r_apgd.mean() <= r_pgd.mean() + 1 / len(y), (r_apgd.mean(),
+                                                       r_pgd.mean())
+  assert r_apgd.mean() < _robust(f, v, x, y).mean()
+
+
+@jax.custom_vjp
+def _no_grad(x):
+  return x
+
+
+def _no_grad_fwd(x):
+  return x, None
+
+
+def _no_grad_bwd(res, g):
+  raise RuntimeError('this model has no gradient')
+
+
+_no_grad.defvjp(_no_grad_fwd, _no_grad_bwd)
+
+
+def test_square_needs_no_gradient_and_stays_in_ball(digits_mlp):
+  f, v, x, y = digits_mlp
+  g = lambda v, x: f(v, _no_grad(x))
+  with pytest.raises(RuntimeError, match='no gradient'):
+    jax.grad(lambda x: g(v, x).sum())(x)
+  atk = attacks.get_attack('square', g, queries=200, clip=(0.0, 1.0))
+  x_adv = np.asarray(atk(v, x, y, jax.random.key(0), EPS))
+  assert np.abs(x_adv - np.asarray(x)).max() <= EPS + 1e-6
+  assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
+  clean = _robust(f, v, x, y)
+  robust = _robust(f, v, x_adv, y)
+  assert robust.mean() < clean.mean() - 0.05, (robust.mean(), clean.mean())
+  assert not np.any(robust & ~clean)  # never repairs a misclassified point
+
+
+def test_square_p_schedule_halves_at_the_papers_iterations():
+  p = [square.square_p(i, 10000, 0.8) for i in (0, 10, 11, 50, 51, 8001)]
+  assert p == [0.8, 0.8, 0.4, 0.4, 0.2, 0.8 / 2 ** 9]
+
+
+def test_cascade_is_the_per_example_worst_case(digits_mlp):
+  f, v, x, y = digits_mlp
+  key = jax.random.key(0)
+  kw = dict(clip=(0.0, 1.0))
+  aa = autoattack.make_autoattack(f, steps=10, queries=100, return_info=True,
+                                  **kw)
+  x_aa, info = aa(v, x, y, key, EPS)
+  broken = np.asarray(info['broken_by'])
+  robust_aa = _robust(f, v, x_aa, y)
+  assert np.all(robust_aa == (broken == -1))
+  np.testing.assert_array_equal(np.asarray(x_aa)[broken == -1],
+                                np.asarray(x)[broken == -1])
+  assert np.all(broken[~_robust(f, v, x, y)] == 0)  # clean errors: stage 0
+  singles = {'apgd-ce': attacks.get_attack('apgd-ce', f, steps=10, **kw),
+             'apgd-t': attacks.get_attack('apgd-t', f, steps=10, **kw),
+             'square': attacks.get_attack('square', f, queries=100, **kw)}
+  for name, atk in singles.items():
+    r = _robust(f, v, atk(v, x, y, key, EPS), y)
+    assert robust_aa.mean() <= r.mean() + 2 / len(y), name
+  stages = aa.config['stages']
+  assert stages == ['clean', 'apgd-ce', 'apgd-t', 'square']
+  assert set(np.unique(broken)) <= set(range(-1, len(stages)))

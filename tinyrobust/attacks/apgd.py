@@ -1,0 +1,353 @@
+"""Auto-PGD (Croce and Hein, ICML 2020), L-inf and L2, as a pure JAX kernel.
+
+APGD is PGD without a step-size to tune. From a random point x^(0) on the
+eps-sphere it takes `steps` gradient steps with momentum
+
+    z^(k+1) = P(x^(k) + eta^(k) dir(grad f(x^(k))))
+    x^(k+1) = P(x^(k) + a (z^(k+1) - x^(k)) + (1 - a) (x^(k) - x^(k-1)))
+
+(`a = 1` for the first step, then `ALPHA = 0.75`), starting from the step
+size `eta = 2 eps`, and at the checkpoints w_j = ceil(p_j * steps),
+p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)
+(`apgd_checkpoints`), halves eta and restarts from the best point x_max
+found so far when
+
+  1. the loss increased at fewer than `rho * (w_j - w_{j-1})` of the steps
+     since the last checkpoint, or
+  2. eta was not halved at the last checkpoint and the best loss f_max did
+     not improve since then.
+
+Everything is per example (eta, counters, best point) and in `lax` control
+flow, so the kernel jits once for any `steps` and vmaps over eps.
+
+Where the paper leaves a detail open this follows the authors' code: the
+start point is `x + eps * t / ||t||` (t uniform for L-inf, Gaussian for L2);
+the check at w_j looks at the iterates x^(w_{j-1}) .. x^(w_j) and, when it
+halves eta, the next step starts from x_max with x_max's gradient (keeping
+the momentum term of the last iterate). Where the two differ, the paper is
+followed: checkpoints are `ceil(p_j * steps)` (the code's integer
+decrements round down) and condition 2 already applies at w_1 (the code
+skips it there). The output is a misclassified iterate when one was found
+(the last found), else x_max; a targeted pass still succeeds on any
+misclassification (as in AutoAttack's APGD-T).
+
+Losses: 'ce', 'dlr' (the difference-of-logits ratio, needs K >= 3), any
+other name in `LOSSES`, and 'dlr-targeted' (needs K >= 4): the targets are
+the `n_target_classes` most likely classes after the top one on the clean
+input, each run as its own pass (times `restarts`), keeping per example the
+first successful pass, else the one with the lowest label margin.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tinyrobust.attacks import build
+from tinyrobust.attacks import losses
+from tinyrobust.attacks import registry
+from tinyrobust.attacks import threat as threat_lib
+
+ApplyFn = Callable[[Any, jax.Array], jax.Array]
+ALPHA = 0.75
+APGD_LOSSES = tuple(losses.LOSSES) + ('dlr-targeted',)
+NAMES = {'ce': 'apgd-ce', 'dlr': 'apgd-dlr', 'dlr-targeted': 'apgd-t'}
+
+
+def apgd_checkpoints(steps: int) -> tuple[int, ...]:
+  """The checkpoints `w_0 = 0 < w_1 < ... <= steps` of APGD's schedule.
+
+  `w_j = ceil(p_j * steps)` with `p_0 = 0`, `p_1 = 0.22` and
+  `p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)`, computed exactly in
+  hundredths (e.g. steps=100: 0, 22, 41, 57, 70, 80, 87, 93, 99).
+  """
+  p_prev, p = 0, 22
+  out = [0]
+  while True:
+    w = -(-p * steps // 100)  # ceil(p * steps / 100) in integers
+    if w > steps:
+      return tuple(out)
+    if w > out[-1]:
+      out.append(w)
+    p_prev, p = p, p + max(p - p_prev - 3, 6)
+
+
+def _checkpoint_tables(steps: int) -> tuple[np.ndarray, np.ndarray]:
+  """Per step index i (the step producing x^(i+1)): is i+1 a checkpoint,
+  and the length w_j - w_{j-1} of the interval it closes."""
+  w = apgd_checkpoints(steps)
+  at = np.zeros(steps, bool)
+  length = np.zeros(steps, np.float32)
+  for prev, cur in zip(w[:-1], w[1:]):
+    at[cur - 1] = True
+    length[cur - 1] = cur - prev
+  return at, length
+
+
+def _rows(mask: jax.Array, a: jax.Array) -> jax.Array:
+  return mask.reshape(mask.shape + (1,) * (a.ndim - 1))
+
+
+def _select(mask: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
+  """Per example: `a` where `mask [B]`, else `b`."""
+  return jnp.where(_rows(mask, a), a, b)
+
+
+def _start(key: jax.Array, x: jax.Array, eps_b: jax.Array,
+           threat: threat_lib.Threat) -> jax.Array:
+  """x^(0): `x + eps * t / ||t||` in the threat's (scaled) norm."""
+  if threat.norm == 'linf':
+    t = jax.random.uniform(key, x.shape, x.dtype, -1.0, 1.0)
+  else:
+    t = jax.random.normal(key, x.shape, x.dtype)
+  axes = tuple(range(1, x.ndim))
+  if threat.norm == 'linf':
+    n = jnp.max(jnp.abs(t), axis=axes, keepdims=True)
+  else:
+    n = jnp.sqrt(jnp.sum(t * t, axis=axes, keepdims=True))
+  u = eps_b * t / jnp.where(n > 0, n, 1.0)
+  return threat.project(x, x + threat.to_delta(u), eps_b)
+
+
+def _loss_fn(loss: str):
+  """`f(logits, y, target) -> [B]`, larger is better for the attacker."""
+  if loss == 'dlr-targeted':
+    return losses.dlr_targeted_loss
+  fn = losses.get_loss(loss)
+  return lambda logits, y, target: fn(logits, y)
+
+
+def _evaluator(apply_fn: ApplyFn, loss: str):
+  """`evaluate(variables, x, y, target) -> (loss [B], grad, misclassified)`."""
+  loss_fn = _loss_fn(loss)
+
+  def total(x, variables, y, target):
+    logits = apply_fn(variables, x)
+    per_example = loss_fn(logits, y, target)
+    return jnp.sum(per_example), (per_example, logits)
+
+  value_and_grad = jax.value_and_grad(total, has_aux=True)
+
+  def evaluate(variables, x, y, target):
+    (_, (per_example, logits)), g = value_and_grad(x, variables, y, target)
+    return per_example, g, jnp.argmax(logits, axis=-1) != y
+
+  return evaluate
+
+
+def _init_state(x0, l0, g0, miscl0, eps_b):
+  b = x0.shape[0]
+  return dict(
+      x_cur=x0, x_prev=x0, grad=g0, loss_cur=l0,
+      x_best=x0, grad_best=g0, loss_best=l0, best_at_check=l0,
+      x_found=x0, found=miscl0,
+      eta=2.0 * eps_b.reshape(b), n_inc=jnp.zeros(b, jnp.int32),
+      reduced_last=jnp.zeros(b, bool), n_halved=jnp.zeros(b, jnp.int32))
+
+
+def _move(s, x, eps_b, a, threat):
+  """One momentum step from `s['x_cur']`, projected (ball, then clip)."""
+  eta = s['eta'].reshape(eps_b.shape)
+  x_cur = s['x_cur']
+  z = threat.project(x, x_cur + eta * threat.direction(s['grad']), eps_b)
+  x_new = x_cur + a * (z - x_cur) + (1.0 - a) * (x_cur - s['x_prev'])
+  return threat.project(x, x_new, eps_b)
+
+
+def _record(s, x_new, l_new, g_new, miscl):
+  """Bookkeeping after evaluating the new iterate."""
+  improved = l_new > s['loss_best']
+  return dict(
+      s,
+      x_found=_select(miscl, x_new, s['x_found']), found=s['found'] | miscl,
+      n_inc=s['n_inc'] + (l_new > s['loss_cur']).astype(jnp.int32),
+      x_best=_select(improved, x_new, s['x_best']),
+      grad_best=_select(improved, g_new, s['grad_best']),
+      loss_best=jnp.where(improved, l_new, s['loss_best']),
+      x_prev=s['x_cur'], x_cur=x_new, grad=g_new, loss_cur=l_new)
+
+
+def _checkpoint(s, at, length, rho):
+  """At a checkpoint: halve eta and restart from x_max where condition 1 or
+  2 holds; reset the interval's counters."""
+  cond1 = s['n_inc'].astype(jnp.float32) < rho * length
+  cond2 = ~s['reduced_last'] & (s['loss_best'] <= s['best_at_check'])
+  halve = at & (cond1 | cond2)
+  return dict(
+      s,
+      eta=jnp.where(halve, 0.5 * s['eta'], s['eta']),
+      x_cur=_select(halve, s['x_best'], s['x_cur']),
+      grad=_select(halve, s['grad_best'], s['grad']),
+      loss_cur=jnp.where(halve, s['loss_best'], s['loss_cur']),
+      reduced_last=jnp.where(at, halve, s['reduced_last']),
+      best_at_check=jnp.where(at, s['loss_best'], s['best_at_check']),
+      n_inc=jnp.where(at, 0, s['n_inc']),
+      n_halved=s['n_halved'] + halve.astype(jnp.int32))
+
+
+def _apgd_pass(apply_fn: ApplyFn, threat: threat_lib.Threat, *, loss: str,
+               steps: int, rho: float):
+  """One APGD run: `run(variables, x, y, target, key, eps_b) -> (x_out,
+  found [B], eta [B], n_halved [B])`."""
+  evaluate = _evaluator(apply_fn, loss)
+  at_table, length_table = _checkpoint_tables(steps)
+
+  def run(variables, x, y, target, key, eps_b):
+    at_t, len_t = jnp.asarray(at_table), jnp.asarray(length_table)
+    x0 = _start(key, x, eps_b, threat)
+    s = _init_state(x0, *evaluate(variables, x0, y, target), eps_b)
+
+    def body(i, s):
+      a = jnp.where(i == 0, 1.0, ALPHA).astype(x.dtype)
+      x_new = jax.lax.stop_gradient(_move(s, x, eps_b, a, threat))
+      s = _record(s, x_new, *evaluate(variables, x_new, y, target))
+      return _checkpoint(s, at_t[i], len_t[i], rho)
+
+    s = jax.lax.fori_loop(0, steps, body, s)
+    x_out = _select(s['found'], s['x_found'], s['x_best'])
+    return x_out, s['found'], s['eta'], s['n_halved']
+
+  return run
+
+
+def _targets(logits: jax.Array, y: jax.Array, *, loss: str,
+             n_target_classes: int, restarts: int) -> jax.Array:
+  """`[P, B]` per-pass targets: for 'dlr-targeted' the 2nd .. (n+1)-th most
+  likely classes on the clean input, each `restarts` times; else y."""
+  if loss != 'dlr-targeted':
+    return jnp.broadcast_to(y, (restarts,) + y.shape)
+  n = min(n_target_classes, logits.shape[-1] - 1)
+  order = jnp.argsort(-logits, axis=-1).astype(y.dtype)   # [B, K]
+  ranks = np.repeat(np.arange(1, n + 1), restarts)         # [P]
+  return order[:, ranks].T
+
+
+def _apgd_run(apply_fn: ApplyFn, threat: threat_lib.Threat, *, loss: str,
+              steps: int, rho: float, n_target_classes: int, restarts: int):
+  """All passes (targets x restarts) under `lax.scan`; per example the first
+  successful pass, else the one with the lowest label margin."""
+  one_pass = _apgd_pass(apply_fn, threat, loss=loss, steps=steps, rho=rho)
+
+  def run(variables, x, y, key, eps_b):
+    targets = _targets(apply_fn(variables, x), y, loss=loss,
+                       n_target_classes=n_target_classes, restarts=restarts)
+    keys = jax.random.split(key, targets.shape[0])
+    b = x.shape[0]
+
+    def step(c, inp):
+      k, target = inp
+      x_out, found, eta, n_halved = one_pass(variables, x, y, target, k,
+                                             eps_b)
+      margin = losses.label_margin(apply_fn(variables, x_out), y)
+      take = ~c['found'] & (found | (margin < c['margin']))
+      new = dict(x=x_out, found=found, margin=margin, step_size=eta,
+                 n_halvings=n_halved)
+      return {k_: _select(take, new[k_], c[k_]) for k_ in c}, None
+
+    init = dict(x=x, found=jnp.zeros(b, bool),
+                margin=jnp.full((b,), jnp.inf, jnp.float32),
+                step_size=jnp.zeros(b, x.dtype),
+                n_halvings=jnp.zeros(b, jnp.int32))
+    c, _ = jax.lax.scan(step, init, (keys, targets))
+    return c['x'], {'step_size': c['step_size'],
+                    'n_halvings': c['n_halvings']}
+
+  return run
+
+
+def _check_options(*, loss, steps, restarts, rho, n_target_classes):
+  if loss not in APGD_LOSSES:
+    raise ValueError(f'Unknown APGD loss {loss!r}. Valid: '
+                     f'{", ".join(APGD_LOSSES)}.')
+  for name, v in (('steps', steps), ('restarts', restarts),
+                  ('n_target_classes', n_target_classes)):
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+      raise ValueError(f'{name} must be an int >= 1, got {v!r}.')
+  if isinstance(rho, bool) or not isinstance(
+      rho, (int, float, np.integer, np.floating)) or not (
+          math.isfinite(rho) and 0.0 <= rho <= 1.0):
+    raise ValueError(f'rho must be a number in [0, 1], got {rho!r}.')
+
+
+def make_apgd(apply_fn: ApplyFn, *, norm: str = 'linf', steps: int = 100,
+              loss: str = 'ce', n_target_classes: int = 9, restarts: int = 1,
+              rho: float = 0.75, clip: tuple[Any, Any] | None = None,
+              eps_scale: Any = None,
+              return_info: bool = False) -> registry.Attack:
+  """Builds an Auto-PGD attack (see the module docstring for the algorithm).
+
+  Args:
+    apply_fn: `apply_fn(variables, x [B, ...]) -> logits [B, K]`, eval mode.
+    norm: 'linf' or 'l2'.
+    steps: gradient steps per pass (the paper's N_iter; AutoAttack: 100).
+    loss: 'ce', 'dlr' (K >= 3), 'dlr-targeted' (K >= 4), or any name in
+      `LOSSES` ('mse', 'margin').
+    n_target_classes: targets for 'dlr-targeted' (capped at K - 1).
+    restarts: random starts per target; per example the first successful.
+    rho: condition-1 threshold (fraction of steps that must raise the loss).
+    clip: `(lo, hi)` valid range, scalars or arrays broadcastable to one
+      example (as in `make_pgd`).
+    eps_scale: per-feature eps scale (as in `make_pgd`); the initial step
+      `2 eps` and all steps are in the scaled space.
+    return_info: also return the `make_pgd` info plus 'step_size' (final
+      eta, scaled units) and 'n_halvings' of the pass that was kept.
+
+  Returns:
+    An `Attack` named 'apgd-ce', 'apgd-dlr', 'apgd-t' ('dlr-targeted') or
+    'apgd-<loss>': `attack(variables, x, y, key, eps) -> x_adv`, with `y`
+    the true labels (also for the targeted loss), pure, jittable and
+    vmappable over eps; eps=0 returns x.
+  """
+  build.check_apply_fn(apply_fn)
+  _check_options(loss=loss, steps=steps, restarts=restarts, rho=rho,
+                 n_target_classes=n_target_classes)
+  threat = threat_lib.Threat.build(norm, clip, eps_scale)
+  run = _apgd_run(apply_fn, threat, loss=loss, steps=int(steps),
+                  rho=float(rho), n_target_classes=int(n_target_classes),
+                  restarts=int(restarts))
+  config = dict(norm=norm, steps=steps, loss=loss, restarts=restarts,
+                rho=rho, clip=clip, eps_scale=eps_scale)
+  if loss == 'dlr-targeted':
+    config['n_target_classes'] = n_target_classes
+  return build.build_attack(NAMES.get(loss, f'apgd-{loss}'), config,
+                            apply_fn, run, threat=threat,
+                            return_info=return_info, extra_info=True)
+
+
+def make_apgd_ce(apply_fn: ApplyFn, *, norm: str = 'linf', steps: int = 100,
+                 restarts: int = 1, rho: float = 0.75, clip=None,
+                 eps_scale=None, return_info: bool = False):
+  """APGD with the cross-entropy loss ('apgd-ce'); see `make_apgd`."""
+  return make_apgd(apply_fn, norm=norm, steps=steps, loss='ce',
+                   restarts=restarts, rho=rho, clip=clip, eps_scale=eps_scale,
+                   return_info=return_info)
+
+
+def make_apgd_dlr(apply_fn: ApplyFn, *, norm: str = 'linf', steps: int = 100,
+                  restarts: int = 1, rho: float = 0.75, clip=None,
+                  eps_scale=None, return_info: bool = False):
+  """APGD with the DLR loss ('apgd-dlr', K >= 3); see `make_apgd`."""
+  return make_apgd(apply_fn, norm=norm, steps=steps, loss='dlr',
+                   restarts=restarts, rho=rho, clip=clip, eps_scale=eps_scale,
+                   return_info=return_info)
+
+
+def make_apgd_t(apply_fn: ApplyFn, *, norm: str = 'linf', steps: int = 100,
+                n_target_classes: int = 9, restarts: int = 1,
+                rho: float = 0.75, clip=None, eps_scale=None,
+                return_info: bool = False):
+  """APGD-T: targeted DLR over the top `n_target_classes` ('apgd-t', K >= 4);
+  see `make_apgd`."""
+  return make_apgd(apply_fn, norm=norm, steps=steps, loss='dlr-targeted',
+                   n_target_classes=n_target_classes, restarts=restarts,
+                   rho=rho, clip=clip, eps_scale=eps_scale,
+                   return_info=return_info)
+
+
+registry.register_attack('apgd-ce', make_apgd_ce)
+registry.register_attack('apgd-dlr', make_apgd_dlr)
+registry.register_attack('apgd-t', make_apgd_t)
