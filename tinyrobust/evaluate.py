@@ -47,6 +47,7 @@ import numpy as np
 from tinyrobust import attacks as attacks_lib
 from tinyrobust import config_io
 from tinyrobust import io
+from tinyrobust import sanity
 from tinyrobust import sharding
 
 RESULTS_NAME = 'attack_results'
@@ -357,13 +358,26 @@ def _add_counts(c, outputs, yb, n_valid: int) -> None:
   ex['consistent'].append((adv_pred == clean_pred) & valid_adv)
 
 
+def _noise_baseline(noise_counts, eps_grid, n: int) -> dict[str, Any]:
+  return {'per_eps': [
+      {'eps': float(e), 'robust_correct': int(r),
+       'robust_accuracy': float(r) / n}
+      for e, r in zip(eps_grid, noise_counts['robust'])]}
+
+
 def summarize(counts: Mapping[str, Mapping[str, Any]],
               attacks: Mapping[str, Any], eps_grid: Sequence[float],
-              n: int) -> dict[str, Any]:
+              n: int, *, noise_counts: Mapping[str, Any] | None = None,
+              model_flags: Sequence[Mapping[str, Any]] = (),
+              range_width: float | None = None) -> dict[str, Any]:
   """Rates, sanity flags and CSV rows from `RobustnessEvaluator.run` counts.
 
   Pure (no JAX): `attacks` maps each name to its record (for `name` as the
-  kind, and `config`).
+  kind, and `config`). `noise_counts` (random noise of the same norm and
+  eps, `sanity.make_noise`) adds the noise baseline and its flags;
+  `model_flags` come from `sanity.model_checks`. At eps >= `range_width`
+  (the narrowest clip range) a gradient attack must leave ~no example
+  robust (`robust_at_large_eps`).
   """
   per_attack = {}
   for name, c in counts.items():
@@ -381,7 +395,16 @@ def summarize(counts: Mapping[str, Mapping[str, Any]],
     }
   first = next(iter(per_attack.values()))
   clean_correct = first['clean_correct']
-  flags = sanity_flags(per_attack)
+  flags = sanity_flags(per_attack) + [dict(f) for f in model_flags]
+  noise = None
+  if noise_counts is not None:
+    noise = _noise_baseline(noise_counts, eps_grid, n)
+    flags += sanity.compare_flags(per_attack, noise)
+  for name, res in per_attack.items():
+    for p in res['per_eps']:
+      if range_width is not None and p['eps'] >= range_width and \
+          res['kind'] not in sanity.BLACKBOX:
+        flags += sanity.large_eps_flags(name, p['robust_accuracy'], p['eps'])
   rows = _rows(per_attack, flags, clean_correct, n)
   for f in flags:
     logging.warning('Sanity flag: %s', f)
@@ -390,6 +413,7 @@ def summarize(counts: Mapping[str, Mapping[str, Any]],
       'clean_accuracy': clean_correct / n,
       'eps_grid': [float(e) for e in eps_grid], 'attacks': per_attack,
       'flags': flags, 'sanity_ok': not flags, 'rows': rows,
+      'noise_baseline': noise,
   }
 
 
@@ -558,7 +582,13 @@ def robustness_run(apply_fn: Callable, variables: Any, dataset, *, attacks,
   evaluator = RobustnessEvaluator(apply_fn, kernels, grid,
                                   batch_size=batch_size, devices=devices)
   counts = evaluator.run(variables, x, y, seed=seed)
-  out = summarize(counts, evaluator.attacks, grid, len(x))
+  noise_counts, model_flags = _sanity_runs(
+      apply_fn, variables, x, y, grid, kernels, clip=clip,
+      batch_size=batch_size, devices=devices, seed=seed)
+  out = summarize(counts, evaluator.attacks, grid, len(x),
+                  noise_counts=noise_counts, model_flags=model_flags,
+                  range_width=None if clip is None else float(
+                      np.min(np.asarray(clip[1]) - np.asarray(clip[0]))))
   out.update({
       'num_classes': num_classes,
       'clip': None if clip is None else io.to_jsonable(list(clip)),
@@ -571,6 +601,19 @@ def robustness_run(apply_fn: Callable, variables: Any, dataset, *, attacks,
       examples={n: c['examples'] for n, c in counts.items()},
       indices=subset_indices(len(_unpack_dataset(dataset)[1]), max_examples,
                              int(seed)))
+
+
+def _sanity_runs(apply_fn, variables, x, y, grid, kernels, *, clip,
+                 batch_size, devices, seed):
+  """The model checks and the random-noise baseline (`tinyrobust.sanity`):
+  same examples, eps grid, norm (the first attack's) and clip range."""
+  first = attacks_lib.as_attack(*next(iter(kernels.items())))
+  norm = dict(first.config).get('norm', 'linf')
+  model_flags = sanity.model_checks(apply_fn, variables, x, y)
+  noise = RobustnessEvaluator(
+      apply_fn, {'noise': sanity.make_noise(apply_fn, norm=norm, clip=clip)},
+      grid, batch_size=batch_size, devices=devices)
+  return noise.run(variables, x, y, seed=seed)['noise'], model_flags
 
 
 def metrics_at(results: Mapping[str, Any], eps_index: int = 0, *,
