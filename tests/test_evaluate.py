@@ -187,6 +187,24 @@ def test_attack_mode(tmp_path, monkeypatch):
   assert os.path.exists(tmp_path / 'attack_results.json')
   assert os.path.exists(tmp_path / 'attack_results.csv')
   assert res['run']['dataset'] == 'digits'
+  assert res['threat'] == {'space': 'input', 'eps_units': 'input',
+                           'precisions': ['float32']}
+  assert {r['precision'] for r in res['rows']} == {'float32'}
+  # int8 next to float32 on the same examples; a bad threat option is named
+  # before any attack runs.
+  config.threat = {'precisions': ['float32', 'int8-litert'],
+                   'eps_units': 'pixel'}
+  res = modes.attack(None, str(tmp_path))
+  dep = res['deployed']
+  assert dep['num_examples'] == 50
+  f32 = dep['precisions']['float32']['fgsm']
+  q = dep['precisions']['int8-litert']['fgsm']
+  assert f32['clean_accuracy'] == pytest.approx(res['clean_accuracy'])
+  assert q['agreement_clean'] >= 0.9
+  assert res['rows'][0]['eps_units'] == 'pixel'
+  config.threat = {'space': 'signal'}
+  with pytest.raises(ValueError, match="'signal'"):
+    modes.attack(None, str(tmp_path))
 
 
 _SHARDED_SCRIPT = textwrap.dedent("""

@@ -616,6 +616,12 @@ def _sanity_runs(apply_fn, variables, x, y, grid, kernels, *, clip,
   return noise.run(variables, x, y, seed=seed)['noise'], model_flags
 
 
+def evaluate_deployed(*args, **kwargs) -> dict[str, Any]:
+  """float32 vs int8 (LiteRT) robustness: `tinyrobust.deployed`."""
+  from tinyrobust import deployed  # pylint: disable=g-import-not-at-top
+  return deployed.evaluate_deployed(*args, **kwargs)
+
+
 def metrics_at(results: Mapping[str, Any], eps_index: int = 0, *,
                prefix: str = '') -> dict[str, float]:
   """Flat metrics at one eps: `clean_accuracy`, `<name>_consistency`,

@@ -104,6 +104,7 @@ def attack(config, workdir: str) -> dict[str, Any]:
   model, variables, config = trained_run(workdir, config)
   _check_writable(workdir)
   acfg = evaluate.attack_config(config)
+  threat = _threat(config)
   ds = data_lib.load(config.data.name, 'test',
                      **config_io.to_dict(config.data.get('options')))
   apply_fn = functools.partial(model.apply, train=False)
@@ -118,6 +119,13 @@ def attack(config, workdir: str) -> dict[str, Any]:
   if not finished:
     logging.warning('%s has not finished training; attacking its best '
                     'checkpoint so far.', workdir)
+  results['threat'] = threat
+  for row in results['rows']:
+    row.update(space=threat['space'], eps_units=threat['eps_units'],
+               precision='float32')
+  if 'int8-litert' in threat['precisions']:
+    results['deployed'] = _deployed(model, variables, ds, config, acfg,
+                                    threat['precisions'])
   results['run'] = {'workdir': workdir, 'dataset': config.data.name,
                     'split': 'test', 'model': config.model.name,
                     'training_finished': finished,
@@ -130,7 +138,52 @@ def attack(config, workdir: str) -> dict[str, Any]:
       'pred(x_adv) == pred(x)]' + ('' if finished else
                                    ' (training NOT finished)')))
   logging.info('Wrote %s and %s', *paths)
+  if 'deployed' in results:
+    _print_deployed(results['deployed'])
   return results
+
+
+def _print_deployed(dep: dict[str, Any]) -> None:
+  print(f'[deployed: {dep["protocol"]}; {dep["num_examples"]} examples]')
+  for prec, per_attack in dep['precisions'].items():
+    for name, m in per_attack.items():
+      cells = ' '.join(f'eps={e:g}: robust {r["robust_accuracy"]:.4f} '
+                       f'consistency {r["consistency"]:.4f}'
+                       for e, r in zip(dep['eps_grid'], m['per_eps']))
+      print(f'  {prec:12s} {name:8s} clean {m["clean_accuracy"]:.4f} | '
+            f'{cells}')
+
+
+def _threat(config) -> dict[str, Any]:
+  """The run's `threat` section, checked (defaults: input space, float32)."""
+  from tinyrobust import deployed  # pylint: disable=g-import-not-at-top
+  t = config_io.to_dict(config.get('threat')) or {}
+  bad = sorted(set(t) - {'space', 'eps_units', 'precisions'})
+  if bad:
+    raise ValueError(f'Unknown threat option(s) {bad}. Valid: space, '
+                     'eps_units, precisions.')
+  space = t.get('space', 'input')
+  if space != 'input':
+    raise ValueError(f"threat.space={space!r}: only 'input' (the model's "
+                     "own input) is implemented; 'signal' is not yet.")
+  return {'space': space, 'eps_units': str(t.get('eps_units') or 'input'),
+          'precisions': list(deployed.check_precisions(
+              t.get('precisions', ('float32',))))}
+
+
+def _deployed(model, variables, ds, config, acfg, precisions):
+  """int8 (LiteRT) next to float32 on the run's test split."""
+  from tinyrobust import data as data_lib  # pylint: disable=g-import-not-at-top
+  from tinyrobust import evaluate  # pylint: disable=g-import-not-at-top
+  x_train = data_lib.load(config.data.name, 'train',
+                          **config_io.to_dict(config.data.get('options'))).x
+  return evaluate.evaluate_deployed(
+      model, variables, ds, x_train=x_train, attacks=list(acfg.attacks),
+      eps_grid=list(acfg.eps_grid), batch_size=acfg.batch_size,
+      seed=int(config.get('seed', 0)), max_examples=acfg.max_examples,
+      precisions=precisions, norm=acfg.norm, loss=acfg.loss,
+      pgd_steps=acfg.pgd_steps, pgd_restarts=acfg.pgd_restarts,
+      options=config_io.to_dict(acfg.get('options')))
 
 
 @MODES.register('profile')

@@ -108,6 +108,11 @@ def base_config() -> ml_collections.ConfigDict:
   # Robustness evaluation (--mode=attack, studies, the search's adversarial
   # term); fields documented in tinyrobust.evaluate.default_attack_config.
   c.attack = evaluate.default_attack_config()
+  # Threat model (tinyrobust.deployed): where the perturbation lives and
+  # which model it hits. eps_units: the unit the eps grid is stated in
+  # (reported with every result; '' = the model's input units).
+  c.threat = ml_collections.ConfigDict({
+      'space': 'input', 'eps_units': '', 'precisions': ('float32',)})
   return c
 
 
