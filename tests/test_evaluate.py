@@ -188,7 +188,7 @@ def test_attack_mode(tmp_path, monkeypatch):
   assert os.path.exists(tmp_path / 'attack_results.csv')
   assert res['run']['dataset'] == 'digits'
   assert res['threat'] == {'space': 'input', 'eps_units': 'input',
-                           'precisions': ['float32']}
+                           'precisions': ['float32'], 'gyro_per_g': None}
   assert {r['precision'] for r in res['rows']} == {'float32'}
   # int8 next to float32 on the same examples; a bad threat option is named
   # before any attack runs.
@@ -202,8 +202,11 @@ def test_attack_mode(tmp_path, monkeypatch):
   assert f32['clean_accuracy'] == pytest.approx(res['clean_accuracy'])
   assert q['agreement_clean'] >= 0.9
   assert res['rows'][0]['eps_units'] == 'pixel'
-  config.threat = {'space': 'signal'}
-  with pytest.raises(ValueError, match="'signal'"):
+  config.threat = {'space': 'signal'}  # digits have no sensor front-end
+  with pytest.raises(ValueError, match="'signal'.*'digits'"):
+    modes.attack(None, str(tmp_path))
+  config.threat = {'space': 'signal', 'eps_units': 'pixel'}
+  with pytest.raises(ValueError, match="'pixel'"):
     modes.attack(None, str(tmp_path))
 
 

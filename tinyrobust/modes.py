@@ -108,13 +108,14 @@ def attack(config, workdir: str) -> dict[str, Any]:
   ds = data_lib.load(config.data.name, 'test',
                      **config_io.to_dict(config.data.get('options')))
   apply_fn = functools.partial(model.apply, train=False)
+  problem = _attack_problem(apply_fn, ds, acfg, threat)
   results = evaluate.evaluate_robustness(
-      apply_fn, variables, ds, attacks=list(acfg.attacks),
-      eps_grid=list(acfg.eps_grid), batch_size=acfg.batch_size,
-      seed=int(config.get('seed', 0)), norm=acfg.norm, loss=acfg.loss,
-      pgd_steps=acfg.pgd_steps, pgd_restarts=acfg.pgd_restarts,
-      options=config_io.to_dict(acfg.get('options')),
-      max_examples=acfg.max_examples)
+      problem['apply_fn'], variables, problem['dataset'],
+      attacks=list(acfg.attacks), eps_grid=list(acfg.eps_grid),
+      batch_size=acfg.batch_size, seed=int(config.get('seed', 0)),
+      norm=acfg.norm, loss=acfg.loss, pgd_steps=acfg.pgd_steps,
+      pgd_restarts=acfg.pgd_restarts, options=problem['options'],
+      max_examples=acfg.max_examples, clip=problem['clip'])
   finished = train_lib.is_finished(workdir)
   if not finished:
     logging.warning('%s has not finished training; attacking its best '
@@ -154,21 +155,54 @@ def _print_deployed(dep: dict[str, Any]) -> None:
             f'{cells}')
 
 
+def _attack_problem(apply_fn, ds, acfg, threat) -> dict[str, Any]:
+  """The attacked function, data, clip and per-attack options of the
+  threat's space (`tinyrobust.threat_model`)."""
+  from tinyrobust import attacks as attacks_lib  # pylint: disable=g-import-not-at-top
+  from tinyrobust import threat_model  # pylint: disable=g-import-not-at-top
+  options = config_io.to_dict(acfg.get('options'))
+  if threat['space'] == 'input':
+    return {'apply_fn': apply_fn, 'dataset': ds, 'clip': 'dataset',
+            'options': options}
+  sig = threat_model.signal_space(ds, apply_fn,
+                                  gyro_per_g=threat.get('gyro_per_g'))
+  threat['eps_units'] = sig.eps_units
+  threat['signal'] = sig.info
+  for name in acfg.attacks:
+    accepted = attacks_lib.attack_options(name)
+    if accepted is None or 'eps_scale' in accepted:
+      options.setdefault(name, {})['eps_scale'] = sig.eps_scale
+  return {'apply_fn': sig.apply_fn, 'dataset': (sig.x, ds.y),
+          'clip': sig.clip, 'options': options}
+
+
 def _threat(config) -> dict[str, Any]:
   """The run's `threat` section, checked (defaults: input space, float32)."""
   from tinyrobust import deployed  # pylint: disable=g-import-not-at-top
+  from tinyrobust import threat_model  # pylint: disable=g-import-not-at-top
   t = config_io.to_dict(config.get('threat')) or {}
-  bad = sorted(set(t) - {'space', 'eps_units', 'precisions'})
+  valid = ('space', 'eps_units', 'precisions', 'gyro_per_g')
+  bad = sorted(set(t) - set(valid))
   if bad:
-    raise ValueError(f'Unknown threat option(s) {bad}. Valid: space, '
-                     'eps_units, precisions.')
+    raise ValueError(f'Unknown threat option(s) {bad}. Valid: '
+                     f'{", ".join(valid)}.')
   space = t.get('space', 'input')
-  if space != 'input':
-    raise ValueError(f"threat.space={space!r}: only 'input' (the model's "
-                     "own input) is implemented; 'signal' is not yet.")
-  return {'space': space, 'eps_units': str(t.get('eps_units') or 'input'),
-          'precisions': list(deployed.check_precisions(
-              t.get('precisions', ('float32',))))}
+  if space not in threat_model.SPACES:
+    raise ValueError(f'threat.space={space!r}. Valid: '
+                     f'{", ".join(threat_model.SPACES)}.')
+  precisions = list(deployed.check_precisions(t.get('precisions',
+                                                   ('float32',))))
+  if space == 'signal' and precisions != ['float32']:
+    raise ValueError(f"threat.precisions={precisions} with space='signal': "
+                     'the int8 model takes the normalised input; evaluate '
+                     'int8 in the input space.')
+  units = str(t.get('eps_units') or ('input' if space == 'input' else 'g'))
+  if space == 'signal' and units != 'g':
+    raise ValueError(f"threat.eps_units={units!r} does not match "
+                     f"space='signal' (AURITUS signal eps is in 'g', gyro "
+                     'scaled by gyro_per_g).')
+  return {'space': space, 'eps_units': units, 'precisions': precisions,
+          'gyro_per_g': t.get('gyro_per_g')}
 
 
 def _deployed(model, variables, ds, config, acfg, precisions):
