@@ -149,9 +149,12 @@ class CandidateEvaluator:
   def costs(self, params: dict[str, Any]) -> tuple[dict[str, Any], dict]:
     """Costs of the untrained candidate and its objective terms (error and
     adversarial terms NaN until trained)."""
+    return self._costs(trial_config(self.config, self.space, params,
+                                    epochs=1))
+
+  def _costs(self, cfg) -> tuple[dict[str, Any], dict]:
     from tinyrobust import hardware  # pylint: disable=g-import-not-at-top
     s = self.config.search
-    cfg = trial_config(self.config, self.space, params, epochs=1)
     train_ds = load_split(cfg, 'train')
     c = costs_lib.candidate_costs(
         self._model(cfg, train_ds.num_classes), train_ds.input_shape,
@@ -214,15 +217,31 @@ class CandidateEvaluator:
     """Retrains `params` with `config.train.epochs`, tests every attack."""
     cfg = trial_config(self.config, self.space, params,
                        epochs=int(self.config.train.epochs))
+    return {'params': dict(params), **self._full_budget(cfg, workdir)}
+
+  def handcrafted(self, model_kwargs: dict[str, Any], workdir: str
+                  ) -> dict[str, Any]:
+    """The zoo model with fixed `model_kwargs` (the hand-crafted baseline),
+    trained and tested exactly like `final` (same epochs, attacks, costs)."""
+    d = self.config.to_dict()
+    d.pop('search', None)
+    cfg = ml_collections.ConfigDict(d)
+    cfg.model.name = self.space.model
+    cfg.model.kwargs = ml_collections.ConfigDict(dict(model_kwargs))
+    cfg.train.epochs = int(self.config.train.epochs)
+    cfg.train.progress_bar = False
+    return {'params': None, **self._full_budget(cfg, workdir)}
+
+  def _full_budget(self, cfg, workdir: str) -> dict[str, Any]:
     t0 = time.perf_counter()
     train_m, variables = self._train(cfg, workdir)
     train_s = time.perf_counter() - t0
     adv, _ = self._attack(cfg, variables, 'test')
-    c, _ = self.costs(params)
+    c, _ = self._costs(cfg)
     c.pop('cost_timings')
-    return {'params': dict(params), 'model': self.space.model,
-            'model_kwargs': self.space.model_kwargs(params),
-            'epochs': int(self.config.train.epochs),
+    return {'model': self.space.model,
+            'model_kwargs': config_io.to_dict(cfg.model.kwargs),
+            'epochs': int(cfg.train.epochs),
             'val_accuracy': float(train_m['val_accuracy']),
             'test_accuracy': float(train_m['test_accuracy']),
             'protocol': train_m.get('protocol', ''),
