@@ -190,6 +190,17 @@ def test_attack_mode(tmp_path, monkeypatch):
   assert res['threat'] == {'space': 'input', 'eps_units': 'input',
                            'precisions': ['float32'], 'gyro_per_g': None}
   assert {r['precision'] for r in res['rows']} == {'float32'}
+  from tinyrobust import io as io_lib  # pylint: disable=g-import-not-at-top
+  from tinyrobust import results as results_lib  # pylint: disable=g-import-not-at-top
+  recs = io_lib.read_jsonl(str(tmp_path / 'results.jsonl'))
+  assert len(recs) == 2 * 2  # attacks x eps
+  for r in recs:
+    results_lib.validate(r)
+    assert r['threat_model']['space'] == 'input' and r['mcu'] is None
+    assert r['dataset']['num_examples'] == 50
+  pgd = [r for r in recs if r['attack']['name'] == 'pgd']
+  assert pgd[1]['robust_accuracy'] == res['attacks']['pgd']['per_eps'][1][
+      'robust_accuracy'] and pgd[1]['attack']['config']['steps'] == 2
   # int8 next to float32 on the same examples; a bad threat option is named
   # before any attack runs.
   config.threat = {'precisions': ['float32', 'int8-litert'],

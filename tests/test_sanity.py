@@ -102,3 +102,24 @@ def test_range_wide_eps_breaks_a_sound_model_and_flags_a_masked_one():
   assert 'robust_at_large_eps' not in flags
   assert 'robust_at_large_eps' in _flags(quantised_input, attacks=('pgd',),
                                          eps=(0.0, 1.0))[0]
+
+
+def test_result_records_follow_the_schema():
+  from tinyrobust import results as results_lib  # pylint: disable=g-import-not-at-top
+  _, res = _flags(softmax_head)
+  recs = results_lib.records(
+      res, model={'name': 'linear', 'kwargs': {}, 'params': 64},
+      dataset={'name': 'synthetic', 'split': 'test', 'protocol': 'p'},
+      threat={'space': 'input', 'eps_units': 'unit'},
+      profile={'macs': 64, 'int8': {'flash': 900, 'tflm_arena': 300}})
+  assert len(recs) == 2 * 3
+  assert all('softmax_outputs' in r['flags'] for r in recs)
+  assert recs[0]['mcu'] == {'flash_int8_bytes': 900,
+                            'sram_tflm_int8_bytes': 300, 'macs': 64}
+  bad = dict(recs[0], robust_accuracy=1.5)
+  with pytest.raises(ValueError, match='robust_accuracy'):
+    results_lib.validate(bad)
+  bad = dict(recs[0], threat_model={**recs[0]['threat_model'],
+                                    'space': 'audio'})
+  with pytest.raises(ValueError, match="'audio'"):
+    results_lib.validate(bad)

@@ -132,6 +132,7 @@ def attack(config, workdir: str) -> dict[str, Any]:
                     'training_finished': finished,
                     'attack_config': acfg.to_dict()}
   paths = evaluate.write_results(results, workdir)
+  _write_records(results, workdir, model, variables, config, ds, threat)
   evaluate.print_results(results, (
       f'[{config.model.name} on {config.data.name}, test split, '
       f'{results["denominator"]} examples; eps in input units ({acfg.norm}); '
@@ -153,6 +154,26 @@ def _print_deployed(dep: dict[str, Any]) -> None:
                        for e, r in zip(dep['eps_grid'], m['per_eps']))
       print(f'  {prec:12s} {name:8s} clean {m["clean_accuracy"]:.4f} | '
             f'{cells}')
+
+
+def _write_records(results, workdir, model, variables, config, ds, threat):
+  """`results.jsonl`: one `tinyrobust.results` record per attack and eps,
+  with the MCU cost fields when `profile.json` exists."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from tinyrobust import io  # pylint: disable=g-import-not-at-top
+  from tinyrobust import results as results_lib  # pylint: disable=g-import-not-at-top
+  prof_path = os.path.join(workdir, 'profile.json')
+  profile = io.read_json(prof_path) if os.path.exists(prof_path) else None
+  params = sum(int(getattr(a, 'size', 0)) for a in jax.tree_util.tree_leaves(
+      variables.get('params', variables)))
+  recs = results_lib.records(
+      results, model={'name': config.model.name,
+                      'kwargs': config_io.to_dict(config.model.get('kwargs')),
+                      'params': params},
+      dataset={'name': config.data.name, 'split': 'test',
+               'protocol': (ds.meta or {}).get('protocol')},
+      threat={**threat, 'precision': 'float32'}, profile=profile)
+  io.write_jsonl(os.path.join(workdir, 'results.jsonl'), recs)
 
 
 def _attack_problem(apply_fn, ds, acfg, threat) -> dict[str, Any]:
