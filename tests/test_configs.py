@@ -37,3 +37,20 @@ def test_study_configs_validate(name):
     study_config.check_study_config(c, build=False)
     for _, _, entry in study_config.entries(c):
       train.check_config(entry.config)
+
+
+def test_search_study_config_validates():
+  from tinyrobust.nas import search  # pylint: disable=g-import-not-at-top
+  from tinyrobust.nas import search_study  # pylint: disable=g-import-not-at-top
+  mod = importlib.import_module('experiments.configs.search_study.auritus')
+  quick, full = mod.get_config('quick'), mod.get_config('full,seeds=5')
+  for c in (quick, full):
+    search_study.check_search_study_config(c)
+    for m in c.search_study.models:
+      cfg = search.resolve_config(search_study.run_config(
+          c, m, 'stm32l476rg', 'noadv', 1))
+      search.check_search_config(cfg.search, cfg.attack)
+      assert cfg.search.adversarial_weight == 0.0 and cfg.seed == 1
+  assert full.search_study.n_seeds == 5 and quick.search_study.n_seeds == 3
+  assert quick.searches['tcn'].search.num_trials < \
+      full.searches['tcn'].search.num_trials

@@ -6,6 +6,8 @@
     profile   hardware cost of a trained run -> profile.json
     search    robust, MCU-aware architecture search
     study     the robustness study: tiny vs large models -> report.md
+    search_study  the search study (Table 2): hand-crafted vs search
+              without vs with the adversarial term -> report.md
 
 Each mode is `fn(config, workdir)` registered in `MODES`; later modes (the
 studies) register here too. The library modules (`train`, `evaluate`,
@@ -285,6 +287,14 @@ def study(config, workdir: str) -> dict[str, Any]:
   from tinyrobust import study as study_lib  # pylint: disable=g-import-not-at-top
   _require_config(config, 'study')
   return study_lib.run_study(config, workdir)
+
+
+@MODES.register('search_study')
+def search_study(config, workdir: str) -> dict[str, Any]:
+  """The search study (Table 2): `tinyrobust.nas.search_study`."""
+  from tinyrobust.nas import search_study as ss  # pylint: disable=g-import-not-at-top
+  _require_config(config, 'search_study')
+  return ss.run_search_study(config, workdir)
 
 
 def names() -> list[str]:

@@ -1,0 +1,48 @@
+r"""The search study on AURITUS (the study's Table 2): TCN, ProtoNN, Bonsai
+on three STM32 boards; hand-crafted vs search without vs with the
+adversarial term, over seeds.
+
+Command:
+  TINYROBUST_DATA_DIR=/work/shared/data python -m experiments.main \
+      --mode=search_study \
+      --config=experiments/configs/search_study/auritus.py:quick \
+      --workdir=/tmp/tinyrobust/search_study
+Each model's searches use `experiments/configs/search/auritus.py` (its
+`quick` variant for `quick`; the study's design, 5 random + 50 GP
+candidates and the study's weights, for `full`), the hand-crafted baseline
+the options of `experiments/configs/train/auritus_<model>.py`. Variants:
+`quick` (this CPU; see `search/auritus.py:quick` for the budgets), `full`
+(days on a CPU; hours on one GPU), `tcn` (only the TCN family), `seeds=N`.
+Participants are held out; eps as `search/auritus.py` states.
+"""
+
+import importlib
+
+import ml_collections
+
+from experiments.configs import common
+
+MODELS = ('tcn', 'protonn', 'bonsai')
+BOARDS = ('stm32f746zg', 'stm32f446re', 'stm32l476rg')
+
+
+def get_config(arg=None):
+  args = common.parse_arg(arg, flags=('quick', 'full', 'tcn'),
+                          options={'seeds': ('1', '2', '3', '4', '5')},
+                          defaults={'seeds': '3'})
+  search_cfg = importlib.import_module('experiments.configs.search.auritus')
+  c = ml_collections.ConfigDict()
+  models = ('tcn',) if args.tcn else MODELS
+  c.search_study = ml_collections.ConfigDict({
+      'models': models, 'boards': BOARDS, 'n_seeds': int(args.seeds),
+      'arms': ('handcrafted', 'noadv', 'adv'), 'bootstrap': 1000,
+      'claim_points': 9.0})
+  c.searches = ml_collections.ConfigDict()
+  c.handcrafted = ml_collections.ConfigDict()
+  for m in models:
+    variant = f'quick,model={m}' if args.quick else f'model={m}'
+    c.searches[m] = search_cfg.get_config(variant)
+    train_cfg = importlib.import_module(
+        f'experiments.configs.train.auritus_{m}').get_config(None)
+    c.handcrafted[m] = train_cfg.model.kwargs
+  return c
