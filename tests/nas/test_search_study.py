@@ -15,7 +15,7 @@ from tinyrobust.nas import search_study as ss
 
 
 def _config(seeds=2):
-  c = study_cfg.get_config(f'quick,tcn,seeds={seeds}')
+  c = study_cfg.get_config(f'quick,model=tcn,seeds={seeds}')
   c.search_study.boards = ('stm32f446re', 'stm32l476rg')
   return c
 

@@ -12,7 +12,8 @@ Each model's searches use `experiments/configs/search/auritus.py` (its
 candidates and the study's weights, for `full`), the hand-crafted baseline
 the options of `experiments/configs/train/auritus_<model>.py`. Variants:
 `quick` (this CPU; see `search/auritus.py:quick` for the budgets), `full`
-(days on a CPU; hours on one GPU), `tcn` (only the TCN family), `seeds=N`.
+(days on a CPU; hours on one GPU), `model=tcn|protonn|bonsai` (one family;
+default all three), `seeds=N` (default 3).
 Participants are held out; eps as `search/auritus.py` states.
 """
 
@@ -27,12 +28,13 @@ BOARDS = ('stm32f746zg', 'stm32f446re', 'stm32l476rg')
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg, flags=('quick', 'full', 'tcn'),
-                          options={'seeds': ('1', '2', '3', '4', '5')},
-                          defaults={'seeds': '3'})
+  args = common.parse_arg(arg, flags=('quick', 'full'),
+                          options={'seeds': ('1', '2', '3', '4', '5'),
+                                   'model': MODELS + ('all',)},
+                          defaults={'seeds': '3', 'model': 'all'})
   search_cfg = importlib.import_module('experiments.configs.search.auritus')
   c = ml_collections.ConfigDict()
-  models = ('tcn',) if args.tcn else MODELS
+  models = MODELS if args.model == 'all' else (args.model,)
   c.search_study = ml_collections.ConfigDict({
       'models': models, 'boards': BOARDS, 'n_seeds': int(args.seeds),
       'arms': ('handcrafted', 'noadv', 'adv'), 'bootstrap': 1000,
