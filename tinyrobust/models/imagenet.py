@@ -10,30 +10,53 @@ head, so keras.applications ImageNet weights import
 (`tinyrobust.models.keras_import`).
 
 Input convention (all six, like every tinyrobust image model): `[B, H, W,
-3]` RGB in [0, 1], so eps means the same thing for every model. Inside the
-forward pass (differentiable, so the attack perturbs the [0, 1] image):
+3]` RGB in [0, 1] (float32), so eps means the same thing for every model.
+Inside the forward pass (differentiable, so the attack perturbs the [0, 1]
+image itself):
 
-1. resize to `image_size` (bilinear, `jax.image.resize`) when the input
-   has another size; CIFAR-10's 32x32 images run at 32x32 by default
-   (`image_size=None`), and ImageNet weights want 224 (B0, V2-B0), 380 (B4),
-   300 (V2-B3);
-2. the Keras preprocessing, on 0-255 pixels: EfficientNet: `x / 255`, then
-   ImageNet mean/std normalisation with Keras' extra `1 / sqrt(std)` factor
-   (keras-team/keras issue 49930, applied when Keras loads ImageNet
-   weights); EfficientNetV2-B*: `x / 255`, ImageNet mean/std; ResNet50 and
-   VGG19: caffe style (RGB to BGR, minus the ImageNet BGR mean, no
-   scaling).
+1. resize to `image_size` x `image_size` (`jax.image.resize`, bilinear;
+   antialiased when shrinking) when the input has another size. CIFAR-10's
+   32x32 images run at 32x32 by default (`image_size=None`); ImageNet
+   weights were trained at 224 (B0, V2-B0), 380 (B4), 300 (V2-B3) and 224
+   (ResNet50, VGG19).
+2. the preprocessing keras.applications puts in (EfficientNet) or in front
+   of (ResNet50, VGG19) the model, on x255 = 255 x:
+   * EfficientNet B0/B4 and V2-B0/V2-B3: `(x255 / 255 - mean) / std` with
+     ImageNet mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225).
+     V2: `Rescaling(1/255)` + `Normalization(mean, variance=std**2)`
+     (`include_preprocessing=True`). V1: `Rescaling(1/255)` +
+     `Normalization` whose ImageNet weights file stores variance = std
+     (tensorflow/tensorflow issue 49930) + the `Rescaling(1/sqrt(std))`
+     Keras adds when `weights='imagenet'`: the product is the same
+     `(x - mean) / std`. (A V1 model built with `weights=None` keeps an
+     unadapted identity Normalization, so a checkpoint trained from
+     scratch that way expects `x255 / 255` and does not import
+     faithfully; `import_image` says so where it can see the layer.)
+   * ResNet50, VGG19 (`imagenet_utils.preprocess_input`, caffe mode): RGB
+     to BGR, minus the ImageNet BGR mean (103.939, 116.779, 123.68), no
+     scaling.
 
-BatchNorm uses Keras' epsilons (1e-3; ResNet50 1.001e-5) and its running
-statistics when `train=False`; dropout and stochastic depth (Keras'
-`drop_connect_rate` 0.2, per-example residual drop) act only in training.
-Parameter counts with a 10-class head (params + BN statistics): B0 4.06M,
-B4 17.69M, V2-B0 5.93M, V2-B3 12.94M, ResNet50 23.61M, VGG19 20.03M.
+BatchNorm uses Keras' epsilons (1e-3; ResNet50 1.001e-5) and momenta (0.99;
+EfficientNetV2 0.9) and its running statistics when `train=False`; dropout
+and stochastic depth (Keras' `drop_connect_rate` 0.2, per-example residual
+drop) act only in training. Parameter counts with a 10-class head (params +
+BN statistics, measured): B0 4,062,374, B4 17,691,746, V2-B0 5,932,122,
+V2-B3 12,945,992, ResNet50 23,608,202, VGG19 20,029,514 (Keras' totals
+minus its Normalization layer's 7 statistics; the study's table: 4.07M,
+17.70M, 5.93M, 12.95M, 23.62M, 20.03M).
+
+Transfer learning: `keras_weights=<path>` (a keras.applications
+`*_notop.h5` ImageNet file, or any Keras model of the same architecture)
+is loaded by the trainer's `data_init` hook right after `init`: the
+backbone takes the Keras weights, the Dense head keeps its random init
+unless the file has a head of the same shape
+(`tinyrobust.models.import_image`).
 """
 
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, ClassVar, Sequence
 
 import flax.linen as nn
@@ -50,18 +73,47 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 
 
+PREPROCESSING = ('caffe', 'imagenet')
+
+
 def preprocess(x: jax.Array, style: str) -> jax.Array:
-  """[0, 1] RGB -> the Keras model's input (see module doc)."""
+  """[0, 1] RGB -> what the Keras backbone sees (module doc, step 2).
+
+  Args:
+    x: `[..., 3]` RGB in [0, 1].
+    style: 'imagenet' (EfficientNet V1/V2: `(x - mean) / std`) or 'caffe'
+      (ResNet50, VGG19: BGR, 0-255 minus the BGR mean).
+  """
   if style == 'caffe':
     return x[..., ::-1] * 255.0 - jnp.asarray(CAFFE_BGR_MEAN)
-  mean, std = jnp.asarray(IMAGENET_MEAN), jnp.asarray(IMAGENET_STD)
-  y = (x - mean) / std
-  return y / jnp.sqrt(std) if style == 'efficientnet' else y
+  if style != 'imagenet':
+    raise ValueError(f'Unknown preprocessing style {style!r}. Valid: '
+                     f'{", ".join(PREPROCESSING)}.')
+  return (x - jnp.asarray(IMAGENET_MEAN)) / jnp.asarray(IMAGENET_STD)
 
 
 class _ImageNetModel(conventions.InputSpec):
+  """Shared input handling and the `keras_weights` `data_init` hook."""
   input_kind: ClassVar[str] = 'image'
   default_input_shape: ClassVar[tuple[int, ...]] = (32, 32, 3)
+
+  @nn.nowrap
+  def data_init(self, variables: dict[str, Any], x_train: Any, key: Any,
+                y_train: Any = None) -> dict[str, Any]:
+    """Trainer hook: loads `keras_weights` (if set) into `variables`.
+
+    Args:
+      variables: output of `init` (the head keeps these values when the
+        Keras file has no head of the same shape).
+      x_train, key, y_train: unused (the `TrainHooks` signature).
+
+    Returns:
+      `variables`, with every backbone array from the Keras file.
+    """
+    del x_train, key, y_train
+    if self.keras_weights is None:
+      return variables
+    return import_image.load_into(self, self.keras_weights, variables)
 
   def _prepare(self, x: jax.Array, name: str, style: str) -> jax.Array:
     conventions.check_image_input(name, self.input_shape, x.shape)
@@ -83,10 +135,20 @@ def _bn(train: bool, eps: float = 1e-3, momentum: float = 0.99):
 
 
 class ResNet50(_ImageNetModel, nn.Module):
-  """keras.applications ResNet50 (v1, stride on the first 1x1 conv)."""
+  """ResNet50 (He et al., "Deep residual learning for image recognition",
+  CVPR 2016) as keras.applications builds it (`applications/resnet.py`,
+  `stack1`/`block1`: v1 bottlenecks, stride on the first 1x1 conv,
+  projection shortcut on the first block of each stack, BN epsilon
+  1.001e-5), base `include_top=False`, global average pooling,
+  `Dense(num_classes)`.
+
+  Input: `[B, H, W, 3]` RGB in [0, 1]; resized to `image_size` if set, then
+  caffe preprocessing (BGR, 0-255 minus the ImageNet mean) in the model.
+  """
   num_classes: int
   image_size: int | None = None
   input_shape: tuple[int, ...] | None = None
+  keras_weights: str | None = None
   stacks: tuple[int, ...] = (3, 4, 6, 3)
 
   @nn.compact
@@ -114,10 +176,19 @@ class ResNet50(_ImageNetModel, nn.Module):
 
 
 class VGG19(_ImageNetModel, nn.Module):
-  """keras.applications VGG19 convolutional base."""
+  """VGG19 (Simonyan and Zisserman, "Very deep convolutional networks for
+  large-scale image recognition", ICLR 2015) as keras.applications builds it
+  (`applications/vgg19.py`: 16 3x3 ReLU convs with biases in five blocks,
+  2x2 max pooling, no BN), base `include_top=False`, global average
+  pooling, `Dense(num_classes)`.
+
+  Input: `[B, H, W, 3]` RGB in [0, 1]; resized to `image_size` if set, then
+  caffe preprocessing (BGR, 0-255 minus the ImageNet mean) in the model.
+  """
   num_classes: int
   image_size: int | None = None
   input_shape: tuple[int, ...] | None = None
+  keras_weights: str | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -209,19 +280,31 @@ class _MBConv(nn.Module):
 
 
 class EfficientNet(_ImageNetModel, nn.Module):
-  """keras.applications EfficientNet B0-B7 / EfficientNetV2 B0-B3 base."""
+  """EfficientNet B0/B4 (Tan and Le, "EfficientNet: rethinking model scaling
+  for convolutional neural networks", ICML 2019) and EfficientNetV2 B0/B3
+  (Tan and Le, "EfficientNetV2: smaller models and faster training", ICML
+  2021) as keras.applications builds them (`applications/efficientnet.py`,
+  `efficientnet_v2.py`: MBConv/fused-MBConv blocks with squeeze-excite,
+  swish, BN epsilon 1e-3, Keras' filter/depth rounding and linearly rising
+  drop-connect rate), base `include_top=False`, global average pooling,
+  dropout `dropout` (default 0: Keras' top dropout is not part of the
+  base) and `Dense(num_classes)`.
+
+  Input: `[B, H, W, 3]` RGB in [0, 1]; resized to `image_size` if set, then
+  ImageNet mean/std normalisation in the model (module doc).
+  """
   num_classes: int
   variant: str = 'efficientnet_b0'
   image_size: int | None = None
   input_shape: tuple[int, ...] | None = None
+  keras_weights: str | None = None
   drop_connect_rate: float = 0.2
   dropout: float = 0.0
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     version, width, depth, _ = EFFICIENTNETS[self.variant]
-    x = self._prepare(x, self.variant,
-                      'efficientnet' if version == 1 else 'imagenet')
+    x = self._prepare(x, self.variant, 'imagenet')
     momentum = 0.99 if version == 1 else 0.9
     blocks = EFFICIENTNET_V1_BLOCKS if version == 1 else \
         EFFICIENTNET_V2_B_BLOCKS
@@ -249,22 +332,39 @@ class EfficientNet(_ImageNetModel, nn.Module):
 # -------------------------------------------------------------- registry --
 
 
-def _common(image_size, input_shape) -> dict[str, Any]:
+def _keras_weights(value: Any) -> str | None:
+  """None, or an existing `.h5`/`.hdf5`/`.keras` file (checked up front)."""
+  if value is None:
+    return None
+  if not isinstance(value, (str, os.PathLike)):
+    raise ValueError(f'keras_weights must be a file path (str) or None, got '
+                     f'{value!r} ({type(value).__name__}).')
+  path = os.fspath(value)
+  if not path.endswith(('.h5', '.hdf5', '.keras')):
+    raise ValueError(f'keras_weights must be a Keras .h5, .hdf5 or .keras '
+                     f'file, got {path!r}.')
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'keras_weights file {path!r} does not exist.')
+  return path
+
+
+def _common(image_size, input_shape, keras_weights) -> dict[str, Any]:
   return {'image_size': options.optional_integer('image_size', image_size,
                                                  minimum=32),
-          'input_shape': options.shape('input_shape', input_shape, 3)}
+          'input_shape': options.shape('input_shape', input_shape, 3),
+          'keras_weights': _keras_weights(keras_weights)}
 
 
 def _efficientnet(variant: str):
   def build(num_classes: int, image_size: int | None = None,
             input_shape: Sequence[int] | None = None,
-            drop_connect_rate: float = 0.2, dropout: float = 0.0
-            ) -> nn.Module:
+            drop_connect_rate: float = 0.2, dropout: float = 0.0,
+            keras_weights: str | None = None) -> nn.Module:
     return EfficientNet(num_classes=num_classes, variant=variant,
                         drop_connect_rate=options.rate('drop_connect_rate',
                                                        drop_connect_rate),
                         dropout=options.rate('dropout', dropout),
-                        **_common(image_size, input_shape))
+                        **_common(image_size, input_shape, keras_weights))
   build.__name__ = variant
   build.__doc__ = (f'keras.applications {variant} base + Dense head '
                    f'(ImageNet resolution {EFFICIENTNETS[variant][3]}).')
@@ -277,13 +377,23 @@ for _name in EFFICIENTNETS:
 
 @register('resnet50')
 def resnet50(num_classes: int, image_size: int | None = None,
-             input_shape: Sequence[int] | None = None) -> nn.Module:
-  """keras.applications ResNet50 base + Dense head (23.61M params, 10 cl.)."""
-  return ResNet50(num_classes=num_classes, **_common(image_size, input_shape))
+             input_shape: Sequence[int] | None = None,
+             keras_weights: str | None = None) -> nn.Module:
+  """keras.applications ResNet50 base + Dense head (`ResNet50` doc)."""
+  return ResNet50(num_classes=num_classes,
+                  **_common(image_size, input_shape, keras_weights))
 
 
 @register('vgg19')
 def vgg19(num_classes: int, image_size: int | None = None,
-          input_shape: Sequence[int] | None = None) -> nn.Module:
-  """keras.applications VGG19 base + Dense head (20.03M params, 10 cl.)."""
-  return VGG19(num_classes=num_classes, **_common(image_size, input_shape))
+          input_shape: Sequence[int] | None = None,
+          keras_weights: str | None = None) -> nn.Module:
+  """keras.applications VGG19 base + Dense head (`VGG19` doc)."""
+  return VGG19(num_classes=num_classes,
+               **_common(image_size, input_shape, keras_weights))
+
+
+# Registers the Keras importers of these models (`keras_import.load`), and
+# serves `data_init`; imported last since it builds on the classes above.
+# pylint: disable-next=g-import-not-at-top,wrong-import-position
+from tinyrobust.models import import_image
