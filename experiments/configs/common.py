@@ -193,6 +193,8 @@ def cifar10_large(arg: str | None, model: str, *, image_size: int
   `image_size` (CIFAR-10 images are resized inside the model; use a GPU).
   `quick`: 3 epochs of Adam at the native 32x32 (this CPU). Inputs stay
   [N, 32, 32, 3] in [0, 1] either way, so eps is in pixel units (x/255).
+  The study transfer-learned ImageNet weights; trained Keras weights import
+  with `tinyrobust.models.keras_import.load(model, path)`.
   """
   args = parse_arg(arg, flags=('quick', 'full'))
   c = base_config()
@@ -213,4 +215,33 @@ def cifar10_large(arg: str | None, model: str, *, image_size: int
     c.train.learning_rate = 1e-3
     c.train.weight_decay = 0.0
     c.train.warmup_epochs = 0
+  return c
+
+
+def speech_commands_large(arg: str | None, model: str, *,
+                          learning_rate: float) -> ml_collections.ConfigDict:
+  """A Hello Edge baseline on Speech Commands MFCCs (speakers held out, as
+  `train/speech_commands_dscnn.py`): `quick` 10 epochs on this CPU,
+  `full`/default 100 epochs of Adam with cosine decay; gradients clipped at
+  norm 1 (the recurrent models)."""
+  args = parse_arg(arg, flags=('quick', 'full'))
+  c = base_config()
+  speech_commands_data(c)
+  c.model.name = model
+  c.train.epochs = 10 if args.quick else 100
+  c.train.learning_rate = learning_rate
+  c.train.grad_clip_norm = 1.0
+  return c
+
+
+def auritus_large(arg: str | None, model: str, *, learning_rate: float
+                  ) -> ml_collections.ConfigDict:
+  """A large HAR model on raw AURITUS windows (participants held out;
+  standardised per channel, eps in train-std units): `quick` 10 epochs of
+  batch 32 on 550/150 windows, `full`/default 100 epochs on the study's
+  550/50 windows (use a GPU)."""
+  c = auritus_training(arg, channels='raw6', learning_rate=learning_rate,
+                       quick_epochs=10, quick_batch_size=32)
+  c.model.name = model
+  c.train.grad_clip_norm = 1.0
   return c

@@ -70,11 +70,13 @@ class _ConvStack(nn.Module):
     return x
 
 
-class HarCNN(conventions.InputSpec, nn.Module):
-  """The study's HAR CNN: `[B, T, C]` -> logits `[B, L]`."""
+class HarConvNet(conventions.InputSpec, nn.Module):
+  """The study's HAR CNN (`head='dense'`) and CNN-LSTM (`head='bilstm'`):
+  `[B, T, C]` -> logits `[B, L]` (see the module doc)."""
   num_classes: int
+  head: str = 'dense'
   filters: int = 128
-  hidden: int = 64
+  units: int = 64  # Dense(64) of the CNN; LSTM(128) of the CNN-LSTM
   input_shape: tuple[int, ...] | None = None
 
   input_kind: ClassVar[str] = 'sequence'
@@ -82,32 +84,18 @@ class HarCNN(conventions.InputSpec, nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    _check_sequence('har_cnn', self.input_shape, x)
+    name = 'har_cnn' if self.head == 'dense' else 'har_cnn_lstm'
+    _check_sequence(name, self.input_shape, x)
     h = _ConvStack(self.filters)(jnp.swapaxes(x, 1, 2)[..., None], train)
-    h = nn.Dropout(0.5, deterministic=not train)(h)
-    h = nn.relu(nn.Dense(self.hidden)(h.reshape(h.shape[0], -1)))
-    h = keras_bn(train)(h)
-    h = nn.Dropout(0.5, deterministic=not train)(h)
-    return nn.Dense(self.num_classes)(h)
-
-
-class HarCNNLSTM(conventions.InputSpec, nn.Module):
-  """The study's HAR CNN-LSTM: `[B, T, C]` -> logits `[B, L]`."""
-  num_classes: int
-  filters: int = 128
-  units: int = 128
-  input_shape: tuple[int, ...] | None = None
-
-  input_kind: ClassVar[str] = 'sequence'
-  default_input_shape: ClassVar[tuple[int, ...]] = (550, 6)
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    _check_sequence('har_cnn_lstm', self.input_shape, x)
-    h = _ConvStack(self.filters)(jnp.swapaxes(x, 1, 2)[..., None], train)
-    b, c, t, f = h.shape
-    h = jnp.transpose(h, (0, 2, 1, 3)).reshape(b, t, c * f)  # Permute((2,1,3))
-    h = recurrent.Bidirectional(self.units, 'lstm')(h)
+    if self.head == 'dense':
+      h = nn.Dropout(0.5, deterministic=not train)(h)
+      h = nn.relu(nn.Dense(self.units)(h.reshape(h.shape[0], -1)))
+      h = keras_bn(train)(h)
+      h = nn.Dropout(0.5, deterministic=not train)(h)
+    else:
+      b, c, t, f = h.shape
+      h = jnp.transpose(h, (0, 2, 1, 3)).reshape(b, t, c * f)  # Permute
+      h = recurrent.Bidirectional(self.units, 'lstm')(h)
     return nn.Dense(self.num_classes)(h)
 
 
@@ -139,17 +127,17 @@ def _shape(input_shape):
 def har_cnn(num_classes: int, filters: int = 128, hidden: int = 64,
             input_shape: Sequence[int] | None = None) -> nn.Module:
   """The study's HAR CNN (defaults: 3,036,041 params with 9 classes)."""
-  return HarCNN(num_classes=num_classes,
-                filters=options.integer('filters', filters),
-                hidden=options.integer('hidden', hidden),
-                input_shape=_shape(input_shape))
+  return HarConvNet(num_classes=num_classes, head='dense',
+                    filters=options.integer('filters', filters),
+                    units=options.integer('hidden', hidden),
+                    input_shape=_shape(input_shape))
 
 
 @register('har_cnn_lstm')
 def har_cnn_lstm(num_classes: int, filters: int = 128, units: int = 128,
                  input_shape: Sequence[int] | None = None) -> nn.Module:
   """The study's HAR CNN-LSTM (defaults: 1,744,137 params, 9 classes)."""
-  return HarCNNLSTM(num_classes=num_classes,
+  return HarConvNet(num_classes=num_classes, head='bilstm',
                     filters=options.integer('filters', filters),
                     units=options.integer('units', units),
                     input_shape=_shape(input_shape))

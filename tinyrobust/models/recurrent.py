@@ -35,6 +35,15 @@ def _lstm_bias(key, shape, dtype=jnp.float32):
   return jnp.zeros(shape, dtype).at[units:2 * units].set(1.0)
 
 
+def _keras_params(module: nn.Module, features: int, gates: int, bias_init,
+                  bias_shape):
+  """Keras' `kernel [F, gates]`, `recurrent_kernel [u, gates]` and bias."""
+  units = module.units
+  return (module.param('kernel', _GLOROT, (features, gates)),
+          module.param('recurrent_kernel', _ORTHO, (units, gates)),
+          module.param('bias', bias_init, bias_shape))
+
+
 def _scan(step, carry, xs: jax.Array, reverse: bool):
   """Scans `step` over axis 1 of `xs` `[B, T, ...]`; outputs `[B, T, u]`."""
   carry, ys = jax.lax.scan(step, carry, jnp.swapaxes(xs, 0, 1),
@@ -51,9 +60,7 @@ class LSTM(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     u = self.units
-    w = self.param('kernel', _GLOROT, (x.shape[-1], 4 * u))
-    rw = self.param('recurrent_kernel', _ORTHO, (u, 4 * u))
-    b = self.param('bias', _lstm_bias, (4 * u,))
+    w, rw, b = _keras_params(self, x.shape[-1], 4 * u, _lstm_bias, (4 * u,))
     xw = x @ w + b  # input projections of all steps at once
 
     def step(carry, xt):
@@ -80,9 +87,8 @@ class GRU(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     u = self.units
-    w = self.param('kernel', _GLOROT, (x.shape[-1], 3 * u))
-    rw = self.param('recurrent_kernel', _ORTHO, (u, 3 * u))
-    b = self.param('bias', nn.initializers.zeros, (2, 3 * u))
+    w, rw, b = _keras_params(self, x.shape[-1], 3 * u, nn.initializers.zeros,
+                             (2, 3 * u))
     xw = x @ w + b[0]
 
     def step(h, xt):
