@@ -13,7 +13,9 @@ candidates and the study's weights, for `full`), the hand-crafted baseline
 the options of `experiments/configs/train/auritus_<model>.py`. Variants:
 `quick` (this CPU; see `search/auritus.py:quick` for the budgets), `full`
 (days on a CPU; hours on one GPU), `model=tcn|protonn|bonsai` (one family;
-default all three), `seeds=N` (default 3).
+default all three), `board=<name>` (one board; default all three),
+`seeds=N` (default 3). Runs are cached per (model, board, arm, seed) in
+the workdir of one variant.
 Participants are held out; eps as `search/auritus.py` states.
 """
 
@@ -30,13 +32,17 @@ BOARDS = ('stm32f746zg', 'stm32f446re', 'stm32l476rg')
 def get_config(arg=None):
   args = common.parse_arg(arg, flags=('quick', 'full'),
                           options={'seeds': ('1', '2', '3', '4', '5'),
-                                   'model': MODELS + ('all',)},
-                          defaults={'seeds': '3', 'model': 'all'})
+                                   'model': MODELS + ('all',),
+                                   'board': BOARDS + ('all',)},
+                          defaults={'seeds': '3', 'model': 'all',
+                                    'board': 'all'})
   search_cfg = importlib.import_module('experiments.configs.search.auritus')
   c = ml_collections.ConfigDict()
   models = MODELS if args.model == 'all' else (args.model,)
   c.search_study = ml_collections.ConfigDict({
-      'models': models, 'boards': BOARDS, 'n_seeds': int(args.seeds),
+      'models': models,
+      'boards': BOARDS if args.board == 'all' else (args.board,),
+      'n_seeds': int(args.seeds),
       'arms': ('handcrafted', 'noadv', 'adv'), 'bootstrap': 1000,
       'claim_points': 9.0})
   c.searches = ml_collections.ConfigDict()
