@@ -192,52 +192,5 @@ BUILDERS = {
     'dscnn': dscnn, 'tcn': tcn,
 }
 
-
-def _set_imagenet_normalization(model, variance_power: float) -> None:
-  """Keras' unadapted Normalization layer -> ImageNet mean, var=std^p."""
-  for layer in model.layers:
-    if layer.__class__.__name__ == 'Normalization':
-      mean = np.asarray((0.485, 0.456, 0.406), np.float32)
-      var = np.asarray((0.229, 0.224, 0.225), np.float32) ** variance_power
-      ws = layer.get_weights()
-      layer.set_weights([mean.reshape(ws[0].shape), var.reshape(ws[1].shape)]
-                        + ws[2:])
-
-
-APPLICATIONS = {
-    'efficientnet_b0': ('EfficientNetB0', 3.0),
-    'efficientnet_b4': ('EfficientNetB4', 3.0),
-    'efficientnetv2_b0': ('EfficientNetV2B0', None),
-    'efficientnetv2_b3': ('EfficientNetV2B3', None),
-    'resnet50': ('ResNet50', 'caffe'), 'vgg19': ('VGG19', 'caffe'),
-}
-
-
-def application(name: str, size: int = 32, classes: int = 10, b: int = 2):
-  """keras.applications `name` (weights=None, include_top=False, average
-  pooling) + Dense head, taking [0, 1] images (the preprocessing the zoo
-  model documents is prepended: caffe for ResNet50/VGG19; EfficientNet's
-  own Normalization layer set to ImageNet statistics)."""
-  k = keras()
-  cls, prep = APPLICATIONS[name]
-  base = getattr(k.applications, cls)(weights=None, include_top=False,
-                                       input_shape=(size, size, 3),
-                                       pooling='avg')
-  if isinstance(prep, float):
-    _set_imagenet_normalization(base, prep)
-  inp = k.layers.Input((size, size, 3))
-  x = k.layers.Rescaling(255.0)(inp)
-  if prep == 'caffe':
-    x = k.layers.Lambda(lambda z: z[..., ::-1] - np.asarray(
-        (103.939, 116.779, 123.68), np.float32))(x)
-  x = k.layers.Dense(classes)(base(x))
-  model = k.Model(inp, x)
-  x = np.random.default_rng(3).uniform(0, 1, (b, size, size, 3))
-  return model, name, {}, x.astype(np.float32)
-
-
-def _app(name):
-  return lambda: application(name)
-
-
-BUILDERS.update({name: _app(name) for name in APPLICATIONS})
+# The keras.applications image models are compared in test_large_image.py
+# (BatchNorm calibrated so that the logits depend on the input).

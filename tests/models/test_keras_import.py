@@ -26,10 +26,7 @@ def test_import_reproduces_keras_outputs(name):
   module, variables = keras_import.load(zoo, model, **kwargs)
   ref, out = _outputs(name, model, x, module, variables)
   assert out.shape == ref.shape
-  # float32 round-off grows with depth: EfficientNet-B4's 32 blocks differ
-  # from Keras by up to 1.7e-4 (measured); everything else within 1e-4.
-  atol = 3e-4 if name == 'efficientnet_b4' else 1e-4
-  np.testing.assert_allclose(out, ref, atol=atol, rtol=1e-4)
+  np.testing.assert_allclose(out, ref, atol=1e-4, rtol=1e-4)
 
 
 def test_legacy_h5_round_trip_of_a_recurrent_model(tmp_path):
