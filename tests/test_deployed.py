@@ -1,5 +1,7 @@
-"""Deployed (int8 LiteRT) robustness next to float32."""
+"""Deployed (int8) robustness: LiteRT and the fake-quantised model next to
+float32, on the same examples."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,6 +9,8 @@ import pytest
 
 from tinyrobust import deployed
 from tinyrobust import models
+from tinyrobust import quantize
+from tinyrobust.hardware import export
 
 pytest.importorskip('ai_edge_litert')
 
@@ -30,16 +34,63 @@ def test_integer_exact_model_gives_float32_predictions():
   res = deployed.evaluate_deployed(model, v, (x, y), x_train=x,
                                    attacks=['fgsm', 'pgd'],
                                    eps_grid=[0.0, 0.2], batch_size=8,
-                                   pgd_steps=3, clip=(0.0, 1.0))
-  f32, q = res['precisions']['float32'], res['precisions']['int8-litert']
-  for name in ('fgsm', 'pgd'):
-    assert q[name]['agreement_clean'] == 1.0
-    assert q[name]['clean_accuracy'] == f32[name]['clean_accuracy'] == 21 / 24
-    for a, b in zip(q[name]['per_eps'], f32[name]['per_eps']):
-      assert a['agreement_adversarial'] == 1.0
-      assert a['robust_accuracy'] == b['robust_accuracy']
-      assert a['consistency'] == b['consistency']
+                                   pgd_steps=3, clip=(0.0, 1.0),
+                                   tflm_samples=4)
+  ev = res['evaluations']
+  assert set(ev) == {'float32->float32', 'float32->int8-litert',
+                     'int8-fakequant->int8-fakequant',
+                     'int8-fakequant->int8-litert'}
+  f32 = ev['float32->float32']
+  for key in ('float32->int8-litert', 'int8-fakequant->int8-fakequant',
+              'int8-fakequant->int8-litert'):
+    for name in ('fgsm', 'pgd'):
+      q = ev[key][name]
+      assert q['agreement_clean'] == 1.0
+      assert q['clean_accuracy'] == f32[name]['clean_accuracy'] == 21 / 24
+      for a, b in zip(q['per_eps'], f32[name]['per_eps']):
+        assert a['agreement_adversarial'] == 1.0
+        assert a['robust_accuracy'] == b['robust_accuracy']
+        assert a['consistency'] == b['consistency']
   assert f32['fgsm']['per_eps'][0]['robust_accuracy'] == 21 / 24  # eps = 0
+  # TFLite Micro runs the same int8 graph bit-exactly.
+  assert res['tflm_check']['ran'] and res['tflm_check']['equal']
+  assert res['tflm_check']['samples'] == 4 * 3
+  rows = res['rows']
+  assert len(rows) == 4 * 2 * 2  # evaluations x attacks x eps
+  assert {(r['crafted_on'], r['precision']) for r in rows} == {
+      tuple(k.split('->')) for k in ev}
+
+
+class ConvNet(nn.Module):
+  @nn.compact
+  def __call__(self, x, train=False):
+    x = nn.relu(nn.Conv(4, (3, 3))(x))
+    x = nn.relu(nn.Conv(6, (3, 3), strides=2)(x))
+    return nn.Dense(3)(jnp.mean(x, axis=(1, 2)))
+
+
+def test_fake_quant_matches_litert_to_one_step_on_a_conv_net():
+  model = ConvNet()
+  v = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
+  x = np.random.default_rng(0).normal(size=(64, 8, 8, 1)).astype(np.float32)
+  fb = export.export_tflite(model, v, (8, 8, 1), quantize='int8',
+                            representative_data=x)
+  fq = quantize.calibrate(model, v, x)
+  runner = deployed.LiteRT(fb)
+  assert fq.input_quantization == pytest.approx(
+      runner.inp['quantization'], rel=1e-5)
+  step = runner.out['quantization'][0]
+  lite = runner(x)
+  got = np.asarray(jax.jit(fq.apply)(v, x))
+  assert np.max(np.abs(got - lite)) <= step * 1.001
+  # The float model is further away: the simulation is not a no-op.
+  ref = np.asarray(model.apply(v, x))
+  assert np.max(np.abs(ref - lite)) > np.max(np.abs(got - lite))
+  # Batched LiteRT equals one example at a time; gradients pass the STE.
+  np.testing.assert_array_equal(runner.run_quantized(runner.quantize_input(
+      x[:5])), runner._one(runner.quantize_input(x[:5])))
+  g = jax.grad(lambda a: fq.apply(v, a).sum())(x[:2])
+  assert np.all(np.isfinite(g)) and np.abs(g).sum() > 0
 
 
 def test_bad_precision_is_named_before_any_work():
