@@ -93,7 +93,7 @@ class _Builder:
     """Appends `jaxpr`'s equations; returns the ids of its outputs."""
     env = {}
     for v, c in zip(jaxpr.constvars, consts):
-      env[v] = self.new(jax.core.get_aval(c), False)
+      env[v] = self.new(jax.typeof(c), False)
     for v, i in zip(jaxpr.invars, in_ids):
       env[v] = i
     for e in jaxpr.eqns:
