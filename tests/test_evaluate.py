@@ -187,8 +187,9 @@ def test_attack_mode(tmp_path, monkeypatch):
   assert os.path.exists(tmp_path / 'attack_results.json')
   assert os.path.exists(tmp_path / 'attack_results.csv')
   assert res['run']['dataset'] == 'digits'
-  assert res['threat'] == {'space': 'input', 'eps_units': 'input',
-                           'precisions': ['float32'], 'gyro_per_g': None}
+  assert res['threat'] == {'space': 'input', 'eps_units': 'pixel/255',
+                           'clip': None, 'precisions': ['float32'],
+                           'gyro_per_g': None, 'info': {}}
   assert {r['precision'] for r in res['rows']} == {'float32'}
   from tinyrobust import io as io_lib  # pylint: disable=g-import-not-at-top
   from tinyrobust import results as results_lib  # pylint: disable=g-import-not-at-top
@@ -208,16 +209,14 @@ def test_attack_mode(tmp_path, monkeypatch):
   res = modes.attack(None, str(tmp_path))
   dep = res['deployed']
   assert dep['num_examples'] == 50
-  f32 = dep['precisions']['float32']['fgsm']
-  q = dep['precisions']['int8-litert']['fgsm']
+  f32 = dep['evaluations']['float32->float32']['fgsm']
+  q = dep['evaluations']['float32->int8-litert']['fgsm']
   assert f32['clean_accuracy'] == pytest.approx(res['clean_accuracy'])
   assert q['agreement_clean'] >= 0.9
   assert res['rows'][0]['eps_units'] == 'pixel'
-  config.threat = {'space': 'signal'}  # digits have no sensor front-end
-  with pytest.raises(ValueError, match="'signal'.*'digits'"):
-    modes.attack(None, str(tmp_path))
-  config.threat = {'space': 'signal', 'eps_units': 'pixel'}
-  with pytest.raises(ValueError, match="'pixel'"):
+  assert {r['precision'] for r in res['rows']} == {'float32', 'int8-litert'}
+  config.threat = {'space': 'signal', 'eps_units': 'g'}  # not a pixel unit
+  with pytest.raises(ValueError, match="'g'.*'signal'.*'digits'"):
     modes.attack(None, str(tmp_path))
 
 

@@ -435,3 +435,44 @@ def with_eps_scale(options, attacks: Sequence[str], eps_scale
                        'of the attacks that do (fgsm, pgd, apgd, ...).')
     out.setdefault(name, {})['eps_scale'] = eps_scale
   return out
+
+
+def as_results(result: Mapping[str, Any], key: str,
+               attack_configs: Mapping[str, Mapping[str, Any]]
+               ) -> dict[str, Any]:
+  """One evaluation (`'<crafted_on>-><precision>'`) of an
+  `evaluate_deployed` result in the shape of `evaluate_robustness` results
+  (for `tinyrobust.results.records`); `crafted_on` joins each attack's
+  config."""
+  crafted_on = key.split('->')[0]
+  per_attack = result['evaluations'][key]
+  first = next(iter(per_attack.values()))
+  return {
+      'denominator': result['num_examples'],
+      'clean_accuracy': first['clean_accuracy'], 'flags': [],
+      'attacks': {name: {
+          'config': {**dict(attack_configs.get(name) or {}),
+                     'crafted_on': crafted_on},
+          'per_eps': [{'eps': e, **p} for e, p in zip(result['eps_grid'],
+                                                      m['per_eps'])]}
+                  for name, m in per_attack.items()}}
+
+
+def print_deployed(result: Mapping[str, Any]) -> None:
+  """The printed table: one line per evaluation, attack and eps."""
+  print(f'[precisions: {result["protocol"]}; {result["num_examples"]} '
+        'examples]')
+  for r in result['rows']:
+    agree = ('' if r['agreement_clean'] is None else
+             f' agree(clean)={r["agreement_clean"]:.4f} agree(adv)='
+             f'{r["agreement_adversarial"]:.4f}')
+    print(f'{r["crafted_on"]:>14}->{r["precision"]:<14} {r["attack"]:>5} '
+          f'eps={r["eps"]:.4g} clean={r["clean_accuracy"]:.4f} robust='
+          f'{r["robust_accuracy"]:.4f} consistency={r["consistency"]:.4f}'
+          + agree)
+  check = result.get('tflm_check')
+  if check:
+    print('TFLite Micro vs LiteRT int8 outputs: ' + (
+        f'{"equal" if check["equal"] else "DIFFER"} on {check["samples"]} '
+        f'inputs (max |diff| {check["max_abs_diff_int8_steps"]} int8 steps)'
+        if check['ran'] else f'not run ({check["error"][:120]})'))

@@ -23,6 +23,7 @@ silently evaluate another split.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from typing import Any
@@ -97,70 +98,89 @@ def _check_writable(workdir: str) -> None:
 def attack(config, workdir: str) -> dict[str, Any]:
   """Attacks a trained run over its `attack` section's eps grid.
 
-  Evaluates the run's test split with `evaluate.evaluate_robustness` and
-  writes `attack_results.json` / `.csv` into `workdir`.
+  Evaluates the run's test split with `evaluate.evaluate_robustness` in the
+  `threat` section's space (`tinyrobust.threat_model`: the model's input or
+  the raw sensor signal) and, for int8 precisions, with
+  `evaluate.evaluate_deployed`; writes `attack_results.json` / `.csv` (rows
+  carry `space`, `eps_units`, `precision`, `crafted_on`) and
+  `results.jsonl` into `workdir`.
   """
   from tinyrobust import data as data_lib  # pylint: disable=g-import-not-at-top
+  from tinyrobust import deployed  # pylint: disable=g-import-not-at-top
   from tinyrobust import evaluate  # pylint: disable=g-import-not-at-top
+  from tinyrobust import threat_model  # pylint: disable=g-import-not-at-top
   from tinyrobust import train as train_lib  # pylint: disable=g-import-not-at-top
   model, variables, config = trained_run(workdir, config)
   _check_writable(workdir)
   acfg = evaluate.attack_config(config)
-  threat = _threat(config)
-  ds = data_lib.load(config.data.name, 'test',
-                     **config_io.to_dict(config.data.get('options')))
-  apply_fn = functools.partial(model.apply, train=False)
-  problem = _attack_problem(apply_fn, ds, acfg, threat)
-  results = evaluate.evaluate_robustness(
-      problem['apply_fn'], variables, problem['dataset'],
+  name, options = config.data.name, config_io.to_dict(
+      config.data.get('options'))
+  threat = threat_model.check_threat(config_io.to_dict(config.get('threat')),
+                                     name, options)
+  ds = data_lib.load(name, 'test', **options)
+  prob = threat_model.attack_problem(
+      threat, ds, functools.partial(model.apply, train=False), name=name,
+      split='test', options=options)
+  settings = dict(
       attacks=list(acfg.attacks), eps_grid=list(acfg.eps_grid),
       batch_size=acfg.batch_size, seed=int(config.get('seed', 0)),
       norm=acfg.norm, loss=acfg.loss, pgd_steps=acfg.pgd_steps,
-      pgd_restarts=acfg.pgd_restarts, options=problem['options'],
-      max_examples=acfg.max_examples, clip=problem['clip'])
+      pgd_restarts=acfg.pgd_restarts, max_examples=acfg.max_examples,
+      clip=prob.clip, options=deployed.with_eps_scale(
+          acfg.get('options'), acfg.attacks, prob.eps_scale))
+  results = evaluate.evaluate_robustness(
+      prob.apply_fn, variables, dataclasses.replace(ds, x=prob.x, y=prob.y),
+      **settings)
   finished = train_lib.is_finished(workdir)
   if not finished:
     logging.warning('%s has not finished training; attacking its best '
                     'checkpoint so far.', workdir)
-  results['threat'] = threat
+  tags = {'space': prob.space, 'eps_units': prob.eps_units}
+  results['threat'] = {**threat, **tags, 'info': prob.info}
   for row in results['rows']:
-    row.update(space=threat['space'], eps_units=threat['eps_units'],
-               precision='float32')
-  if 'int8-litert' in threat['precisions']:
-    results['deployed'] = _deployed(model, variables, ds, config, acfg,
-                                    threat['precisions'])
-  results['run'] = {'workdir': workdir, 'dataset': config.data.name,
-                    'split': 'test', 'model': config.model.name,
+    row.update(tags, precision='float32', crafted_on='float32')
+  extra = []
+  if len(threat['precisions']) > 1:
+    dep = deployed.evaluate_deployed(
+        model, variables, (prob.x, prob.y),
+        x_train=data_lib.load(name, 'train', **options).x,
+        frontend=prob.frontend, eps_scale=prob.eps_scale,
+        precisions=threat['precisions'],
+        **{k: v for k, v in settings.items() if k != 'options'},
+        options=config_io.to_dict(acfg.get('options')))
+    results['deployed'] = dep
+    configs = {n: a['config'] for n, a in results['attacks'].items()}
+    for r in dep['rows']:
+      if r['crafted_on'] != 'float32' or r['precision'] != 'float32':
+        results['rows'].append({**r, **tags, 'flags': ''})
+    extra = [(key.split('->')[1], deployed.as_results(dep, key, configs))
+             for key in dep['evaluations'] if key != 'float32->float32']
+  results['run'] = {'workdir': workdir, 'dataset': name, 'split': 'test',
+                    'model': config.model.name,
                     'training_finished': finished,
                     'attack_config': acfg.to_dict()}
   paths = evaluate.write_results(results, workdir)
-  _write_records(results, workdir, model, variables, config, ds, threat)
-  evaluate.print_results(results, (
-      f'[{config.model.name} on {config.data.name}, test split, '
-      f'{results["denominator"]} examples; eps in input units ({acfg.norm}); '
-      'robust = pred(x_adv) == label and clean correct; consistency = '
-      'pred(x_adv) == pred(x)]' + ('' if finished else
-                                   ' (training NOT finished)')))
+  _write_records(results, workdir, model, variables, config, ds,
+                 results['threat'], extra=extra)
+  evaluate.print_results(
+      {**results, 'rows': [r for r in results['rows']
+                           if r['precision'] == 'float32']},
+      f'[{config.model.name} on {name}, test split, '
+      f'{results["denominator"]} examples; {prob.space} space, eps in '
+      f'{prob.eps_units} ({acfg.norm}); robust = pred(x_adv) == label and '
+      'clean correct; consistency = pred(x_adv) == pred(x)]' + (
+          '' if finished else ' (training NOT finished)'))
   logging.info('Wrote %s and %s', *paths)
   if 'deployed' in results:
-    _print_deployed(results['deployed'])
+    deployed.print_deployed(results['deployed'])
   return results
 
 
-def _print_deployed(dep: dict[str, Any]) -> None:
-  print(f'[deployed: {dep["protocol"]}; {dep["num_examples"]} examples]')
-  for prec, per_attack in dep['precisions'].items():
-    for name, m in per_attack.items():
-      cells = ' '.join(f'eps={e:g}: robust {r["robust_accuracy"]:.4f} '
-                       f'consistency {r["consistency"]:.4f}'
-                       for e, r in zip(dep['eps_grid'], m['per_eps']))
-      print(f'  {prec:12s} {name:8s} clean {m["clean_accuracy"]:.4f} | '
-            f'{cells}')
-
-
-def _write_records(results, workdir, model, variables, config, ds, threat):
+def _write_records(results, workdir, model, variables, config, ds, threat,
+                   extra=()):
   """`results.jsonl`: one `tinyrobust.results` record per attack and eps,
-  with the MCU cost fields when `profile.json` exists."""
+  with the MCU cost fields when `profile.json` exists; `extra` holds
+  `(precision, results)` pairs of other precisions (int8)."""
   import jax  # pylint: disable=g-import-not-at-top
   from tinyrobust import io  # pylint: disable=g-import-not-at-top
   from tinyrobust import results as results_lib  # pylint: disable=g-import-not-at-top
@@ -168,79 +188,16 @@ def _write_records(results, workdir, model, variables, config, ds, threat):
   profile = io.read_json(prof_path) if os.path.exists(prof_path) else None
   params = sum(int(getattr(a, 'size', 0)) for a in jax.tree_util.tree_leaves(
       variables.get('params', variables)))
-  recs = results_lib.records(
-      results, model={'name': config.model.name,
-                      'kwargs': config_io.to_dict(config.model.get('kwargs')),
-                      'params': params},
-      dataset={'name': config.data.name, 'split': 'test',
-               'protocol': (ds.meta or {}).get('protocol')},
-      threat={**threat, 'precision': 'float32'}, profile=profile)
+  recs = []
+  for precision, res in [('float32', results)] + list(extra):
+    recs += results_lib.records(
+        res, model={'name': config.model.name,
+                    'kwargs': config_io.to_dict(config.model.get('kwargs')),
+                    'params': params},
+        dataset={'name': config.data.name, 'split': 'test',
+                 'protocol': (ds.meta or {}).get('protocol')},
+        threat={**threat, 'precision': precision}, profile=profile)
   io.write_jsonl(os.path.join(workdir, 'results.jsonl'), recs)
-
-
-def _attack_problem(apply_fn, ds, acfg, threat) -> dict[str, Any]:
-  """The attacked function, data, clip and per-attack options of the
-  threat's space (`tinyrobust.threat_model`)."""
-  from tinyrobust import attacks as attacks_lib  # pylint: disable=g-import-not-at-top
-  from tinyrobust import threat_model  # pylint: disable=g-import-not-at-top
-  options = config_io.to_dict(acfg.get('options'))
-  if threat['space'] == 'input':
-    return {'apply_fn': apply_fn, 'dataset': ds, 'clip': 'dataset',
-            'options': options}
-  sig = threat_model.signal_space(ds, apply_fn,
-                                  gyro_per_g=threat.get('gyro_per_g'))
-  threat['eps_units'] = sig.eps_units
-  threat['signal'] = sig.info
-  for name in acfg.attacks:
-    accepted = attacks_lib.attack_options(name)
-    if accepted is None or 'eps_scale' in accepted:
-      options.setdefault(name, {})['eps_scale'] = sig.eps_scale
-  return {'apply_fn': sig.apply_fn, 'dataset': (sig.x, ds.y),
-          'clip': sig.clip, 'options': options}
-
-
-def _threat(config) -> dict[str, Any]:
-  """The run's `threat` section, checked (defaults: input space, float32)."""
-  from tinyrobust import deployed  # pylint: disable=g-import-not-at-top
-  from tinyrobust import threat_model  # pylint: disable=g-import-not-at-top
-  t = config_io.to_dict(config.get('threat')) or {}
-  valid = ('space', 'eps_units', 'precisions', 'gyro_per_g')
-  bad = sorted(set(t) - set(valid))
-  if bad:
-    raise ValueError(f'Unknown threat option(s) {bad}. Valid: '
-                     f'{", ".join(valid)}.')
-  space = t.get('space', 'input')
-  if space not in threat_model.SPACES:
-    raise ValueError(f'threat.space={space!r}. Valid: '
-                     f'{", ".join(threat_model.SPACES)}.')
-  precisions = list(deployed.check_precisions(t.get('precisions',
-                                                   ('float32',))))
-  if space == 'signal' and precisions != ['float32']:
-    raise ValueError(f"threat.precisions={precisions} with space='signal': "
-                     'the int8 model takes the normalised input; evaluate '
-                     'int8 in the input space.')
-  units = str(t.get('eps_units') or ('input' if space == 'input' else 'g'))
-  if space == 'signal' and units != 'g':
-    raise ValueError(f"threat.eps_units={units!r} does not match "
-                     f"space='signal' (AURITUS signal eps is in 'g', gyro "
-                     'scaled by gyro_per_g).')
-  return {'space': space, 'eps_units': units, 'precisions': precisions,
-          'gyro_per_g': t.get('gyro_per_g')}
-
-
-def _deployed(model, variables, ds, config, acfg, precisions):
-  """int8 (LiteRT) next to float32 on the run's test split."""
-  from tinyrobust import data as data_lib  # pylint: disable=g-import-not-at-top
-  from tinyrobust import evaluate  # pylint: disable=g-import-not-at-top
-  x_train = data_lib.load(config.data.name, 'train',
-                          **config_io.to_dict(config.data.get('options'))).x
-  return evaluate.evaluate_deployed(
-      model, variables, ds, x_train=x_train, attacks=list(acfg.attacks),
-      eps_grid=list(acfg.eps_grid), batch_size=acfg.batch_size,
-      seed=int(config.get('seed', 0)), max_examples=acfg.max_examples,
-      precisions=precisions, norm=acfg.norm, loss=acfg.loss,
-      pgd_steps=acfg.pgd_steps, pgd_restarts=acfg.pgd_restarts,
-      options=config_io.to_dict(acfg.get('options')))
 
 
 @MODES.register('profile')

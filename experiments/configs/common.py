@@ -108,11 +108,25 @@ def base_config() -> ml_collections.ConfigDict:
   # Robustness evaluation (--mode=attack, studies, the search's adversarial
   # term); fields documented in tinyrobust.evaluate.default_attack_config.
   c.attack = evaluate.default_attack_config()
-  # Threat model (tinyrobust.deployed): where the perturbation lives and
-  # which model it hits. eps_units: the unit the eps grid is stated in
-  # (reported with every result; '' = the model's input units).
+  # Threat model (tinyrobust.threat_model, tinyrobust.deployed), checked by
+  # threat_model.check_threat before any compute:
+  #   space: 'input' (the model's input, the study's setting) or 'signal'
+  #     (the raw sensor signal through the differentiable front-end and
+  #     normalisation: waveform -> MFCC, raw IMU -> window features).
+  #   eps_units: the unit the eps grid is stated in, carried into every
+  #     result ('' = the space's default: 'pixel/255', 'train-std', 'mfcc',
+  #     'waveform', 'physical', or 'g' / 'deg/s' for AURITUS signals).
+  #   clip: valid range, (lo, hi) scalars or per-channel lists; None = the
+  #     dataset's (pixels [0, 1], waveform [-1, 1], AURITUS +-4 g on acc
+  #     and +-500 deg/s on gyro channels).
+  #   precisions: of 'float32', 'int8-litert', 'int8-fakequant'.
+  #   gyro_per_g: AURITUS signal eps on gyro per eps on acc (deg/s per g);
+  #     None = the ratio of their train-split standard deviations.
   c.threat = ml_collections.ConfigDict({
-      'space': 'input', 'eps_units': '', 'precisions': ('float32',)})
+      'space': 'input', 'eps_units': '',
+      'clip': ml_collections.config_dict.placeholder(tuple),
+      'precisions': ('float32',),
+      'gyro_per_g': ml_collections.config_dict.placeholder(float)})
   return c
 
 

@@ -349,6 +349,8 @@ def auritus(split: str, source: str = 'auto', data_dir: str | None = None,
                     if split_by == 'window' else ' (participants held out)')),
       eps_units=('physical: acc in g, gyro in deg/s' if norm == 'none' else
                  'standardised units (train std)'),
+      sensor_range={'acc_g': list(ACC_RANGE_G),
+                    'gyro_dps': list(GYRO_RANGE_DPS)},
       **stats)
   if ranges is not None:
     meta['channel_range'] = dict(lo=ranges[0], hi=ranges[1])

@@ -140,7 +140,7 @@ def _tfds_ds(builder, split):
 
 
 def _meta_common(features):
-  m = dict(features=features, sample_rate_hz=16000,
+  m = dict(features=features, sample_rate_hz=16000, signal_range=(-1.0, 1.0),
            layout={'waveform': '[N, 16000]', 'mfcc': '[N, 49, 10]',
                    'logmel': '[N, 49, 40]'}[features])
   if features != 'waveform':
