@@ -201,27 +201,38 @@ def speech_commands_data(c: ml_collections.ConfigDict, *,
 
 def cifar10_large(arg: str | None, model: str, *, image_size: int
                   ) -> ml_collections.ConfigDict:
-  """A keras.applications model trained from scratch on CIFAR-10.
+  """A keras.applications model on CIFAR-10 (see `train/cifar10_<model>.py`).
 
-  Default/`full`: 100 epochs of SGD + cosine at the ImageNet resolution
-  `image_size` (CIFAR-10 images are resized inside the model; use a GPU).
-  `quick`: 3 epochs of Adam at the native 32x32 (this CPU). Inputs stay
-  [N, 32, 32, 3] in [0, 1] either way, so eps is in pixel units (x/255).
-  The study transfer-learned ImageNet weights; trained Keras weights import
-  with `tinyrobust.models.keras_import.load(model, path)`.
+  Default/`full`: 100 epochs of SGD + cosine from scratch at the ImageNet
+  resolution `image_size` (CIFAR-10 images are resized inside the model;
+  use a GPU). `finetune`: the study's transfer learning, 10 epochs of SGD
+  (learning rate 0.01) at `image_size` from keras.applications ImageNet
+  weights given as `--config.model.kwargs.keras_weights=<*_notop.h5>`
+  (loaded by the model's `data_init` hook; required: without it the run
+  stops with ml_collections' RequiredValueError). `quick`: 3 epochs of Adam
+  at the native 32x32 (this CPU). Inputs stay [N, 32, 32, 3] in [0, 1]
+  either way, so eps is in pixel units (x/255).
   """
-  args = parse_arg(arg, flags=('quick', 'full'))
+  args = parse_arg(arg, flags=('quick', 'full', 'finetune'),
+                   exclusive=(('quick', 'full', 'finetune'),))
   c = base_config()
   c.data.name = 'cifar10'
   c.data.options.seed = 0
   c.data.augment = 'crop_flip'
   c.model.name = model
   c.model.kwargs.image_size = image_size
+  c.model.kwargs.keras_weights = ml_collections.config_dict.placeholder(str)
   c.train.epochs = 100
   c.train.optimizer = 'sgd'
   c.train.learning_rate = 0.05
   c.train.weight_decay = 5e-4
   c.train.warmup_epochs = 2
+  if args.finetune:
+    c.model.kwargs.keras_weights = (
+        ml_collections.config_dict.required_placeholder(str))
+    c.train.epochs = 10
+    c.train.learning_rate = 0.01
+    c.train.warmup_epochs = 1
   if args.quick:
     del c.model.kwargs.image_size
     c.train.epochs = 3

@@ -1,8 +1,27 @@
-r"""keras.applications EfficientNetV2B3 on CIFAR-10 (full: 300x300): `common.cifar10_large`.
+r"""keras.applications EfficientNetV2B3 on CIFAR-10 (`common.cifar10_large`).
 
+Command:
   TINYROBUST_DATA_DIR=/work/shared/data python -m experiments.main \
       --config=experiments/configs/train/cifar10_efficientnetv2_b3.py:quick \
       --workdir=/tmp/tinyrobust/cifar10_efficientnetv2_b3
+Variants:
+* `quick`: 3 epochs of Adam from scratch at 32x32 on the offline 10k-image
+  subset (this CPU; 32.2M MACs per image). QUICK_RESULT
+* `full` / default: 100 epochs of SGD from scratch at 300x300 (images
+  resized inside the model; 2.99G MACs per image; use a GPU: estimated
+  ~3 min per epoch of 50k images on one A100-class GPU in float32, from
+  the MACs, not measured). Accuracy not measured here; from scratch expect
+  less than the study's transfer-learned 97.0%.
+* `finetune`: the study's transfer learning from ImageNet, 10 epochs of SGD
+  (0.01) at 300x300, from the file that
+  `keras.applications.EfficientNetV2B3(weights='imagenet', include_top=False)`
+  downloads (~/.keras/models/efficientnetv2-b3_notop.h5), given as
+  `--config=<this file>:finetune --config.model.kwargs.keras_weights=<path>`
+  (the backbone loads in the model's `data_init` hook, the Dense head
+  starts random). Estimated ~30 min in all on a GPU; expect about the
+  study's 97.0% on the official test set (not measured here).
+Inputs [N, 32, 32, 3] in [0, 1] in every variant (eps in pixel units /
+255); the Keras preprocessing runs inside the model (`models.imagenet`).
 """
 
 from experiments.configs import common
