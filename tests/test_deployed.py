@@ -52,6 +52,7 @@ def test_integer_exact_model_gives_float32_predictions():
         assert a['robust_accuracy'] == b['robust_accuracy']
         assert a['consistency'] == b['consistency']
   assert f32['fgsm']['per_eps'][0]['robust_accuracy'] == 21 / 24  # eps = 0
+  assert res['fakequant']['agreement_litert_clean'] == 1.0
   # TFLite Micro runs the same int8 graph bit-exactly.
   assert res['tflm_check']['ran'] and res['tflm_check']['equal']
   assert res['tflm_check']['samples'] == 4 * 3

@@ -311,6 +311,20 @@ class _Models:
                             self.batch_size).argmax(-1)
 
 
+def _fidelity(models: _Models, x: np.ndarray) -> dict[str, float]:
+  """How closely the fake-quant model reproduces LiteRT on clean inputs:
+  top-1 agreement and the largest logit difference in output steps."""
+  fq = jax.jit(models.fq)
+  got = _batched_predict(lambda a: fq(models.variables, a), x,
+                         models.batch_size)
+  lite = models.litert(models.model_inputs(x))
+  step = models.litert.out['quantization'][0] or 1.0
+  return {'agreement_litert_clean': float(np.mean(got.argmax(-1) ==
+                                                  lite.argmax(-1))),
+          'max_abs_diff_litert_steps': float(np.max(np.abs(got - lite)) /
+                                             step)}
+
+
 def _evaluate_set(models: _Models, x, y, adv, *, crafted_on: str,
                   evaluated: Sequence[str]) -> dict[str, Any]:
   """Metrics of each `evaluated` precision on one set of adversarial
@@ -396,6 +410,8 @@ def evaluate_deployed(model, variables, dataset, *, x_train: np.ndarray,
           eps_scale).tolist(),
       'fakequant': getattr(models, 'fq_info', None),
       'tflm_check': None, 'protocol': PROTOCOL}
+  if models.fq is not None:
+    result['fakequant'].update(_fidelity(models, x))
   if models.litert is not None and tflm_samples:
     sample = np.concatenate([x[:tflm_samples]] + [
         a[-1][:tflm_samples] for a in adv_f32.values()])
