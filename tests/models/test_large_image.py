@@ -249,13 +249,17 @@ def test_v1_from_scratch_normalization_is_refused(tmp_path):
     model.data_init(init, None, None)
 
 
-def test_keras_weights_option_is_checked_up_front(tmp_path):
+def test_options_are_checked_up_front(tmp_path):
   with pytest.raises(FileNotFoundError, match='nope.h5'):
     get_model('resnet50', 10, keras_weights=str(tmp_path / 'nope.h5'))
   with pytest.raises(ValueError, match=r'\.h5, \.hdf5 or \.keras'):
     get_model('vgg19', 10, keras_weights='weights.npz')
   with pytest.raises(ValueError, match='file path'):
     get_model('efficientnet_b0', 10, keras_weights=3)
+  with pytest.raises(ValueError, match='bn_momentum'):
+    get_model('resnet50', 10, bn_momentum=1.5)
+  with pytest.raises(ValueError, match='image_size'):
+    get_model('efficientnetv2_b3', 10, image_size=16)
 
 
 def test_resize_matches_tf_and_attack_perturbs_the_32x32_image():

@@ -37,9 +37,10 @@ image itself):
      scaling.
 
 BatchNorm uses Keras' epsilons (1e-3; ResNet50 1.001e-5) and momenta (0.99;
-EfficientNetV2 0.9) and its running statistics when `train=False`; dropout
-and stochastic depth (Keras' `drop_connect_rate` 0.2, per-example residual
-drop) act only in training. Parameter counts with a 10-class head (params +
+EfficientNetV2 0.9; option `bn_momentum` overrides it, e.g. 0.9 for short
+runs whose running statistics must keep up with the weights) and its
+running statistics when `train=False`; dropout and stochastic depth (Keras'
+`drop_connect_rate` 0.2, per-example residual drop) act only in training. Parameter counts with a 10-class head (params +
 BN statistics, measured): B0 4,062,374, B4 17,691,746, V2-B0 5,932,122,
 V2-B3 12,945,992, ResNet50 23,608,202, VGG19 20,029,514 (Keras' totals
 minus its Normalization layer's 7 statistics; the study's table: 4.07M,
@@ -149,13 +150,14 @@ class ResNet50(_ImageNetModel, nn.Module):
   image_size: int | None = None
   input_shape: tuple[int, ...] | None = None
   keras_weights: str | None = None
+  bn_momentum: float | None = None
   stacks: tuple[int, ...] = (3, 4, 6, 3)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     x = self._prepare(x, 'resnet50', 'caffe')
-    bn = lambda y: nn.BatchNorm(use_running_average=not train, momentum=0.99,
-                                epsilon=1.001e-5)(y)
+    momentum = 0.99 if self.bn_momentum is None else self.bn_momentum
+    bn = lambda y: _bn(train, 1.001e-5, momentum)(y)
     x = nn.Conv(64, (7, 7), strides=(2, 2), padding=((3, 3), (3, 3)))(x)
     x = nn.relu(bn(x))
     x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
@@ -214,7 +216,8 @@ EFFICIENTNET_V2_B_BLOCKS = (
     (3, 5, 96, 112, 6, 1, 0.25, False), (3, 8, 112, 192, 6, 2, 0.25, False))
 # name -> (version, width, depth, ImageNet resolution)
 EFFICIENTNETS = {
-    'efficientnet_b0': (1, 1.0, 1.0, 224), 'efficientnet_b4': (1, 1.4, 1.8, 380),
+    'efficientnet_b0': (1, 1.0, 1.0, 224),
+    'efficientnet_b4': (1, 1.4, 1.8, 380),
     'efficientnetv2_b0': (2, 1.0, 1.0, 224),
     'efficientnetv2_b3': (2, 1.2, 1.4, 300),
 }
@@ -298,6 +301,7 @@ class EfficientNet(_ImageNetModel, nn.Module):
   image_size: int | None = None
   input_shape: tuple[int, ...] | None = None
   keras_weights: str | None = None
+  bn_momentum: float | None = None
   drop_connect_rate: float = 0.2
   dropout: float = 0.0
 
@@ -305,7 +309,9 @@ class EfficientNet(_ImageNetModel, nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     version, width, depth, _ = EFFICIENTNETS[self.variant]
     x = self._prepare(x, self.variant, 'imagenet')
-    momentum = 0.99 if version == 1 else 0.9
+    momentum = self.bn_momentum
+    if momentum is None:
+      momentum = 0.99 if version == 1 else 0.9
     blocks = EFFICIENTNET_V1_BLOCKS if version == 1 else \
         EFFICIENTNET_V2_B_BLOCKS
     rf = lambda n: round_filters(n, width, version)
@@ -348,6 +354,11 @@ def _keras_weights(value: Any) -> str | None:
   return path
 
 
+def _momentum(value: Any) -> float | None:
+  """None (Keras' momentum) or a BatchNorm momentum in [0, 1)."""
+  return None if value is None else options.rate('bn_momentum', value)
+
+
 def _common(image_size, input_shape, keras_weights) -> dict[str, Any]:
   return {'image_size': options.optional_integer('image_size', image_size,
                                                  minimum=32),
@@ -359,8 +370,10 @@ def _efficientnet(variant: str):
   def build(num_classes: int, image_size: int | None = None,
             input_shape: Sequence[int] | None = None,
             drop_connect_rate: float = 0.2, dropout: float = 0.0,
-            keras_weights: str | None = None) -> nn.Module:
+            keras_weights: str | None = None,
+            bn_momentum: float | None = None) -> nn.Module:
     return EfficientNet(num_classes=num_classes, variant=variant,
+                        bn_momentum=_momentum(bn_momentum),
                         drop_connect_rate=options.rate('drop_connect_rate',
                                                        drop_connect_rate),
                         dropout=options.rate('dropout', dropout),
@@ -378,9 +391,10 @@ for _name in EFFICIENTNETS:
 @register('resnet50')
 def resnet50(num_classes: int, image_size: int | None = None,
              input_shape: Sequence[int] | None = None,
-             keras_weights: str | None = None) -> nn.Module:
+             keras_weights: str | None = None,
+             bn_momentum: float | None = None) -> nn.Module:
   """keras.applications ResNet50 base + Dense head (`ResNet50` doc)."""
-  return ResNet50(num_classes=num_classes,
+  return ResNet50(num_classes=num_classes, bn_momentum=_momentum(bn_momentum),
                   **_common(image_size, input_shape, keras_weights))
 
 
