@@ -247,6 +247,8 @@ def test_v1_from_scratch_normalization_is_refused(tmp_path):
   init = jax.eval_shape(lambda: model.init(jax.random.key(0), _images()))
   with pytest.raises(ValueError, match=r'variance \[1.0, 1.0, 1.0\]'):
     model.data_init(init, None, None)
+  with pytest.raises(ValueError, match='weights=None'):
+    import_image.load('efficientnet_b0', bad)
 
 
 def test_options_are_checked_up_front(tmp_path):

@@ -1,8 +1,9 @@
 """Keras importers of the keras.applications image models (`imagenet.py`).
 
     # a keras.applications ImageNet file, or any Keras model of the same
-    # architecture (with or without its head):
-    module, variables = keras_import.load(
+    # architecture (with or without its head); `keras_import.load` works
+    # too, minus the V1 normalisation check below:
+    module, variables = import_image.load(
         'resnet50', 'resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5',
         num_classes=10, image_size=224)
     # or let the trainer load it right after `init` (`data_init` hook):
@@ -24,7 +25,8 @@ the Keras layer, the Flax module and both shapes). The head is handled here:
 Keras' preprocessing layers carry no importable weights: the zoo models
 apply the documented preprocessing (`imagenet` module doc). EfficientNet
 V1 keeps its ImageNet statistics in a `Normalization` layer; where the
-source shows that layer (`load_into`, `check_normalization`), statistics
+source shows that layer (`load`, `load_into`, `check_normalization`; not
+`keras_import.load`, whose importers see weight layers only), statistics
 other than ImageNet's (e.g. the identity of a `weights=None` model trained
 from scratch) are an error instead of a silently different model.
 """
@@ -197,6 +199,13 @@ def load_into(module: nn.Module, source: Any, variables: Any) -> dict:
   name = getattr(module, 'variant', None) or type(module).__name__.lower()
   check_normalization(name, source)
   return import_layers(module, keras_import.read_layers(source), variables)
+
+
+def load(name: str, source: Any, **kwargs) -> tuple[nn.Module, dict]:
+  """`keras_import.load` after `check_normalization` (which the generic
+  importer API, seeing only weight layers, cannot run)."""
+  check_normalization(name, source)
+  return keras_import.load(name, source, **kwargs)
 
 
 def _importer(name: str):
