@@ -6,7 +6,10 @@ Command:
       --workdir=/tmp/tinyrobust/cifar10_efficientnet_b0
 Variants:
 * `quick`: 3 epochs of Adam from scratch at 32x32 on the offline 10k-image
-  subset (this CPU; 8.1M MACs per image). QUICK_RESULT
+  subset (this CPU; 8.1M MACs per image). Measured
+  (seed 0, on a 2-core CPU shared at load ~8): 0.3135 test / 0.325 val
+  (2,000 test images), 9.5 min wall; with Keras' BN momentum 0.99 instead
+  of the variant's 0.9 the running statistics lag: 0.2155 test.
 * `full` / default: 100 epochs of SGD from scratch at 224x224 (images
   resized inside the model; 386M MACs per image; use a GPU: estimated
   ~1 min per epoch of 50k images on one A100-class GPU in float32, from

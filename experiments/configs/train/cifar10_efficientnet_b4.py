@@ -6,7 +6,7 @@ Command:
       --workdir=/tmp/tinyrobust/cifar10_efficientnet_b4
 Variants:
 * `quick`: 3 epochs of Adam from scratch at 32x32 on the offline 10k-image
-  subset (this CPU; 32.5M MACs per image). QUICK_RESULT
+  subset (this CPU; 32.5M MACs per image). Not measured here.
 * `full` / default: 100 epochs of SGD from scratch at 380x380 (images
   resized inside the model; 4.39G MACs per image; use a GPU: estimated
   ~5 min per epoch of 50k images on one A100-class GPU in float32, from

@@ -6,7 +6,7 @@ Command:
       --workdir=/tmp/tinyrobust/cifar10_efficientnetv2_b0
 Variants:
 * `quick`: 3 epochs of Adam from scratch at 32x32 on the offline 10k-image
-  subset (this CPU; 14.5M MACs per image). QUICK_RESULT
+  subset (this CPU; 14.5M MACs per image). Not measured here.
 * `full` / default: 100 epochs of SGD from scratch at 224x224 (images
   resized inside the model; 713M MACs per image; use a GPU: estimated
   ~1 min per epoch of 50k images on one A100-class GPU in float32, from

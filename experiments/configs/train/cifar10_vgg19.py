@@ -6,7 +6,7 @@ Command:
       --workdir=/tmp/tinyrobust/cifar10_vgg19
 Variants:
 * `quick`: 3 epochs of Adam from scratch at 32x32 on the offline 10k-image
-  subset (this CPU; 309M MACs per image). QUICK_RESULT
+  subset (this CPU; 309M MACs per image). Not measured here.
 * `full` / default: 100 epochs of SGD from scratch at 224x224 (images
   resized inside the model; 18.8G MACs per image; use a GPU: estimated
   ~3 min per epoch of 50k images on one A100-class GPU in float32, from
@@ -16,8 +16,9 @@ Variants:
   (0.01) at 224x224, from the file that
   `keras.applications.VGG19(weights='imagenet', include_top=False)`
   downloads
-  (~/.keras/models/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5), given as
-  `--config=<this file>:finetune --config.model.kwargs.keras_weights=<path>`
+  (~/.keras/models/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5),
+  given as `--config=<this file>:finetune
+  --config.model.kwargs.keras_weights=<path>`
   (the backbone loads in the model's `data_init` hook, the Dense head
   starts random). Estimated ~30 min in all on a GPU; expect about the
   study's 92.3% on the official test set (not measured here).
