@@ -24,9 +24,12 @@ What is simulated (TFLite's int8 scheme, as the converter applies it):
   slice, pad, max-pooling) keep their input's quantisation. Sigmoid and
   tanh outputs use TFLite's fixed int8 output ranges (1/256 and 1/128);
   other non-weight constants are per-tensor int8;
-* loops (`lax.scan`, e.g. FastGRNN) stay loops: one quantisation per body
-  tensor, calibrated over all steps (the int8 export unrolls them and
-  calibrates each step, so recurrent models match less closely).
+* loops (`lax.scan`, e.g. FastGRNN) stay loops, but every body tensor has
+  per-step quantisation parameters, as the int8 export unrolls the loop and
+  calibrates each step's tensors separately;
+* 1-D convolutions: the converter lowers them to RESHAPE, CONV_2D, RESHAPE
+  and a separate ADD of an int8 bias (with the fused ReLU), so their output
+  is quantised before the bias.
 
 Not simulated: int32 bias rounding and TFLite's fixed-point requantisation
 multipliers (both well below one output quantisation step).
@@ -219,6 +222,11 @@ def _per_channel_const(v) -> bool:
   return bool(np.all(flat == flat[:1]))
 
 
+def _conv1d(e: _Eqn) -> bool:
+  return (e.prim.name == 'conv_general_dilated'
+          and len(e.params['dimension_numbers'].lhs_spec) == 3)
+
+
 def _dot_axis(e: _Eqn, k: int, rank: int) -> int | None:
   (lc, rc), (lb, rb) = e.params['dimension_numbers']
   used = set(lc if k == 0 else rc) | set(lb if k == 0 else rb)
@@ -303,11 +311,15 @@ class _Planner:
     dyn = [r for r in e.ins if not self.static(r)]
     src = self.state.get(dyn[0]) if len(dyn) == 1 else None
     if name in ACCUMULATORS:
-      self.state[out] = 'acc'
-    elif name in BINARY and len(dyn) == len(e.ins):
-      self.state[out] = 'binary'
+      self.state[out] = 'conv1d' if _conv1d(e) else 'acc'
     elif self._fuses(e, dyn[0] if len(dyn) == 1 else None, src):
       self.state[out] = {'max': 'relu', 'min': 'relu6'}.get(name, 'acc')
+    elif name in BINARY:  # its own ADD/SUB/MUL op (fuses a ReLU)
+      self.state[out] = 'binary'
+      const = [k for k, r in enumerate(e.ins) if self.static(r)
+               and not isinstance(r, _Lit) and np.size(self.get(r)) > 1]
+      if const:  # an int8 constant operand (e.g. a 1-D conv's bias)
+        self.plan.consts[p] = const
     if name in PASS_THROUGH:
       return
     users = self.consumers.get(out, [])
@@ -348,8 +360,8 @@ def _qparams_jnp(lo, hi):
   """`qparams` for traced constants (per-tensor int8 of a constant)."""
   lo, hi = jnp.minimum(lo, 0.0), jnp.maximum(hi, 0.0)
   scale = jnp.where(hi > lo, (hi - lo) / (QMAX - QMIN), 1.0)
-  zp = jnp.where(jnp.abs(lo) <= jnp.abs(hi) * (-QMIN) / QMAX,
-                 QMIN - lo / scale, QMAX - hi / scale)
+  from_min = abs(QMIN) + jnp.abs(lo / scale) < QMAX + jnp.abs(hi / scale)
+  zp = jnp.where(from_min, QMIN - lo / scale, QMAX - hi / scale)
   return scale, jnp.clip(jnp.round(zp), QMIN, QMAX)
 
 
@@ -390,18 +402,24 @@ def _run(prog: _Program, args, plan: Plan, params, calibrate: bool,
 
 
 def _run_scan(e: _Eqn, ins, plan, params, calibrate, path):
+  """A scan whose body quantises with per-step parameters (the int8 export
+  unrolls the loop and calibrates every step's tensors separately);
+  calibration returns per-step `(min, max)` arrays."""
   nc, ncar = e.params['num_consts'], e.params['num_carry']
   consts, carry, xs = ins[:nc], ins[nc:nc + ncar], ins[nc + ncar:]
+  steps = {k: tuple(jnp.asarray(a) for a in v) for k, v in params.items()
+           if k[:len(path)] == path and len(k) > len(path)
+           and np.ndim(v[0]) > 0}
 
-  def body(c, x_t):
-    outs, st = _run(e.body, consts + list(c) + list(x_t), plan, params,
-                    calibrate, path)
+  def body(c, xq):
+    x_t, q_t = xq
+    outs, st = _run(e.body, consts + list(c) + list(x_t), plan,
+                    {**params, **q_t}, calibrate, path)
     return tuple(outs[:ncar]), (tuple(outs[ncar:]), st)
 
-  carry, (ys, st) = jax.lax.scan(body, tuple(carry), tuple(xs),
+  carry, (ys, st) = jax.lax.scan(body, tuple(carry), (tuple(xs), steps),
                                  length=e.params['length'],
                                  reverse=e.params['reverse'])
-  st = {k: (jnp.min(lo), jnp.max(hi)) for k, (lo, hi) in st.items()}
   return list(carry) + list(ys), st
 
 
@@ -502,11 +520,21 @@ def calibrate(model, variables, representative_data, *,
   for i in range(0, len(rep), batch_size):
     xb = rep[i:i + batch_size]
     for k, (a, b) in stats(variables, xb, xb.shape).items():
-      lo[k] = min(lo.get(k, np.inf), float(a))
-      hi[k] = max(hi.get(k, -np.inf), float(b))
+      lo[k] = np.minimum(lo.get(k, np.inf), np.asarray(a, np.float64))
+      hi[k] = np.maximum(hi.get(k, -np.inf), np.asarray(b, np.float64))
   params = {INPUT: qparams(rep.min(), rep.max())}
   for k in plan.acts:
     kind = plan.acts[k]
-    params[k] = FIXED_OUTPUT[kind] if kind in FIXED_OUTPUT else qparams(
-        lo[k], hi[k])
+    params[k] = FIXED_OUTPUT[kind] if kind in FIXED_OUTPUT else (
+        qparams_array(lo[k], hi[k]))
   return FakeQuant(model, plan, params, len(rep))
+
+
+def qparams_array(lo, hi):
+  """`qparams` elementwise: per loop step inside scans, else scalars."""
+  lo, hi = np.asarray(lo), np.asarray(hi)
+  if lo.ndim == 0:
+    return qparams(lo, hi)
+  pairs = [qparams(a, b) for a, b in zip(lo.ravel(), hi.ravel())]
+  return (np.asarray([s for s, _ in pairs], np.float32).reshape(lo.shape),
+          np.asarray([z for _, z in pairs], np.float32).reshape(lo.shape))
