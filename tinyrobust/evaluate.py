@@ -109,7 +109,9 @@ def attack_options(acfg, *, clip=None) -> dict[str, dict[str, Any]]:
   """Per-attack factory options from an `attack` config section."""
   per_attack = config_io.to_dict(acfg.get('options'))
   shorthand = {'pgd': {'steps': acfg.get('pgd_steps', 10),
-                       'restarts': acfg.get('pgd_restarts', 1)}}
+                       'restarts': acfg.get('pgd_restarts', 1)},
+               # per-example breaking stage -> each attack's contribution
+               'autoattack': {'return_info': True}}
   common = {'norm': acfg.get('norm', 'linf'), 'loss': acfg.get('loss', 'ce'),
             'clip': clip}
   out = {}
@@ -279,19 +281,22 @@ class RobustnessEvaluator:
     def fn(variables, x, y, key, grid):
       logits = apply_fn(variables, x)
       x_adv = sweep(variables, x, y, key, grid)
+      stage = jnp.full((len(self.eps_grid), x.shape[0]), -1, jnp.int32)
       if isinstance(x_adv, tuple):  # kernels built with return_info=True
-        x_adv = x_adv[0]
+        x_adv, info = x_adv
+        stage = info.get('broken_by', stage)  # a cascade's breaking stage
       adv_logits = jax.vmap(apply_fn, in_axes=(None, 0))(variables, x_adv)
       adv_finite = _finite_rows(adv_logits, 2) & _finite_rows(x_adv, 2)
       return (jnp.argmax(logits, -1), _finite_rows(logits, 1),
-              jnp.argmax(adv_logits, -1), adv_finite)
+              jnp.argmax(adv_logits, -1), adv_finite, stage)
 
     rep = sharding.replicated(self.mesh)
     batch = sharding.batch_sharding(self.mesh)
     grid_batch = jax.sharding.NamedSharding(
         self.mesh, jax.sharding.PartitionSpec(None, sharding.BATCH_AXIS))
     return jax.jit(fn, in_shardings=(rep, batch, batch, rep, rep),
-                   out_shardings=(batch, batch, grid_batch, grid_batch))
+                   out_shardings=(batch, batch, grid_batch, grid_batch,
+                                  grid_batch))
 
   def run(self, variables, x: np.ndarray, y: np.ndarray, *,
           seed: int) -> dict[str, dict[str, Any]]:
@@ -303,7 +308,8 @@ class RobustnessEvaluator:
 
     Returns:
       name -> {'clean_correct', 'clean_nonfinite', 'robust' [E],
-      'consistent' [E], 'adv_nonfinite' [E], 'seconds'} (ints, lists) and
+      'consistent' [E], 'adv_nonfinite' [E], 'broken_by' (per eps, stage
+      index -> examples it broke first; cascades only), 'seconds'} and
       'examples': per-example booleans {'clean' [N], 'robust' [E, N],
       'consistent' [E, N]} (for paired bootstrap intervals).
     """
@@ -336,13 +342,18 @@ def _zero_counts(n_eps: int) -> dict[str, Any]:
   z = lambda: np.zeros(n_eps, np.int64)
   return {'clean_correct': 0, 'clean_nonfinite': 0, 'robust': z(),
           'consistent': z(), 'adv_nonfinite': z(),
+          'broken_by': [{} for _ in range(n_eps)],
           'examples': {'clean': [], 'robust': [], 'consistent': []}}
 
 
 def _add_counts(c, outputs, yb, n_valid: int) -> None:
   """Adds one batch's outcomes to the counts and per-example records."""
-  clean_pred, clean_fin, adv_pred, adv_fin = (np.asarray(o) for o in outputs)
+  clean_pred, clean_fin, adv_pred, adv_fin, stage = (np.asarray(o)
+                                                     for o in outputs)
   yv = np.asarray(yb)[:n_valid]
+  for per_eps, st in zip(c['broken_by'], stage[:, :n_valid]):
+    for k, count in zip(*np.unique(st[st >= 0], return_counts=True)):
+      per_eps[int(k)] = per_eps.get(int(k), 0) + int(count)
   clean_fin, clean_pred = clean_fin[:n_valid], clean_pred[:n_valid]
   adv_fin, adv_pred = adv_fin[:, :n_valid], adv_pred[:, :n_valid]
   ok = (clean_pred == yv) & clean_fin
@@ -393,6 +404,11 @@ def summarize(counts: Mapping[str, Mapping[str, Any]],
         } for e, r, k, bad in zip(eps_grid, c['robust'], c['consistent'],
                                   c['adv_nonfinite'])],
     }
+    stages = rec.config.get('stages')
+    for p, by in zip(per_attack[name]['per_eps'],
+                     c.get('broken_by') or ()):
+      if stages and by:  # each stage's own contribution (first to break)
+        p['broken_by'] = {s: int(by.get(i, 0)) for i, s in enumerate(stages)}
   first = next(iter(per_attack.values()))
   clean_correct = first['clean_correct']
   flags = sanity_flags(per_attack) + [dict(f) for f in model_flags]
@@ -651,5 +667,10 @@ def print_results(results: Mapping[str, Any], header: str) -> None:
     print(f'{r["attack"]:>5} eps={r["eps"]:.4f} clean={r["clean_accuracy"]:.4f}'
           f' robust={r["robust_accuracy"]:.4f} consistency='
           f'{r["consistency"]:.4f} {r["flags"] or ""}')
+  for name, res in results['attacks'].items():
+    for p in res['per_eps']:
+      if p.get('broken_by'):
+        print(f'{name} eps={p["eps"]:.4f} broken first by: ' + ', '.join(
+            f'{s} {k}' for s, k in p['broken_by'].items()))
   print('sanity flags: ' + ('none' if results['sanity_ok'] else
                             str(results['flags'])))

@@ -9,7 +9,10 @@ from different models, studies and machines compare directly. Schema
     dataset           {name, split, num_examples, protocol}
     threat_model      {norm: "linf"|"l2", eps: float >= 0, eps_units: str,
                        space: "input"|"signal", precision: "float32"|...}
-    attack            {name, config}: the attack and every setting
+    attack            {name, config, broken_by}: the attack, every
+                      setting and, for a cascade (autoattack), the examples
+                      each stage broke first ({'clean': ..., 'apgd-ce': ...});
+                      broken_by is null for single attacks
     clean_accuracy    float in [0, 1]: pred(x) == y over num_examples
     robust_accuracy   float in [0, 1]: clean correct and pred(x_adv) == y
     consistency       float in [0, 1]: pred(x_adv) == pred(x) (the study's
@@ -90,7 +93,8 @@ def records(results: Mapping[str, Any], *, model: Mapping[str, Any],
                            'eps_units': threat.get('eps_units'),
                            'space': threat.get('space', 'input'),
                            'precision': threat.get('precision', 'float32')},
-          'attack': {'name': name, 'config': cfg},
+          'attack': {'name': name, 'config': cfg,
+                     'broken_by': p.get('broken_by')},
           'clean_accuracy': float(results['clean_accuracy']),
           'robust_accuracy': float(p['robust_accuracy']),
           'consistency': float(p['consistency']),

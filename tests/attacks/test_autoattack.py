@@ -115,3 +115,24 @@ def test_cascade_is_the_per_example_worst_case(digits_mlp):
   stages = aa.config['stages']
   assert stages == ['clean', 'apgd-ce', 'apgd-t', 'square']
   assert set(np.unique(broken)) <= set(range(-1, len(stages)))
+
+
+def test_evaluator_reports_each_stage_contribution(digits_mlp):
+  """`evaluate_robustness` with 'autoattack': per eps, the examples each
+  stage broke first add up to everything not robust (clean errors first)."""
+  from tinyrobust import evaluate  # pylint: disable=g-import-not-at-top
+  f, v, x, y = digits_mlp
+  res = evaluate.evaluate_robustness(
+      f, v, (x, y), attacks=['autoattack'], eps_grid=[0.0, EPS, 0.3],
+      batch_size=64, seed=0, clip=(0.0, 1.0),
+      options={'autoattack': {'steps': 5, 'queries': 20}})
+  aa = res['attacks']['autoattack']
+  n = res['num_examples']
+  for p in aa['per_eps']:
+    by = p['broken_by']
+    assert list(by) == ['clean', 'apgd-ce', 'apgd-t', 'square']
+    assert by['clean'] == n - aa['clean_correct']
+    assert sum(by.values()) == n - p['robust_correct']
+  assert sum(aa['per_eps'][0]['broken_by'].values()) == (
+      aa['per_eps'][0]['broken_by']['clean'])  # eps 0 breaks nothing new
+  assert aa['per_eps'][2]['broken_by']['apgd-ce'] > 0
