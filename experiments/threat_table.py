@@ -37,6 +37,8 @@ import time
 from absl import app
 from absl import flags
 
+from experiments import trained_runs
+
 _RUNS = flags.DEFINE_string('runs', '/tmp/threat_runs',
                             'Folder of the trained runs (one per model).')
 _OUT = flags.DEFINE_string('out', '/tmp/threat_runs/table',
@@ -59,24 +61,6 @@ COLUMNS = (('float32->float32', 'float32'),
            ('int8-fakequant->int8-litert', 'litert (from fakequant)'))
 
 
-def _config(name: str):
-  import importlib  # pylint: disable=g-import-not-at-top
-  return importlib.import_module(
-      f'experiments.configs.train.{name}').get_config('quick')
-
-
-def _trained(name: str) -> str:
-  """The run folder of training config `name`, trained if missing."""
-  from tinyrobust import modes  # pylint: disable=g-import-not-at-top
-  from tinyrobust import train  # pylint: disable=g-import-not-at-top
-  workdir = os.path.join(_RUNS.value, name)
-  if not train.is_finished(workdir):
-    cfg = _config(name)
-    cfg.train.progress_bar = False
-    modes.run('train', cfg, workdir)
-  return workdir
-
-
 def _evaluate(model_name: str, space: str) -> dict:
   """One model and space, all precisions (cached in --out)."""
   from tinyrobust import config_io  # pylint: disable=g-import-not-at-top
@@ -89,7 +73,8 @@ def _evaluate(model_name: str, space: str) -> dict:
     with open(path) as f:
       return json.load(f)
   cfg_name, sig_eps, in_eps = MODELS[model_name]
-  model, variables, config = train.load_trained(_trained(cfg_name))
+  model, variables, config = train.load_trained(
+      trained_runs.trained(cfg_name, _RUNS.value))
   name = config.data.name
   options = config_io.to_dict(config.data.get('options'))
   threat = threat_model.check_threat(
