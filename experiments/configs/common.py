@@ -246,14 +246,15 @@ def cifar10_large(arg: str | None, model: str, *, image_size: int
 
 
 def speech_commands_large(arg: str | None, model: str, *,
-                          learning_rate: float) -> ml_collections.ConfigDict:
-  """A Hello Edge baseline on Speech Commands MFCCs (speakers held out, as
-  `train/speech_commands_dscnn.py`): `quick` 10 epochs on this CPU,
-  `full`/default 100 epochs of Adam with cosine decay; gradients clipped at
-  norm 1 (the recurrent models)."""
+                          learning_rate: float, features: str = 'mfcc'
+                          ) -> ml_collections.ConfigDict:
+  """A Hello Edge baseline (or the attention RNN, `features='logmel'`) on
+  Speech Commands (speakers held out, as `train/speech_commands_dscnn.py`):
+  `quick` 10 epochs on this CPU, `full`/default 100 epochs of Adam with
+  cosine decay; gradients clipped at norm 1 (the recurrent models)."""
   args = parse_arg(arg, flags=('quick', 'full'))
   c = base_config()
-  speech_commands_data(c)
+  speech_commands_data(c, features=features)
   c.model.name = model
   c.train.epochs = 10 if args.quick else 100
   c.train.learning_rate = learning_rate

@@ -102,6 +102,31 @@ def kws_rnn(cell='gru', units=400, classes=12, b=2):
   return m, f'kws_{cell}', {}, _mfcc(b)
 
 
+def attention_rnn(t=49, mels=40, classes=12, b=2):
+  """de Andrade et al.'s `AttRNNSpeechModel` after its kapre front-end
+  (the log-mel frames `[B, T, M]` are the input; softmax head)."""
+  k = keras()
+  L = k.layers
+  inp = L.Input((t, mels))
+  x = L.Reshape((t, mels, 1))(inp)
+  x = L.Conv2D(10, (5, 1), activation='relu', padding='same')(x)
+  x = L.BatchNormalization()(x)
+  x = L.Conv2D(1, (5, 1), activation='relu', padding='same')(x)
+  x = L.BatchNormalization()(x)
+  x = L.Reshape((t, mels))(x)
+  x = L.Bidirectional(L.LSTM(64, return_sequences=True))(x)
+  x = L.Bidirectional(L.LSTM(64, return_sequences=True))(x)
+  x_last = L.Lambda(lambda q: q[:, -1])(x)
+  query = L.Dense(128)(x_last)
+  scores = L.Softmax()(L.Dot(axes=[1, 2])([query, x]))
+  att = L.Dot(axes=[1, 1])([scores, x])
+  x = L.Dense(64, activation='relu')(att)
+  x = L.Dense(32)(x)
+  x = L.Dense(classes, activation='softmax')(x)
+  logmel = np.random.default_rng(3).normal(0, 2, (b, t, mels))
+  return k.Model(inp, x), 'attention_rnn', {}, logmel.astype(np.float32)
+
+
 def resnet8(classes=10, b=2):
   """MLPerf Tiny `resnet_v1_eembc` (softmax head)."""
   k = keras()
@@ -189,7 +214,7 @@ BUILDERS = {
     'har_cnn': har_cnn, 'har_cnn_lstm': har_cnn_lstm, 'har_lstm': har_lstm,
     'kws_cnn': kws_cnn, 'kws_gru': lambda: kws_rnn('gru', 400),
     'kws_lstm': lambda: kws_rnn('lstm', 500), 'resnet8': resnet8,
-    'dscnn': dscnn, 'tcn': tcn,
+    'dscnn': dscnn, 'tcn': tcn, 'attention_rnn': attention_rnn,
 }
 
 # The keras.applications image models are compared in test_large_image.py

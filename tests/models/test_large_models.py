@@ -17,6 +17,8 @@ COUNTS = {
     'kws_cnn': (12, (49, 10), 94_604),
     'kws_gru': (12, (49, 10), 499_212),
     'kws_lstm': (12, (49, 10), 1_028_012),
+    # de Andrade et al. on 80 mel bins (1 s at hop 128 + 1: 126 frames).
+    'attention_rnn': (12, (126, 80), 200_455),
     # keras.applications bases + Dense(10), from the table.
     'efficientnet_b0': (10, (32, 32, 3), 4_070_000),
     'efficientnet_b4': (10, (32, 32, 3), 17_700_000),
@@ -49,6 +51,7 @@ SMALL = {
     'kws_cnn': ((49, 10), {'filters': 8}),
     'kws_gru': ((49, 10), {'units': 8}),
     'kws_lstm': ((49, 10), {'units': 8}),
+    'attention_rnn': ((49, 40), {'units': 8}),
     'efficientnet_b0': ((32, 32, 3), {}),
 }
 
