@@ -29,6 +29,22 @@ T1_FIELDS = ('task', 'model', 'kind', 'dataset', 'test_accuracy',
              'sram_tflm_int8_bytes', 'fits_int8', 'input')
 
 
+def _protocol(wd: str, cfg: dict, task: str) -> str:
+  """One line: split, attacked examples, eps grid and units, attacks."""
+  t, a = cfg['tasks'][task], cfg['attack']
+  first = next(iter(t['models']))
+  res = io.read_json(os.path.join(wd, 'models', f'{task}__{first}',
+                                  'attack_results.json'))
+  return (f'- Protocol ({task}): {res.get("protocol") or "split not stated"};'
+          f' {res["num_examples"]} seeded test examples per model (every '
+          f'metric\'s denominator); {a["norm"]} eps {t["eps_grid"]} in '
+          f'{t["eps_units"]}; FGSM and PGD-{a["pgd_steps"]} '
+          f'({a["pgd_restarts"]} restart); consistency = pred(x_adv) == '
+          'pred(x) (the study\'s "adversarial accuracy"), robust accuracy = '
+          'clean correct and pred(x_adv) == y; gap = mean over eps > 0 of '
+          'large minus tiny, 95% paired bootstrap interval over examples.')
+
+
 def section(workdirs, fig_dir: str) -> str:
   """The generated markdown for `workdirs`."""
   os.makedirs(fig_dir, exist_ok=True)
@@ -40,6 +56,7 @@ def section(workdirs, fig_dir: str) -> str:
     cfg = io.read_json(os.path.join(wd, 'study_config.json'))
     out += [f'**{os.path.basename(os.path.normpath(wd))}** '
             f'(tasks: {", ".join(cfg["tasks"])}; seed {cfg["seed"]})', '']
+    out += [_protocol(wd, cfg, task) for task in cfg['tasks']]
     out += [f'- {f["text"]}' for f in s['findings']]
     out += [f'- Caveat: {c}' for c in s.get('caveats', [])]
     out += ['', report.markdown_table(s['gap'], GAP_FIELDS),
