@@ -255,3 +255,37 @@ def test_sharded_over_fake_devices_matches_one_device():
   assert many['num_devices'] == 4 and one['num_devices'] == 1
   many.pop('num_devices'), one.pop('num_devices')
   assert many == one
+
+
+def test_precompiled_evaluator_runs_without_compiling_and_agrees():
+  """`precompile` on abstract variables (as a search does while a candidate
+  trains) leaves nothing to compile for `run`; results are unchanged."""
+  v, x, y = _problem()
+  kw = dict(attacks=['fgsm', 'pgd'], eps_grid=GRID, batch_size=16, seed=0,
+            clip=(0.0, 1.0))
+  plain = evaluate.robustness_run(apply_fn, v, (x, y), **kw)
+  abstract = jax.eval_shape(lambda: v)
+  ev, xs, _, _ = evaluate.prepare_run(apply_fn, abstract, (x, y), **kw)
+  assert ev.precompile(abstract, xs) > 0
+  compiles = []
+  listener = lambda name, secs, **_: compiles.append(name) if (
+      name == '/jax/core/compile/backend_compile_duration') else None
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    counts = ev.run(v, xs, y, seed=0)
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  assert not compiles, compiles
+  for name in ('fgsm', 'pgd'):
+    assert counts[name]['robust'] == [
+        p['robust_correct'] for p in plain.results['attacks'][name]['per_eps']]
+  fast = evaluate.robustness_run(apply_fn, v, (x, y), evaluator=ev,
+                                 sanity_checks=False, **kw)
+  pick = lambda r: {k: [(p['robust_correct'], p['consistent'])
+                         for p in a['per_eps']]
+                     for k, a in r.results['attacks'].items()}
+  assert pick(fast) == pick(plain)
+  assert fast.results['noise_baseline'] is None
+  with pytest.raises(ValueError, match='evaluator runs'):
+    evaluate.robustness_run(apply_fn, v, (x, y), evaluator=ev,
+                            **{**kw, 'attacks': ['fgsm']})

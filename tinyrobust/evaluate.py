@@ -298,6 +298,29 @@ class RobustnessEvaluator:
                    out_shardings=(batch, batch, grid_batch, grid_batch,
                                   grid_batch))
 
+  def precompile(self, variables, x: np.ndarray) -> float:
+    """Compiles every attack's sweep for the batches `run(variables, x,
+    y, ...)` will use, and returns the seconds it took.
+
+    `variables` may be abstract (`jax.eval_shape` of the model's init), so a
+    search compiles a candidate's attacks in a thread while it trains; `run`
+    then finds them in JAX's compilation cache.
+    """
+    start = time.perf_counter()
+    rep = sharding.replicated(self.mesh)
+    batch = sharding.batch_sharding(self.mesh)
+    step = sharding.step_batch_size(self.batch_size, len(x), self.mesh)
+    args = (jax.tree.map(lambda a: jax.ShapeDtypeStruct(
+                a.shape, a.dtype, sharding=rep), variables),
+            jax.ShapeDtypeStruct((step,) + tuple(x.shape[1:]), x.dtype,
+                                 sharding=batch),
+            jax.ShapeDtypeStruct((step,), np.int32, sharding=batch),
+            jax.random.key(0),
+            jax.ShapeDtypeStruct(self.eps_grid.shape, x.dtype, sharding=rep))
+    for fn in self._fns.values():
+      fn.lower(*args).compile()
+    return time.perf_counter() - start
+
   def run(self, variables, x: np.ndarray, y: np.ndarray, *,
           seed: int) -> dict[str, dict[str, Any]]:
     """Counts per attack over all of `(x, y)`.
@@ -577,14 +600,20 @@ def evaluate_robustness_timed(apply_fn: Callable, variables: Any, dataset, *,
   return run.results, run.seconds
 
 
-def robustness_run(apply_fn: Callable, variables: Any, dataset, *, attacks,
-                   eps_grid, batch_size: int, seed: int, devices=None,
-                   **attack_settings) -> RobustnessRun:
-  """`evaluate_robustness` with timings and per-example outcomes (kept out
-  of the results so that they stay deterministic and small)."""
+def prepare_run(apply_fn: Callable, variables: Any, dataset, *, attacks,
+                eps_grid, batch_size: int, seed: int, devices=None,
+                **attack_settings) -> tuple[RobustnessEvaluator, np.ndarray,
+                                            np.ndarray, Any]:
+  """Checks an evaluation and builds its evaluator, compiling nothing.
+
+  `variables` may be abstract (`jax.eval_shape` of the init). Returns
+  `(evaluator, x, y, clip)`: the attacked subset and the clip range, for
+  `evaluator.precompile(variables, x)` and `robustness_run(...,
+  evaluator=evaluator)`.
+  """
   clip = attack_settings.pop('clip', 'dataset')
   max_examples = attack_settings.pop('max_examples', None)
-  x, y, num_classes, grid, clip = check_eval_inputs(
+  x, y, _, grid, clip = check_eval_inputs(
       apply_fn, variables, dataset, eps_grid=eps_grid, batch_size=batch_size,
       seed=seed, max_examples=max_examples, clip=clip)
   if isinstance(attacks, Mapping):
@@ -595,12 +624,43 @@ def robustness_run(apply_fn: Callable, variables: Any, dataset, *, attacks,
   else:
     kernels = build_attacks(apply_fn, attacks, clip=clip,
                             **attack_settings)
-  evaluator = RobustnessEvaluator(apply_fn, kernels, grid,
-                                  batch_size=batch_size, devices=devices)
+  return (RobustnessEvaluator(apply_fn, kernels, grid, batch_size=batch_size,
+                              devices=devices), x, y, clip)
+
+
+def robustness_run(apply_fn: Callable, variables: Any, dataset, *, attacks,
+                   eps_grid, batch_size: int, seed: int, devices=None,
+                   evaluator: RobustnessEvaluator | None = None,
+                   sanity_checks: bool = True,
+                   **attack_settings) -> RobustnessRun:
+  """`evaluate_robustness` with timings and per-example outcomes (kept out
+  of the results so that they stay deterministic and small).
+
+  `evaluator`: the one `prepare_run` built for the same arguments (e.g.
+  precompiled while the model trained). `sanity_checks=False` skips the
+  model checks and the noise baseline (a search's per-trial objective; the
+  non-finite and monotonicity flags stay).
+  """
+  max_examples = attack_settings.get('max_examples')
+  built, x, y, clip = prepare_run(
+      apply_fn, variables, dataset, attacks=attacks, eps_grid=eps_grid,
+      batch_size=batch_size, seed=seed, devices=devices, **attack_settings)
+  if evaluator is None:
+    evaluator = built
+  elif list(evaluator.attacks) != list(built.attacks) or not np.array_equal(
+      evaluator.eps_grid, built.eps_grid):
+    raise ValueError(f'evaluator runs {list(evaluator.attacks)} at eps '
+                     f'{evaluator.eps_grid.tolist()}, but this evaluation asks'
+                     f' for {list(built.attacks)} at '
+                     f'{built.eps_grid.tolist()}.')
+  grid, kernels = evaluator.eps_grid, evaluator.attacks
+  num_classes = model_num_classes(apply_fn, variables, x.shape[1:], x.dtype)
   counts = evaluator.run(variables, x, y, seed=seed)
-  noise_counts, model_flags = _sanity_runs(
-      apply_fn, variables, x, y, grid, kernels, clip=clip,
-      batch_size=batch_size, devices=devices, seed=seed)
+  noise_counts, model_flags = None, ()
+  if sanity_checks:
+    noise_counts, model_flags = _sanity_runs(
+        apply_fn, variables, x, y, grid, kernels, clip=clip,
+        batch_size=batch_size, devices=devices, seed=seed)
   out = summarize(counts, evaluator.attacks, grid, len(x),
                   noise_counts=noise_counts, model_flags=model_flags,
                   range_width=None if clip is None else float(

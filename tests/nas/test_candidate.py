@@ -72,6 +72,7 @@ def test_infeasible_candidates_are_never_trained(tmp_path):
     assert r['metrics']['sram_bytes'] <= 64e3
     assert 0.0 <= r['metrics']['val_fgsm_consistency'] <= 1.0
     assert 0.0 < r['timings']['adversarial_share'] < 1.0
+    assert r['timings']['attack_compile_overlapped_s'] > 0  # while training
 
 
 def test_tiny_end_to_end_search(tmp_path):

@@ -68,7 +68,11 @@ def default_search_config() -> ml_collections.ConfigDict:
   the cost model (`sram_gate`, `flash_proxy`, `precision`), the objective
   (`objective` preset, `adversarial_weight` overriding l5, `weights`
   overriding single terms, `weight_spread` / `weight_ranges` for the random
-  scalarization, `flops_target`, `adversarial_attack`), the designer
+  scalarization, `flops_target`, `adversarial_attack`), the attack stage
+  (`precompile_attacks`: compile a candidate's validation attacks in a
+  thread while it trains; their trial time is then the wait after training
+  plus the run; the trials skip the sanity checks, the final tests run
+  them), the designer
   (`designer`, `kappa`, `n_initial_points`, `n_acq_points`,
   `penalty_margin`, `liar`), the budget (`num_trials`, `trial_epochs`,
   `final_retrain`), the execution (`batch_size` trials per round,
@@ -86,6 +90,7 @@ def default_search_config() -> ml_collections.ConfigDict:
   s.objective = 'study'
   s.adversarial_weight = ml_collections.config_dict.placeholder(float)
   s.adversarial_attack = 'fgsm'
+  s.precompile_attacks = True
   s.weights = ml_collections.ConfigDict()
   s.weight_spread = 0.5
   s.weight_ranges = ml_collections.ConfigDict()
