@@ -298,9 +298,12 @@ class RobustnessEvaluator:
                    out_shardings=(batch, batch, grid_batch, grid_batch,
                                   grid_batch))
 
-  def precompile(self, variables, x: np.ndarray) -> float:
+  def precompile(self, variables, x: np.ndarray, *,
+                 order: Sequence[str] = (),
+                 on_done: Callable[[str], None] | None = None) -> float:
     """Compiles every attack's sweep for the batches `run(variables, x,
-    y, ...)` will use, and returns the seconds it took.
+    y, ...)` will use, and returns the seconds it took. The attacks named
+    in `order` come first; `on_done(name)` is called after each.
 
     `variables` may be abstract (`jax.eval_shape` of the model's init), so a
     search compiles a candidate's attacks in a thread while it trains; `run`
@@ -317,8 +320,12 @@ class RobustnessEvaluator:
             jax.ShapeDtypeStruct((step,), np.int32, sharding=batch),
             jax.random.key(0),
             jax.ShapeDtypeStruct(self.eps_grid.shape, x.dtype, sharding=rep))
-    for fn in self._fns.values():
-      fn.lower(*args).compile()
+    names = [n for n in order if n in self._fns] + [
+        n for n in self._fns if n not in order]
+    for name in names:
+      self._fns[name].lower(*args).compile()
+      if on_done is not None:
+        on_done(name)
     return time.perf_counter() - start
 
   def run(self, variables, x: np.ndarray, y: np.ndarray, *,
