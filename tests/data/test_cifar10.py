@@ -99,3 +99,16 @@ def test_bad_options():
     data.load('cifar10', 'train', val_fraction=1.5)
   with pytest.raises(ValueError, match='batch_size'):
     data.stream('cifar10', 'train', 0)
+
+
+def test_named_data_dir_is_never_silently_replaced(tmp_path, shared_data_dir,
+                                                    monkeypatch):
+  """With $TINYROBUST_DATA_DIR holding the file, a data_dir the user named
+  that lacks it (or does not exist) is an error, not the env's data."""
+  monkeypatch.setenv('TINYROBUST_DATA_DIR', shared_data_dir)
+  missing = str(tmp_path / 'nope')
+  for source in ('auto', 'local'):
+    with pytest.raises(sources.DataNotFoundError, match='nope'):
+      data.load('cifar10', 'test', source=source, data_dir=missing)
+  with pytest.raises(sources.DataNotFoundError, match=str(tmp_path)):
+    data.load('cifar10', 'test', source='local', data_dir=str(tmp_path))

@@ -208,8 +208,9 @@ def check_split_fractions(seed, val_fraction: float,
 
 
 def find_local_file(filename: str, data_dir: str | None) -> str | None:
-  """Returns the path of `filename` in `data_dir` or $TINYROBUST_DATA_DIR."""
-  for d in (data_dir, os.environ.get(DATA_DIR_ENV)):
+  """Returns the path of `filename` in `data_dir` if given (a folder the
+  user named is never silently replaced), else in $TINYROBUST_DATA_DIR."""
+  for d in ((data_dir,) if data_dir else (os.environ.get(DATA_DIR_ENV),)):
     if d:
       path = os.path.join(os.path.expanduser(d), filename)
       if os.path.exists(path):

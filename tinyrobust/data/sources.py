@@ -78,6 +78,11 @@ def resolve(dataset: str, source: str, filename: str,
                        "source='local' or 'auto'.")
     return None
   path = base.find_local_file(filename, data_dir)
+  if path is None and data_dir and not os.path.isdir(
+      os.path.expanduser(data_dir)):  # a typo: fail before any download
+    raise DataNotFoundError(not_found_message(
+        dataset, filename, None, data_dir,
+        reason=f'data_dir={data_dir!r} does not exist.'))
   if path is None and (source == 'local' or tfds_name is None):
     raise DataNotFoundError(not_found_message(
         dataset, filename, None if source == 'local' else tfds_name,
