@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable, Iterator, NamedTuple, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
