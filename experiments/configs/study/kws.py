@@ -11,7 +11,7 @@ command does. Offline only the official test set exists; it is split by
 speaker (0.7/0.1/0.2), so no speaker is in two splits. Inputs: [N, 49, 10]
 MFCCs (the MLPerf Tiny front-end); eps in MFCC units, the model's input as in
 the study. Variants: `quick` (this CPU: 3 epochs per model, FGSM and PGD-10
-over 5 eps values), default / `full` (each training config's schedule; use a
+over 5 eps values on 400 seeded test clips), default / `full` (each training config's schedule; use a
 GPU).
 """
 
@@ -25,6 +25,13 @@ def get_config(arg=None):
   variant = 'quick' if q else None
   short = {'epochs': 3} if q else None
   c = parts.study_base()
+  # The eps-vmapped PGD sweep of the recurrent models (LSTM(500) over 49
+  # frames) holds every step's activations: at the default attack batch it
+  # needed >17 GB; 64 clips x 5 eps and one compiled PGD step fit in ~2 GB.
+  c.attack.batch_size = 64
+  c.attack.options.pgd = {'loop': 'fori'}
+  if q:
+    c.attack.max_examples = 400
   c.tasks.kws = parts.task('mfcc', (0.0, 0.25, 0.5, 1.0, 2.0) if q else
                            (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0))
   m = c.tasks.kws.models
