@@ -17,7 +17,7 @@ from absl import app
 from absl import flags
 
 from tinyrobust import io
-from tinyrobust.study import report
+from tinyrobust.studies.robustness import report
 
 _WORKDIRS = flags.DEFINE_list('workdirs', None, 'Finished study workdirs.')
 _README = flags.DEFINE_string('readme', 'README.md', 'README to update.')

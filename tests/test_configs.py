@@ -7,7 +7,7 @@ import os
 import pytest
 
 from tinyrobust import train
-from tinyrobust.study import config as study_config
+from tinyrobust.studies.robustness import config as study_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,7 +41,7 @@ def test_study_configs_validate(name):
 
 def test_search_study_config_validates():
   from tinyrobust.nas import search  # pylint: disable=g-import-not-at-top
-  from tinyrobust.nas import search_study  # pylint: disable=g-import-not-at-top
+  from tinyrobust.studies.search import runner as search_study  # pylint: disable=g-import-not-at-top
   mod = importlib.import_module('experiments.configs.search_study.auritus')
   quick, full = mod.get_config('quick'), mod.get_config('full,seeds=5')
   for c in (quick, full):

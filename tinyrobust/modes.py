@@ -241,7 +241,7 @@ def search(config, workdir: str) -> dict[str, Any]:
 def study(config, workdir: str) -> dict[str, Any]:
   """The robustness study (`tinyrobust.study.run_study`): every model of
   every task trained, attacked and profiled; report.md in `workdir`."""
-  from tinyrobust import study as study_lib  # pylint: disable=g-import-not-at-top
+  from tinyrobust.studies import robustness as study_lib  # pylint: disable=g-import-not-at-top
   _require_config(config, 'study')
   return study_lib.run_study(config, workdir)
 
@@ -249,7 +249,7 @@ def study(config, workdir: str) -> dict[str, Any]:
 @MODES.register('search_study')
 def search_study(config, workdir: str) -> dict[str, Any]:
   """The search study (Table 2): `tinyrobust.nas.search_study`."""
-  from tinyrobust.nas import search_study as ss  # pylint: disable=g-import-not-at-top
+  from tinyrobust.studies.search import runner as ss  # pylint: disable=g-import-not-at-top
   _require_config(config, 'search_study')
   return ss.run_search_study(config, workdir)
 

@@ -19,7 +19,7 @@ test images, the study's eps grid; use a GPU).
 
 from experiments.configs import common
 from experiments.configs.study import parts
-from tinyrobust.study import config as study_config
+from tinyrobust.studies.robustness import config as study_config
 
 
 def get_config(arg=None):

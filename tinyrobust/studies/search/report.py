@@ -10,7 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from tinyrobust import io
-from tinyrobust.nas import search_study as ss
+from tinyrobust.studies.search import definitions as ss
 
 
 def _mean_std(values) -> tuple[float, float]:

@@ -29,18 +29,12 @@ import os
 from typing import Any, Callable
 
 import ml_collections
-import numpy as np
 
 from tinyrobust import config_io
 from tinyrobust import io
-
-ARMS = ('handcrafted', 'noadv', 'adv')
-METRICS = ('test_accuracy', 'test_fgsm_consistency',
-           'test_fgsm_robust_accuracy', 'test_pgd_consistency',
-           'test_pgd_robust_accuracy', 'flash_bytes', 'sram_bytes', 'flops',
-           'search_s')
-CLAIM_POINTS = 9.0  # the study: +9 points of adversarial accuracy
-
+from tinyrobust.studies.search import report
+from tinyrobust.studies.search.definitions import ARMS
+from tinyrobust.studies.search.definitions import METRICS
 
 def run_config(config, model: str, board: str, arm: str, seed: int
                ) -> ml_collections.ConfigDict:
@@ -124,8 +118,7 @@ def run_search_study(config, workdir: str, *,
             summary = io.to_jsonable(summary)
             io.write_json(path, summary)
           rows.append(_row(model, board, arm, seed, summary))
-  from tinyrobust.nas import search_study_report  # pylint: disable=g-import-not-at-top
-  return search_study_report.write(config, workdir, rows)
+  return report.write(config, workdir, rows)
 
 
 def check_search_study_config(config) -> None:
@@ -149,47 +142,3 @@ def check_search_study_config(config) -> None:
   if isinstance(n, bool) or not isinstance(n, int) or n < 1:
     raise ValueError(f'search_study.n_seeds must be an integer >= 1, got '
                      f'{n!r}.')
-
-
-def paired_differences(rows, metric: str = 'test_fgsm_consistency'):
-  """adv minus noadv of `metric` per (model, board, seed), in points."""
-  by = {(r['model'], r['board'], r['seed'], r['arm']): r for r in rows}
-  out = []
-  for (m, b, seed, arm), r in sorted(by.items()):
-    if arm != 'adv' or (m, b, seed, 'noadv') not in by:
-      continue
-    d = 100.0 * (r[metric] - by[(m, b, seed, 'noadv')][metric])
-    out.append({'model': m, 'board': b, 'seed': seed, 'metric': metric,
-                'adv_minus_noadv_points': d})
-  return out
-
-
-def verdict(pairs, *, bootstrap: int = 1000, seed: int = 0,
-            claim: float = CLAIM_POINTS) -> dict[str, Any]:
-  """The study's claim judged from paired differences (bootstrap over
-  pairs): holds / hurts / inconclusive, and whether +claim is in the CI."""
-  d = np.asarray([p['adv_minus_noadv_points'] for p in pairs], np.float64)
-  d = d[np.isfinite(d)]
-  if not d.size:
-    return {'verdict': 'no pairs', 'n_pairs': 0, 'text': 'No paired runs.'}
-  rng = np.random.default_rng(seed)
-  boots = d[rng.integers(0, d.size, (int(bootstrap), d.size))].mean(1)
-  lo, hi = (float(q) for q in np.percentile(boots, [2.5, 97.5]))
-  mean = float(d.mean())
-  if lo > 0:
-    what = 'holds: the adversarial term raises FGSM consistency'
-    v = 'holds'
-  elif hi < 0:
-    what = 'does not hold: the adversarial term lowers FGSM consistency'
-    v = 'hurts'
-  else:
-    what = 'is inconclusive: the difference is not distinguishable from 0'
-    v = 'inconclusive'
-  inside = lo - 1e-9 <= claim <= hi + 1e-9
-  text = (f'The claim {what} (adv - noadv = {mean:+.1f} points, 95% '
-          f'bootstrap CI [{lo:+.1f}, {hi:+.1f}] over {d.size} paired '
-          f'searches); the study\'s +{claim:g} points is '
-          f'{"inside" if inside else "outside"} this interval.')
-  return {'verdict': v, 'mean_points': mean, 'ci95_points': [lo, hi],
-          'n_pairs': int(d.size), 'claim_points': claim,
-          'claim_inside_ci': bool(inside), 'text': text}

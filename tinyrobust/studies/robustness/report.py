@@ -14,8 +14,8 @@ import numpy as np
 
 from tinyrobust import evaluate
 from tinyrobust import io
-from tinyrobust.study import config as study_config
-from tinyrobust.study import tables
+from tinyrobust.studies.robustness import config as study_config
+from tinyrobust.studies.robustness import tables
 
 METRIC_LABELS = {'consistency': 'consistency (study: adversarial accuracy)',
                  'robust_accuracy': 'robust accuracy'}

@@ -9,8 +9,8 @@ and writes `table1.csv`, `gap.csv`, `curves.csv`, `figures/*.png`,
 `report.md` and `summary.json`. See `config.py` for the config schema.
 """
 
-from tinyrobust.study.config import check_study_config
-from tinyrobust.study.config import TASKS
-from tinyrobust.study.runner import run_study
+from tinyrobust.studies.robustness.config import check_study_config
+from tinyrobust.studies.robustness.config import TASKS
+from tinyrobust.studies.robustness.runner import run_study
 
 __all__ = ['check_study_config', 'run_study', 'TASKS']

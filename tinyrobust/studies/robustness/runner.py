@@ -32,7 +32,8 @@ import numpy as np
 
 from tinyrobust import config_io
 from tinyrobust import io
-from tinyrobust.study import config as study_config
+from tinyrobust.studies.robustness import config as study_config
+from tinyrobust.studies.robustness import report
 
 
 def default_study_config() -> ml_collections.ConfigDict:
@@ -44,10 +45,6 @@ def default_study_config() -> ml_collections.ConfigDict:
   s.bootstrap = 1000           # resamples of test examples for the gap CI
   s.compilation_cache = ''     # '' = <workdir>/jax_cache
   return s
-
-
-def model_dir(workdir: str, task: str, label: str) -> str:
-  return os.path.join(workdir, 'models', f'{task}__{label}')
 
 
 def enable_compilation_cache(path: str) -> None:
@@ -80,7 +77,7 @@ class ModelJob:
     task, label = params['task'], params['label']
     config = self.config
     entry = config.tasks[task].models[label]
-    wd = model_dir(self.workdir, task, label)
+    wd = study_config.model_dir(self.workdir, task, label)
     timings = {}
     t0 = time.perf_counter()
     final, model, variables, run_cfg = self._train(entry.config, wd)
@@ -176,7 +173,6 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, *,
     The report summary (tables and findings), also in `summary.json`.
   """
   from tinyrobust.nas import executors as executors_lib  # pylint: disable=g-import-not-at-top
-  from tinyrobust.study import report  # pylint: disable=g-import-not-at-top
   config = resolve_config(config)
   study_config.check_study_config(config)
   io.check_writable_dir(workdir, create=True)

@@ -8,9 +8,9 @@ import pytest
 from experiments.configs.study import parts
 from tinyrobust import evaluate
 from tinyrobust import train
-from tinyrobust.study import config as study_config
-from tinyrobust.study import runner
-from tinyrobust.study import tables
+from tinyrobust.studies.robustness import config as study_config
+from tinyrobust.studies.robustness import runner
+from tinyrobust.studies.robustness import tables
 
 
 def _config():

@@ -11,7 +11,7 @@ import pytest
 from experiments.configs.search_study import auritus as study_cfg
 from tinyrobust import models
 from tinyrobust.nas import candidate
-from tinyrobust.nas import search_study as ss
+from tinyrobust.studies.search import runner as ss
 
 
 def _config(seeds=2):

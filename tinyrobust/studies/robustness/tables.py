@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from tinyrobust import io
-from tinyrobust.study import config as study_config
+from tinyrobust.studies.robustness import config as study_config
 
 METRICS = ('consistency', 'robust_accuracy')
 # The study's headline: TinyML models were this many points less robust
@@ -32,8 +32,7 @@ STUDY_GAP_POINTS = {'fgsm': (4.4, 11.4), 'pgd': (1.0, 10.9)}
 
 def load_model_results(workdir: str, task: str, label: str) -> dict[str, Any]:
   """Everything a model job stored, as plain data."""
-  from tinyrobust.study import runner  # pylint: disable=g-import-not-at-top
-  wd = runner.model_dir(workdir, task, label)
+  wd = study_config.model_dir(workdir, task, label)
   ex = np.load(os.path.join(wd, 'attack_examples.npz'))
   return {'final': io.read_json(os.path.join(wd, 'final_metrics.json')),
           'attack': io.read_json(os.path.join(wd, 'attack_results.json')),

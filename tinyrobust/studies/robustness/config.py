@@ -23,6 +23,7 @@ shape, that every model fits its data.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 import numpy as np
@@ -162,3 +163,8 @@ def _check_models_fit_data(config) -> None:
           f'tasks.{task}.models.{label} ({cfg.model.name}) does not fit its '
           f'data {cfg.data.name!r} of input shape {ds.x.shape[1:]}: '
           f'{err}') from err
+
+
+def model_dir(workdir: str, task: str, label: str) -> str:
+  """The folder of one model's job: `<workdir>/models/<task>__<label>`."""
+  return os.path.join(workdir, 'models', f'{task}__{label}')
