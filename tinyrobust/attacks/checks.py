@@ -16,7 +16,8 @@ from typing import Any
 import jax
 import numpy as np
 
-LOOPS = ('fori', 'scan', 'unroll')
+# Step-loop modes of `loops.run_loop` (besides an int fori unroll factor).
+LOOPS = ('auto', 'host', 'fori', 'scan', 'unroll')
 
 
 def is_traced(*arrays: Any) -> bool:
@@ -83,7 +84,7 @@ def check_static_options(*, norm: str, loss: str, steps: Any,
                          random_start: Any, targeted: Any, clip: Any,
                          restarts: Any, loop: Any) -> None:
   """Validates a kernel factory's static options (see `make_pgd`)."""
-  from tinyrobust.attacks import losses, norms, threat  # pylint: disable=g-import-not-at-top
+  from tinyrobust.attacks import losses, loops, norms, threat  # pylint: disable=g-import-not-at-top
   norms.check_norm(norm)
   losses.get_loss(loss)
   if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) \
@@ -108,11 +109,7 @@ def check_static_options(*, norm: str, loss: str, steps: Any,
   if restarts > 1 and not random_start:
     raise ValueError(f'restarts={restarts} needs random_start=True (restarts '
                      'without a random start are identical).')
-  if loop is not None and loop not in LOOPS and not (
-      isinstance(loop, (int, np.integer)) and not isinstance(loop, bool)
-      and loop >= 1):
-    raise ValueError(f'loop must be None, one of {", ".join(LOOPS)} or an '
-                     f'int unroll factor >= 1, got {loop!r}.')
+  loops.check_loop(loop)
 
 
 def _is_real(v: Any) -> bool:

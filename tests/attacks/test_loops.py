@@ -1,0 +1,115 @@
+"""Tests of the step-loop driver `loops.run_loop` and of the kernels' loop
+modes: every mode gives the same output, 'host' never retraces and falls
+back to 'fori' under jit/vmap."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tinyrobust.attacks import loops
+
+MODES = ('host', 'fori', 'scan', 'unroll', 3, 'auto')
+
+
+def _affine_body():
+  """`c <- a * c + i * b` with a trace counter (one count per traced step)."""
+  traces = []
+
+  def body(i, c, a, b):
+    traces.append(1)
+    return {'x': a * c['x'] + i.astype(jnp.float32) * b, 'n': c['n'] + 1}
+
+  return body, traces
+
+
+def _affine_closed_form(x0, a, b, start, steps):
+  x = np.asarray(x0, np.float64)
+  for i in range(start, start + steps):
+    x = a * x + i * b
+  return x
+
+
+@pytest.mark.parametrize('loop', MODES)
+@pytest.mark.parametrize('steps,chunk', [(7, 3), (6, 2), (1, 5)])
+def test_modes_match_closed_form(loop, steps, chunk):
+  body, _ = _affine_body()
+  x0 = jnp.linspace(-1.0, 1.0, 4)
+  a, b = jnp.float32(0.5), jnp.arange(4, dtype=jnp.float32)
+  out = loops.run_loop(body, {'x': x0, 'n': jnp.int32(0)}, steps,
+                       args=(a, b), start=2, loop=loop, chunk=chunk)
+  np.testing.assert_allclose(out['x'], _affine_closed_form(x0, 0.5, b, 2,
+                                                           steps), rtol=1e-6)
+  assert int(out['n']) == steps
+
+
+def test_host_traces_once_and_keeps_caller_arrays():
+  body, traces = _affine_body()
+  x0 = jnp.ones(5)
+  carry = {'x': x0, 'n': jnp.int32(0)}
+  args = (jnp.float32(0.9), jnp.ones(5))
+  loops.run_loop(body, carry, 10, args=args, loop='host', chunk=4)
+  n_traced = len(traces)
+  assert n_traced == 4 + 2          # one chunk of 4 and one remainder of 2
+  for _ in range(3):                # new values, same shapes: no retrace
+    out = loops.run_loop(body, carry, 10, args=(jnp.float32(0.5), x0),
+                         loop='host', chunk=4)
+  assert len(traces) == n_traced
+  assert not x0.is_deleted() and not carry['x'].is_deleted()
+  np.testing.assert_allclose(out['x'], _affine_closed_form(x0, 0.5, x0, 0,
+                                                           10), rtol=1e-6)
+
+
+def test_host_falls_back_to_fori_under_jit_and_vmap():
+  body, _ = _affine_body()
+  run = lambda x, a: loops.run_loop(body, {'x': x, 'n': jnp.int32(0)}, 6,
+                                    args=(a, x), loop='host', chunk=4)['x']
+  assert loops.resolve('host', jnp.ones(2)) == 'host'
+  assert loops.resolve('auto') == loops.default_loop()
+  jaxpr = jax.make_jaxpr(run)(jnp.ones(3), jnp.float32(0.5))
+  assert 'scan[' in str(jaxpr)      # a rolled fori_loop, no host driving
+  xs, a_s = jnp.ones((2, 3)), jnp.array([0.5, 0.25], jnp.float32)
+  got = jax.vmap(run)(xs, a_s)
+  for k in range(2):
+    np.testing.assert_allclose(got[k], run(xs[k], a_s[k]), rtol=1e-6)
+  np.testing.assert_allclose(jax.jit(run)(xs[0], a_s[0]), got[0], rtol=1e-6)
+
+
+def test_stop_exits_early_with_the_same_result():
+  """A counter that saturates at 5: the body is a no-op once stop holds."""
+  calls = []
+
+  def body(i, c, limit):
+    calls.append(1)
+    return jnp.where(c < limit, c + 1, c)
+
+  def stop(c):
+    return c >= 5
+
+  outs = {}
+  for loop in ('host', 'fori', 'unroll'):
+    outs[loop] = int(loops.run_loop(body, jnp.int32(0), 40, args=(5,),
+                                    loop=loop, chunk=2, stop=stop))
+  assert outs == {'host': 5, 'fori': 5, 'unroll': 5}
+  # Stopped before the first chunk: nothing runs, the carry comes back.
+  assert int(loops.run_loop(body, jnp.int32(7), 40, args=(5,), loop='host',
+                            chunk=2, stop=stop)) == 7
+
+
+def test_scan_or_loop_agree():
+  f = lambda c, x: c * 2.0 + x
+  xs = jnp.arange(5, dtype=jnp.float32)
+  a = loops.scan_or_loop(f, jnp.float32(1.0), xs, host=True)
+  b = loops.scan_or_loop(f, jnp.float32(1.0), xs, host=False)
+  assert float(a) == float(b) == 1.0 * 32 + 0 * 16 + 1 * 8 + 2 * 4 + 3 * 2 + 4
+
+
+@pytest.mark.parametrize('kw', [dict(loop='while'), dict(loop=0),
+                                dict(loop=True), dict(chunk=0),
+                                dict(chunk=2.5), dict(steps=-1)])
+def test_bad_options_raise(kw):
+  body, _ = _affine_body()
+  kw = dict(dict(steps=3, loop='host'), **kw)
+  with pytest.raises(ValueError, match='loop|chunk|steps'):
+    loops.run_loop(body, {'x': jnp.ones(2), 'n': jnp.int32(0)},
+                   args=(1.0, 1.0), **kw)

@@ -1,0 +1,242 @@
+"""The step-loop driver shared by every iterative attack kernel.
+
+    carry = run_loop(body, carry, steps, args=(variables, x, y, eps_b),
+                     loop='auto', chunk=None, stop=None)
+
+runs `carry = body(i, carry, *args)` for `i = start, ..., start + steps - 1`
+(`i` an int32 scalar) in one of these forms (`LOOPS`):
+
+* 'host': a Python loop over one jitted chunk of `chunk` steps (unrolled
+  inside the chunk), the carry donated to it (`donate_argnums`), so no step
+  pays XLA:CPU's rolled-loop cost and no compile grows with `steps`. Only
+  with concrete inputs: when any leaf of `carry` or `args` is a tracer
+  (under an outer `jit`, `vmap`, `grad`, `scan`), 'host' runs as 'fori', so
+  a kernel built on `run_loop` stays pure, jittable and vmappable. The
+  caller's arrays are never donated (the carry is copied once first).
+* 'fori': `lax.fori_loop` (a `lax.while_loop` when `stop` is given).
+* an int u >= 1: `lax.fori_loop(..., unroll=u)` (`stop` is then ignored).
+* 'scan': `lax.scan` over the step indices (`stop` ignored).
+* 'unroll': a Python loop inside the caller's trace (`stop` ignored).
+* 'auto' (and None): `default_loop()`, 'host' on CPU, 'fori' on GPU/TPU.
+
+Contract for `body`: pure; defined ONCE per kernel (in the factory, not
+per call), because the jitted chunk is cached per `body` object (and chunk
+length): repeated calls with the same shapes never retrace, and the model's
+variables travel in `args` (traced arguments of the chunk, not donated),
+never in a closure, so one kernel serves any model variables. Anything
+closed over must be static (Python numbers, NumPy tables, other pure
+functions).
+
+Early stop (`stop(carry) -> bool []`): the body must leave the carry
+unchanged (except what `stop` ignores) once `stop` is True, so stopping is
+only a saving, never a change of result: every mode gives the same output.
+'host' checks it before the first chunk and after each chunk (one host
+sync per chunk), 'fori' after each step (in a `while_loop`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tinyrobust.attacks.checks import LOOPS
+
+Body = Callable[..., Any]
+
+# Step-loop default per backend (experiments/bench_attacks.py). On XLA:CPU a
+# rolled `fori_loop`/`scan` costs ~2.3x per step whatever the body, an
+# unrolled loop runs at the floor but its compile time grows with `steps`
+# (APGD-100: about a minute), and a host-driven jitted chunk with a donated
+# carry runs at the floor with a compile flat in `steps`. GPU/TPU were not
+# measured: a rolled `fori_loop` keeps one launch per attack there.
+DEFAULT_LOOP = {'cpu': 'host', 'gpu': 'fori', 'cuda': 'fori',
+                'rocm': 'fori', 'tpu': 'fori'}
+
+# Steps per jitted chunk in 'host' mode (experiments/bench_attacks.py,
+# --chunk_sizes=1,5,10,25; see the measured figures there and below).
+DEFAULT_CHUNK = 5
+
+# The jitted chunks live on the body (and the jitted stop on `stop`) as an
+# attribute, so they are freed with the kernel that defined the body.
+_CACHE_ATTR = '_tinyrobust_jitted'
+
+
+def default_loop(backend: str | None = None) -> str:
+  """The loop mode 'auto' stands for on `backend` (default: the current)."""
+  backend = jax.default_backend() if backend is None else backend
+  return DEFAULT_LOOP.get(backend, 'fori')
+
+
+def check_loop(loop: Any) -> None:
+  """ValueError unless `loop` is None, a name in `LOOPS` or an int >= 1."""
+  if loop is None or loop in LOOPS:
+    return
+  if isinstance(loop, (int, np.integer)) and not isinstance(loop, bool) \
+      and loop >= 1:
+    return
+  raise ValueError(f'loop must be None, one of {", ".join(LOOPS)} or an int '
+                   f'unroll factor >= 1, got {loop!r}.')
+
+
+def check_chunk(chunk: Any) -> None:
+  """ValueError unless `chunk` is None or an int >= 1."""
+  if chunk is None:
+    return
+  if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) \
+      or chunk < 1:
+    raise ValueError(f'chunk must be None or an int >= 1 (steps per jitted '
+                     f'call in loop="host" mode), got {chunk!r}.')
+
+
+def is_traced(*trees: Any) -> bool:
+  """True if any leaf of the pytrees is a tracer (inside jit/vmap/grad)."""
+  return any(isinstance(a, jax.core.Tracer)
+             for a in jax.tree.leaves(trees))
+
+
+def resolve(loop: Any, *trees: Any) -> str | int:
+  """The concrete mode for these inputs: 'auto'/None -> `default_loop()`,
+  then 'host' -> 'fori' when any leaf of `trees` is a tracer."""
+  check_loop(loop)
+  mode = default_loop() if loop in (None, 'auto') else loop
+  if mode == 'host' and is_traced(*trees):
+    return 'fori'
+  return int(mode) if isinstance(mode, (int, np.integer)) else mode
+
+
+def host_mode(loop: Any, *trees: Any) -> bool:
+  """True if `run_loop(..., loop=loop)` on these inputs drives from Python
+  (so the caller should also run its outer loops in Python)."""
+  return resolve(loop, *trees) == 'host'
+
+
+def _cache(fn: Callable) -> dict:
+  """The dict of jitted functions attached to `fn` (a function or partial)."""
+  cache = getattr(fn, _CACHE_ATTR, None)
+  if cache is None:
+    cache = {}
+    try:
+      setattr(fn, _CACHE_ATTR, cache)
+    except AttributeError:
+      raise ValueError(f'loop="host" caches its jitted chunk on the body and '
+                       f'stop functions, so they must be plain functions (or '
+                       f'functools.partial), got {fn!r}.') from None
+  return cache
+
+
+def _chunk_fn(body: Body, n: int, stop: Callable | None):
+  """The jitted `f(i0, carry, *args)`: n unrolled steps (and stop flag)."""
+  per_body = _cache(body)
+  key = ('chunk', n, stop)
+  if key not in per_body:
+
+    def chunk(i0, carry, *args):
+      for j in range(n):
+        carry = body(i0 + j, carry, *args)
+      return carry if stop is None else (carry, stop(carry))
+
+    per_body[key] = jax.jit(chunk, donate_argnums=(1,))
+  return per_body[key]
+
+
+def _stop_fn(stop: Callable):
+  cache = _cache(stop)
+  if 'stop' not in cache:
+    cache['stop'] = jax.jit(stop)
+  return cache['stop']
+
+
+def _host(body, carry, steps, args, start, chunk, stop):
+  n = min(chunk, steps)
+  if stop is not None and bool(_stop_fn(stop)(carry)):
+    return carry
+  # Fresh buffers: the donated carry must never alias the caller's arrays.
+  carry = jax.tree.map(jnp.copy, carry)
+  i, end = start, start + steps
+  while i < end:
+    m = min(n, end - i)
+    out = _chunk_fn(body, m, stop)(np.int32(i), carry, *args)
+    i += m
+    if stop is None:
+      carry = out
+      continue
+    carry, done = out
+    if i < end and bool(done):
+      break
+  return carry
+
+
+def _rolled(body, carry, steps, args, start, loop, stop):
+  step = lambda i, c: body(i, c, *args)
+  lo, hi = np.int32(start), np.int32(start + steps)
+  if loop == 'scan':
+    return jax.lax.scan(lambda c, i: (step(i, c), None), carry,
+                        jnp.arange(lo, hi, dtype=jnp.int32))[0]
+  if stop is not None and loop == 'fori':
+    cond = lambda c: (c[0] < hi) & ~stop(c[1])
+    return jax.lax.while_loop(cond, lambda c: (c[0] + 1, step(*c)),
+                              (lo, carry))[1]
+  unroll = 1 if loop == 'fori' else min(int(loop), steps)
+  return jax.lax.fori_loop(lo, hi, step, carry, unroll=unroll)
+
+
+def run_loop(body: Body, carry: Any, steps: int, *, args: tuple = (),
+             start: int = 0, loop: str | int | None = 'auto',
+             chunk: int | None = None,
+             stop: Callable[[Any], Any] | None = None) -> Any:
+  """Runs `carry = body(i, carry, *args)` for `steps` steps from `start`.
+
+  Args:
+    body: `body(i, carry, *args) -> carry`, pure, same structure, shapes and
+      dtypes in and out; `i` an int32 scalar. Defined once per kernel (see
+      the module docstring: the jitted chunk is cached per body object).
+    carry: the loop state, a pytree of arrays (donated in 'host' mode after
+      one copy, so the caller's arrays stay valid).
+    steps: number of steps, an int >= 0 (0 returns `carry`).
+    args: pytree arguments passed unchanged to every step (model variables,
+      the clean input, eps, ...); never donated.
+    start: index of the first step.
+    loop: a mode of `LOOPS` or an int unroll factor (see the module
+      docstring); None means 'auto'.
+    chunk: steps per jitted call in 'host' mode (None: `DEFAULT_CHUNK`);
+      a last partial chunk compiles once more at its own length.
+    stop: optional `stop(carry) -> bool []` for an early exit (see the
+      module docstring for the contract that makes it result-neutral).
+
+  Returns:
+    The final carry.
+
+  Raises:
+    ValueError: a bad `loop`, `chunk` or `steps`.
+  """
+  check_chunk(chunk)
+  if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) \
+      or steps < 0:
+    raise ValueError(f'steps must be an int >= 0, got {steps!r}.')
+  mode = resolve(loop, carry, args)
+  steps, start = int(steps), int(start)
+  if steps == 0:
+    return carry
+  if mode == 'host':
+    return _host(body, carry, steps, args, start,
+                 DEFAULT_CHUNK if chunk is None else int(chunk), stop)
+  if mode == 'unroll':
+    for i in range(start, start + steps):
+      carry = body(np.int32(i), carry, *args)
+    return carry
+  return _rolled(body, carry, steps, args, start, mode, stop)
+
+
+def scan_or_loop(f: Callable[[Any, Any], Any], carry: Any, xs: Any, *,
+                 host: bool) -> Any:
+  """`carry = f(carry, x)` over the leading axis of `xs`: a Python loop
+  when `host` (so `f` may drive `run_loop` from the host and should be made
+  of jitted pieces), else `lax.scan`. Returns the final carry."""
+  if not host:
+    return jax.lax.scan(lambda c, x: (f(c, x), None), carry, xs)[0]
+  n = jax.tree.leaves(xs)[0].shape[0]
+  for k in range(n):
+    carry = f(carry, jax.tree.map(lambda a, k=k: a[k], xs))
+  return carry
