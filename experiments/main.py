@@ -14,6 +14,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from tinyrobust import compile_cache
 from tinyrobust import modes
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -27,6 +28,7 @@ flags.mark_flags_as_required(['workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  compile_cache.enable()
   modes.run(_MODE.value, _CONFIG.value, _WORKDIR.value)
 
 

@@ -1,0 +1,515 @@
+"""The host-side evaluation scheduler: compacted stages, nested eps, resumable.
+
+The toolkit's own evaluations (the `attack` run mode, the studies, the
+search's term, the deployed path) run their attacks through this scheduler;
+the attack kernels themselves stay pure, jittable and vmappable for users
+who import them. For each attack, in ascending eps, for each of its stages
+(an AutoAttack cascade has several, any other attack is one stage):
+
+1. gather the points still open into buckets: full batches of the step size,
+   the remainder padded to a power of two (at least `min_bucket`), so each
+   stage compiles for a bounded set of shapes (at most
+   `log2(step / min_bucket) + 2` per stage);
+2. run the stage on each bucket (kernels are called eagerly with concrete
+   arrays, so their `loop='auto'` steps are driven from the host on CPU);
+3. scatter the outcome back: a point whose prediction changed (or whose
+   output is not finite) is decided, and that adversarial example is its
+   witness.
+
+Nested eps: an adversarial example found at a smaller eps lies in every
+larger ball of the same norm, so a decided point is never attacked again at
+a larger eps. The numbers reported per eps are therefore the per-example
+worst case over the attack's runs at all eps up to that one (a stronger and
+monotone number; this is what `robust` / `consistent` hold).
+
+Raw per-eps outcome (for the "robust accuracy rises with eps" flag, which
+the worst case hides by construction): at each eps after the first, up to
+`audit` points decided at a smaller eps by the first stage are attacked
+again by that stage and not updated; `raw` counts how many of them the
+attack failed to break again (`regressed`). `raw_robust[k]` estimates the
+attack's own (not worst-case) robust count at eps k as the worst-case count
+plus the regression rate times the points decided before eps k.
+
+Which points are open. For a cascade (AutoAttack), a point misclassified
+on the clean input is done before any attack (stage 0, 'clean', consistent
+because its adversarial input is x itself), as in AutoAttack. For a
+one-stage attack (FGSM, PGD, ...) misclassified points are attacked too,
+so that consistency (prediction on x_adv equals the prediction on x, the
+study's "adversarial accuracy") is measured as before; for them the witness
+is a change of the (wrong) prediction.
+
+Keys: bucket `b` of stage `s` at eps index `k` of attack `a` uses
+`fold_in(fold_in(fold_in(key(seed), a), k * n_stages + s), b)`; buckets are
+formed from the open points in index order, so results are deterministic
+for a seed, batch size and device count, and a resumed run repeats exactly
+what an uninterrupted one does.
+
+Resumable: with `state_path`, the per-example decisions, the stage reached,
+the bucket reached inside it and the seed are written atomically (at most
+every `save_every` seconds, and when an attack ends); a killed run started
+again with the same arguments continues from there and returns the same
+counts as an uninterrupted one (AutoAttack's `state_path`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import threading
+import time
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tinyrobust import sharding
+from tinyrobust.attacks import registry as attack_registry
+
+STATE_VERSION = 1
+_COMPILE_EVENTS = ('/jax/core/compile/jaxpr_trace_duration',
+                   '/jax/core/compile/jaxpr_to_mlir_module_duration',
+                   '/jax/core/compile/backend_compile_duration')
+_NONE = np.iinfo(np.int32).max  # "not decided" in `decided_at`
+
+
+class _CompileClock:
+  """Sums JAX's compile-event durations on this thread (one listener)."""
+
+  _lock = threading.Lock()
+  _installed = False
+  _local = threading.local()
+
+  @classmethod
+  def _listener(cls, name: str, secs: float, **_) -> None:
+    if name in _COMPILE_EVENTS:
+      cls._local.total = getattr(cls._local, 'total', 0.0) + secs
+
+  @classmethod
+  def now(cls) -> float:
+    with cls._lock:
+      if not cls._installed:
+        jax.monitoring.register_event_duration_secs_listener(cls._listener)
+        cls._installed = True
+    return getattr(cls._local, 'total', 0.0)
+
+
+@contextlib.contextmanager
+def _timed(times: dict[str, list[float]], stage: str):
+  """Adds (wall, compile) seconds of the block to `times[stage]`."""
+  t0, c0 = time.perf_counter(), _CompileClock.now()
+  yield
+  wall, comp = time.perf_counter() - t0, _CompileClock.now() - c0
+  acc = times.setdefault(stage, [0.0, 0.0])
+  acc[0] += wall
+  acc[1] += comp
+
+
+def bucket_sizes(n_open: int, step: int, *, min_bucket: int = 8,
+                 multiple: int = 1) -> list[int]:
+  """Bucket sizes for `n_open` points: full `step`s, then the remainder
+  padded to a power of two in [min_bucket, step], rounded up to `multiple`
+  (the device count)."""
+  sizes = [step] * (n_open // step)
+  rest = n_open - step * len(sizes)
+  if rest:
+    size = max(min_bucket, 1 << math.ceil(math.log2(rest)))
+    size = int(math.ceil(min(size, step) / multiple) * multiple)
+    sizes.append(size)
+  return sizes
+
+
+def _buckets(idx: np.ndarray, step: int, min_bucket: int, multiple: int
+             ) -> Iterator[tuple[np.ndarray, int]]:
+  """(indices padded to the bucket size by repeating the first, n_valid)."""
+  lo = 0
+  for size in bucket_sizes(len(idx), step, min_bucket=min_bucket,
+                           multiple=multiple):
+    part = idx[lo:lo + size]
+    lo += len(part)
+    yield np.concatenate([part, np.repeat(part[:1], size - len(part))]), \
+        len(part)
+
+
+def stages_of(attack: attack_registry.Attack
+              ) -> tuple[tuple[str, Callable], ...]:
+  """(stage name, kernel) pairs: a cascade's `stages`, else the attack."""
+  stages = getattr(attack, 'stages', None) or ()
+  if stages:
+    return tuple((s.name, s) for s in stages)
+  return ((attack.name, attack),)
+
+
+def host_driven(kernel: Callable) -> bool:
+  """True when a kernel drives its own steps from the host on this backend
+  (`loop='host'`, or `'auto'` on CPU): the scheduler then calls it eagerly,
+  since under `jax.jit` it would fall back to a rolled loop. Every other
+  kernel is called through one cached `jax.jit` per stage."""
+  loop = dict(getattr(kernel, 'config', None) or {}).get('loop')
+  return loop == 'host' or (loop == 'auto' and
+                            jax.default_backend() == 'cpu')
+
+
+@dataclasses.dataclass
+class _AttackState:
+  """One attack's progress, all host numpy (what a state file holds).
+
+  decided_at [N]: eps index (in ascending order) of the first witness, or
+    `_NONE`. stage_of [N]: index into ('clean', *stages) of the stage that
+    found it, -1 if none. nonfinite [N]: the witness had non-finite output.
+    inconsistent [N]: the witness changed the prediction (False for a
+    cascade's clean misclassification, whose adversarial input is x).
+    cursor: (eps index, stage index, next bucket); stage_open [N]: the open
+    set when the current stage started (buckets are rebuilt from it).
+  """
+  decided_at: np.ndarray
+  stage_of: np.ndarray
+  nonfinite: np.ndarray
+  inconsistent: np.ndarray
+  stage_open: np.ndarray
+  cursor: list[int]
+  audit_attacked: np.ndarray
+  audit_regressed: np.ndarray
+  times: dict[str, list[float]]
+  done: bool = False
+
+  @classmethod
+  def fresh(cls, n: int, n_eps: int) -> '_AttackState':
+    return cls(decided_at=np.full(n, _NONE, np.int32),
+               stage_of=np.full(n, -1, np.int32),
+               nonfinite=np.zeros(n, bool), inconsistent=np.zeros(n, bool),
+               stage_open=np.zeros(n, bool), cursor=[0, 0, 0],
+               audit_attacked=np.zeros(n_eps, np.int64),
+               audit_regressed=np.zeros(n_eps, np.int64), times={})
+
+  ARRAYS = ('decided_at', 'stage_of', 'nonfinite', 'inconsistent',
+            'stage_open', 'audit_attacked', 'audit_regressed')
+
+
+def _fingerprint(x, y, attacks, grid, seed, step, audit, min_bucket) -> str:
+  h = hashlib.sha256()
+  h.update(np.ascontiguousarray(x).tobytes())
+  h.update(np.ascontiguousarray(y).astype(np.int64).tobytes())
+  meta = {'attacks': {n: _jsonable(dict(a.config)) for n, a in
+                      attacks.items()},
+          'stages': {n: [s for s, _ in stages_of(a)] for n, a in
+                     attacks.items()},
+          'grid': [float(e) for e in grid], 'seed': int(seed),
+          'step': int(step), 'audit': int(audit),
+          'min_bucket': int(min_bucket), 'version': STATE_VERSION}
+  h.update(json.dumps(meta, sort_keys=True, default=str).encode())
+  return h.hexdigest()
+
+
+def _jsonable(obj):
+  if isinstance(obj, Mapping):
+    return {str(k): _jsonable(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [_jsonable(v) for v in obj]
+  if isinstance(obj, np.ndarray):
+    return obj.tolist()
+  if isinstance(obj, (np.floating, np.integer)):
+    return obj.item()
+  return obj
+
+
+class _StateFile:
+  """Atomic save/load of every attack's `_AttackState` (one .npz)."""
+
+  def __init__(self, path: str | None, fingerprint: str, names, n: int,
+               n_eps: int, save_every: float):
+    self.path, self.fingerprint = path, fingerprint
+    self.names, self.n, self.n_eps = list(names), n, n_eps
+    self.save_every = float(save_every)
+    self._last = time.monotonic()
+
+  def load(self) -> dict[str, _AttackState]:
+    fresh = {m: _AttackState.fresh(self.n, self.n_eps) for m in self.names}
+    if self.path is None or not os.path.exists(self.path):
+      return fresh
+    try:
+      with np.load(self.path, allow_pickle=False) as z:
+        meta = json.loads(str(z['meta']))
+        arrays = {k: np.asarray(z[k]) for k in z.files if k != 'meta'}
+    except (OSError, ValueError, KeyError) as e:
+      raise ValueError(f'Evaluation state {self.path!r} is unreadable ({e}); '
+                       'delete it to start the evaluation over.') from e
+    if meta.get('fingerprint') != self.fingerprint:
+      raise ValueError(
+          f'Evaluation state {self.path!r} belongs to another evaluation '
+          '(different examples, attacks, eps grid, seed or batch size); '
+          'delete it or pass another state_path.')
+    for i, m in enumerate(self.names):
+      st = fresh[m]
+      for k in _AttackState.ARRAYS:
+        setattr(st, k, arrays[f'{i}.{k}'])
+      st.cursor = list(meta['cursor'][m])
+      st.done = bool(meta['done'][m])
+      st.times = {k: list(v) for k, v in meta['times'][m].items()}
+    return fresh
+
+  def save(self, states: Mapping[str, _AttackState], *, force: bool = False
+           ) -> None:
+    if self.path is None:
+      return
+    if not force and time.monotonic() - self._last < self.save_every:
+      return
+    arrays = {f'{i}.{k}': getattr(states[m], k)
+              for i, m in enumerate(self.names) for k in _AttackState.ARRAYS}
+    meta = {'fingerprint': self.fingerprint, 'version': STATE_VERSION,
+            'cursor': {m: list(map(int, s.cursor)) for m, s in states.items()},
+            'done': {m: bool(s.done) for m, s in states.items()},
+            'times': {m: s.times for m, s in states.items()}}
+    tmp = f'{self.path}.tmp{os.getpid()}.npz'
+    np.savez(tmp, meta=np.asarray(json.dumps(meta)), **arrays)
+    os.replace(tmp, self.path)
+    self._last = time.monotonic()
+
+
+class Scheduler:
+  """Counts clean/robust/consistent predictions per attack and eps, attacking
+  only the points still open (see the module docstring).
+
+  Attributes:
+    attacks: name -> `tinyrobust.attacks.Attack`.
+    eps_grid: the radii as given (results keep this order).
+    batch_size, mesh: the step size cap and the 1-D device mesh.
+    min_bucket: smallest padded bucket.
+    audit: points re-attacked per eps for the raw per-eps outcome.
+  """
+
+  def __init__(self, apply_fn: Callable, attacks: Mapping[str, Callable],
+               eps_grid: Sequence[float], *, batch_size: int,
+               devices: Sequence[jax.Device] | None = None,
+               min_bucket: int = 8, audit: int = 32):
+    self.apply_fn = apply_fn
+    self.attacks = {n: attack_registry.as_attack(n, a)
+                    for n, a in attacks.items()}
+    self.eps_grid = np.asarray(eps_grid, np.float64)
+    if self.eps_grid.ndim != 1 or not self.eps_grid.size or np.any(
+        ~np.isfinite(self.eps_grid)) or np.any(self.eps_grid < 0):
+      raise ValueError(f'eps_grid must be a non-empty 1-D list of finite '
+                       f'numbers >= 0, got {eps_grid!r}.')
+    for name, value, lo in (('batch_size', batch_size, 1),
+                            ('min_bucket', min_bucket, 1),
+                            ('audit', audit, 0)):
+      if isinstance(value, bool) or not isinstance(value, (int, np.integer)
+                                                   ) or value < lo:
+        raise ValueError(f'{name} must be an int >= {lo}, got {value!r}.')
+    self.batch_size, self.min_bucket = int(batch_size), int(min_bucket)
+    self.audit = int(audit)
+    self.mesh = sharding.batch_mesh(devices)
+    self._order = np.argsort(self.eps_grid, kind='stable')
+    self._predict = jax.jit(self._predict_fn)
+    self._jitted: dict[int, tuple[Callable, Callable]] = {}
+    # (attack, stage, eps, attacked indices) of every kernel call, in order.
+    self.calls: list[tuple[str, str, float, np.ndarray]] = []
+
+  def _predict_fn(self, variables, x):
+    logits = self.apply_fn(variables, x)
+    finite = jnp.all(jnp.isfinite(logits), axis=-1) & jnp.all(
+        jnp.isfinite(x.reshape(x.shape[0], -1)), axis=-1)
+    return jnp.argmax(logits, -1), finite
+
+  def _callable(self, kernel: Callable) -> Callable:
+    """The kernel itself if it is host-driven, else one cached jit of it
+    (so a stage compiles once per bucket size)."""
+    if host_driven(kernel):
+      return kernel
+    if id(kernel) not in self._jitted:
+      self._jitted[id(kernel)] = (kernel, jax.jit(kernel))
+    return self._jitted[id(kernel)][1]
+
+  def _put(self, a: np.ndarray) -> jax.Array:
+    return jax.device_put(a, sharding.batch_sharding(self.mesh))
+
+  def _clean(self, variables, x, y):
+    preds, fins = [], []
+    for _, (xb,), n_valid in sharding.padded_batches(
+        (x,), self.batch_size, self.mesh):
+      p, f = self._predict(variables, xb)
+      preds.append(np.asarray(p)[:n_valid])
+      fins.append(np.asarray(f)[:n_valid])
+    return np.concatenate(preds), np.concatenate(fins)
+
+  def run(self, variables, x: np.ndarray, y: np.ndarray, *, seed: int,
+          state_path: str | None = None, save_every: float = 30.0
+          ) -> dict[str, dict[str, Any]]:
+    """Counts per attack over all of `(x [N, ...], y [N])`.
+
+    Args:
+      variables: the model variables (replicated over the mesh).
+      x, y: host arrays, already validated (`evaluation.inputs`).
+      seed: the root of every key (see the module docstring).
+      state_path: a `.npz` file to resume from and save to (None: no state).
+      save_every: seconds between state saves (an attack's end always saves).
+
+    Returns:
+      name -> {'clean_correct', 'clean_nonfinite', 'robust' [E],
+      'consistent' [E], 'adv_nonfinite' [E], 'broken_by' (per eps, stage
+      index -> examples it broke first; cascades), 'raw_robust' [E]
+      (estimated raw per-eps count, see the module docstring), 'audit'
+      (per eps attacked/regressed), 'seconds', 'stage_seconds' and
+      'compile_seconds' (stage -> seconds), 'examples': per-example
+      booleans {'clean' [N], 'robust' [E, N], 'consistent' [E, N]}}, with E
+      in the order of `eps_grid`.
+    """
+    y = np.asarray(y, np.int32)
+    n = len(x)
+    variables = jax.device_put(variables, sharding.replicated(self.mesh))
+    clean_pred, clean_fin = self._clean(variables, x, y)
+    ok = (clean_pred == y) & clean_fin
+    step = sharding.step_batch_size(self.batch_size, n, self.mesh)
+    store = _StateFile(
+        state_path, _fingerprint(x, y, self.attacks, self.eps_grid, seed,
+                                 step, self.audit, self.min_bucket),
+        self.attacks, n, len(self.eps_grid), save_every)
+    states = store.load()
+    out = {}
+    for a_idx, (name, attack) in enumerate(self.attacks.items()):
+      st = states[name]
+      if not st.done:
+        self._run_attack(a_idx, attack, st, variables, x, y, clean_pred,
+                         clean_fin, step, seed, lambda: store.save(states))
+        st.done = True
+        store.save(states, force=True)
+      out[name] = self._counts(attack, st, ok, clean_fin)
+      logging.info('Attack %s: %d examples x %d eps in %.1f s (compile '
+                   '%.1f s).', name, n, len(self.eps_grid),
+                   out[name]['seconds'],
+                   sum(out[name]['compile_seconds'].values()))
+    return out
+
+  def _run_attack(self, a_idx, attack, st: _AttackState, variables, x, y,
+                  clean_pred, clean_fin, step, seed, checkpoint) -> None:
+    stages = stages_of(attack)
+    cascade = bool(getattr(attack, 'stages', None))
+    # Points settled before any attack (idempotent, so also on resume):
+    # non-finite clean outputs, and for a cascade the clean
+    # misclassifications (AutoAttack's stage 0).
+    settled = ~clean_fin | ((clean_pred != y) if cascade else False)
+    st.decided_at[settled] = 0
+    st.stage_of[settled] = 0
+    st.nonfinite[~clean_fin] = True
+    st.inconsistent[~clean_fin] = True
+    ok = (clean_pred == y) & clean_fin
+    root = jax.random.fold_in(jax.random.key(int(seed)), a_idx)
+    n_stages = len(stages)
+    while st.cursor[0] < len(self._order):
+      k, s, b0 = st.cursor
+      eps = float(self.eps_grid[self._order[k]])
+      if eps == 0.0:  # kernels return x exactly at eps 0: nothing to find
+        st.cursor = [k + 1, 0, 0]
+        continue
+      if b0 == 0:
+        st.stage_open = st.decided_at == _NONE
+      open_idx = np.flatnonzero(st.stage_open)
+      audit_idx = self._audit_points(st, k, s, seed, a_idx, ok=ok,
+                                     first_stage=1 if cascade else 0)
+      idx = np.concatenate([open_idx, audit_idx])
+      stage_name, kernel = stages[s]
+      kernel = self._callable(kernel)
+      key = jax.random.fold_in(root, k * n_stages + s)
+      for b, (bidx, n_valid) in enumerate(
+          _buckets(idx, step, self.min_bucket, self.mesh.size)):
+        if b < b0:
+          continue
+        with _timed(st.times, stage_name):
+          pred, fin = self._attack_bucket(kernel, variables, x, y, bidx,
+                                          jax.random.fold_in(key, b), eps)
+        self.calls.append((attack.name, stage_name, eps, bidx[:n_valid]))
+        self._scatter(st, bidx[:n_valid], pred[:n_valid], fin[:n_valid],
+                      clean_pred, k, s + (1 if cascade else 0),
+                      n_audit_from=len(open_idx), lo=b * step)
+        st.cursor = [k, s, b + 1]
+        checkpoint()
+      st.cursor = [k, s + 1, 0] if s + 1 < n_stages else [k + 1, 0, 0]
+      checkpoint()
+
+  def _audit_points(self, st, k, s, seed, a_idx, *, ok, first_stage
+                    ) -> np.ndarray:
+    """Clean-correct points decided at a smaller eps by the first stage,
+    re-attacked at eps index k for the raw per-eps outcome (not updated)."""
+    if s != 0 or k == 0 or not self.audit:
+      return np.zeros(0, np.int64)
+    prev = self.eps_grid[self._order[k - 1]]
+    if self.eps_grid[self._order[k]] <= prev:
+      return np.zeros(0, np.int64)
+    cand = np.flatnonzero((st.decided_at < k) & ok & ~st.nonfinite & (
+        st.stage_of == first_stage) & st.inconsistent)
+    if len(cand) > self.audit:
+      rng = np.random.default_rng([int(seed), a_idx, k])
+      cand = np.sort(rng.choice(cand, self.audit, replace=False))
+    return cand
+
+  def _attack_bucket(self, kernel, variables, x, y, bidx, key, eps):
+    xb, yb = self._put(x[bidx]), self._put(y[bidx])
+    x_adv = kernel(variables, xb, yb, key, jnp.asarray(eps, x.dtype))
+    if isinstance(x_adv, tuple):  # kernels built with return_info=True
+      x_adv = x_adv[0]
+    pred, fin = self._predict(variables, x_adv)
+    return np.asarray(pred), np.asarray(fin)
+
+  @staticmethod
+  def _scatter(st: _AttackState, idx, pred, fin, clean_pred, k, stage_id,
+               *, n_audit_from, lo) -> None:
+    """Records the new witnesses of one bucket; audit rows only counted."""
+    pos = lo + np.arange(len(idx))
+    audit = pos >= n_audit_from
+    broken = ~fin | (pred != clean_pred[idx])
+    st.audit_attacked[k] += int(audit.sum())
+    st.audit_regressed[k] += int((audit & ~broken).sum())
+    new = ~audit & broken & (st.decided_at[idx] == _NONE)
+    hit = idx[new]
+    st.decided_at[hit] = k
+    st.stage_of[hit] = stage_id
+    st.nonfinite[hit] = ~fin[new]
+    st.inconsistent[hit] = True
+
+  def _counts(self, attack, st: _AttackState, ok, clean_fin
+              ) -> dict[str, Any]:
+    """Per-eps counts in the grid's own order from the per-point state."""
+    n_eps = len(self.eps_grid)
+    rank = np.empty(n_eps, np.int64)
+    rank[self._order] = np.arange(n_eps)
+    robust, consistent = [], []
+    out = {'clean_correct': int(ok.sum()),
+           'clean_nonfinite': int((~clean_fin).sum()),
+           'robust': np.zeros(n_eps, np.int64),
+           'consistent': np.zeros(n_eps, np.int64),
+           'adv_nonfinite': np.zeros(n_eps, np.int64),
+           'raw_robust': np.zeros(n_eps, np.float64),
+           'broken_by': [{} for _ in range(n_eps)], 'audit': []}
+    cascade = bool(getattr(attack, 'stages', None))
+    for e in range(n_eps):
+      k = rank[e]
+      dec = st.decided_at <= k
+      r = ok & ~dec
+      c = ~(dec & st.inconsistent)
+      robust.append(r)
+      consistent.append(c)
+      out['robust'][e] = r.sum()
+      out['consistent'][e] = c.sum()
+      out['adv_nonfinite'][e] = int((dec & st.nonfinite & clean_fin).sum())
+      att, reg = int(st.audit_attacked[k]), int(st.audit_regressed[k])
+      before = int((ok & (st.decided_at < k)).sum())
+      out['raw_robust'][e] = r.sum() + (reg / att * before if att else 0.0)
+      out['audit'].append({'attacked': att, 'regressed': reg})
+      if cascade:
+        st_k = st.stage_of[dec & (st.stage_of >= 0)]
+        out['broken_by'][e] = {int(i): int(m) for i, m in
+                               zip(*np.unique(st_k, return_counts=True))}
+    times = st.times
+    out['seconds'] = float(sum(v[0] for v in times.values()))
+    out['stage_seconds'] = {s: float(v[0] - v[1]) for s, v in times.items()}
+    out['compile_seconds'] = {s: float(v[1]) for s, v in times.items()}
+    out['examples'] = {'clean': ok, 'robust': np.stack(robust),
+                       'consistent': np.stack(consistent)}
+    for key in ('robust', 'consistent', 'adv_nonfinite', 'raw_robust'):
+      out[key] = out[key].tolist()
+    return out
