@@ -69,6 +69,7 @@ from tinyrobust.attacks.checks import LOOPS
 from tinyrobust.attacks.losses import get_loss
 from tinyrobust.attacks.losses import label_margin
 from tinyrobust.attacks.losses import LOSSES
+from tinyrobust.attacks.momentum import make_mifgsm
 from tinyrobust.attacks.norms import NORMS
 from tinyrobust.attacks.norms import per_example_norm
 from tinyrobust.attacks.norms import project
@@ -83,9 +84,18 @@ from tinyrobust.attacks.registry import get_attack
 from tinyrobust.attacks.registry import list_attacks
 from tinyrobust.attacks.registry import register_attack
 from tinyrobust.attacks.registry import unregister_attack
+from tinyrobust.attacks.snr import db_attack
+from tinyrobust.attacks.snr import eps_from_snr_db
+from tinyrobust.attacks.snr import snr_db
+from tinyrobust.attacks.snr import universal_eps_from_snr_db
 from tinyrobust.attacks.square import make_square
 from tinyrobust.attacks.square import square_p
 from tinyrobust.attacks.threat import Threat
+from tinyrobust.attacks.universal import apply_universal
+from tinyrobust.attacks.universal import fit_universal
+from tinyrobust.attacks.universal import load_universal
+from tinyrobust.attacks.universal import save_universal
+from tinyrobust.attacks.universal import UniversalPerturbation
 
 __all__ = [
     'check_inputs', 'check_shapes', 'LOOPS', 'get_loss', 'label_margin',
@@ -95,4 +105,8 @@ __all__ = [
     'unregister_attack', 'apgd_checkpoints', 'make_apgd', 'make_apgd_ce',
     'make_apgd_dlr', 'make_apgd_t', 'make_autoattack', 'make_square',
     'square_p', 'Threat',
+    # Issue 25: transfer-oriented attacks, universal perturbations, dB budgets.
+    'make_mifgsm', 'db_attack', 'eps_from_snr_db', 'snr_db',
+    'universal_eps_from_snr_db', 'apply_universal', 'fit_universal',
+    'load_universal', 'save_universal', 'UniversalPerturbation',
 ]
