@@ -1,0 +1,366 @@
+"""FAB and FAB-T (Croce and Hein, ICML 2020), L-inf and L2, as pure JAX kernels.
+
+The Fast Adaptive Boundary attack looks for the adversarial example of
+minimal norm. At the iterate x1 it linearises the decision boundary between
+the true class y and a class k (`<w, z> = b` with `w = grad(f_k - f_y)(x1)`,
+`b = <w, x1> - (f_k - f_y)(x1)`), choosing k, untargeted, as the class whose
+linearised boundary is nearest in the threat's norm
+(`|f_k - f_y| / ||w||_dual`, the dual being L1 for L-inf and L2 for L2),
+or, targeted, the fixed target class. It projects both x1 and the original
+x0 onto that hyperplane intersected with the data box (`boundary_projection`,
+the paper's `projection_linf` / `projection_l2`: the exact minimal-norm
+point of the hyperplane inside the box, or, when the box does not reach the
+hyperplane, the box corner nearest to it), giving d1 and d2, and steps
+
+    alpha = min(max(||d1|| / (||d1|| + ||d2||), 0), alpha_max)
+    x1 = clip((1 - alpha) (x1 + eta d1) + alpha (x0 + eta d2))
+
+(overshoot eta). When x1 is misclassified it is recorded if it is the
+nearest adversarial point so far, and x1 is pulled back towards x0:
+`x1 = x0 + beta (x1 - x0)`. Defaults are the authors' (auto-attack's
+fab_base.py / fab_pt.py): 100 steps, alpha_max 0.1, eta 1.05, beta 0.9; a
+restart after the first starts from `x0 + eps / 2 * t / ||t||` (t uniform
+for L-inf, Gaussian for L2), clipped.
+
+FAB-T (`targeted=True`) runs one pass per target, the 2nd .. (n+1)-th most
+likely classes on the clean input (n = `n_target_classes`, capped at K - 1),
+times `restarts`, as AutoAttack's FAB-T; success still means "prediction !=
+y" (as in the authors' code) and `y` holds the true labels.
+
+Only correctly classified points are attacked. As in AutoAttack, a point
+counts as broken only if the adversarial example found is within eps (in
+the threat's, possibly scaled, norm): per example the output is the first
+pass's example that is, else `x`, so an evaluator counting misclassified
+outputs counts FAB's successes at this eps. With `return_info`,
+`info['distance']` is the smallest adversarial distance found over the
+passes run (0 for points misclassified clean, inf when none was found),
+whatever eps. Passes run over the whole batch under `lax.scan`; once every
+point is done the remaining passes are skipped with `lax.cond` (under a
+`vmap` over eps that skip is a select, so everything runs).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tinyrobust.attacks import build
+from tinyrobust.attacks import registry
+from tinyrobust.attacks import threat as threat_lib
+
+ApplyFn = Callable[[Any, jax.Array], jax.Array]
+
+
+def _safe_div(a: jax.Array, b: jax.Array) -> jax.Array:
+  return jnp.where(b > 0, a / jnp.where(b > 0, b, 1.0), 0.0)
+
+
+def boundary_projection(t: jax.Array, w: jax.Array, b: jax.Array, norm: str,
+                        lo: jax.Array | None = None,
+                        hi: jax.Array | None = None) -> jax.Array:
+  """Minimal-norm step from `t` onto the hyperplane `<w, z> = b` in a box.
+
+  Solves, per row, `min ||d||` (L-inf or L2) s.t. `<w, t + d> = b` and
+  `lo <= t + d <= hi`. The optimum moves every coordinate against the side
+  of `t` by `min(theta * k_i, room_i)` (k_i = 1 for L-inf, |w_i| for L2;
+  room_i the distance to the box face in that direction), with theta the
+  root of a piecewise-linear nondecreasing function, found exactly from its
+  sorted breakpoints and cumulative sums. When even the box corner does not
+  reach the hyperplane, the step goes to that corner (as the authors' code).
+  Coordinates with `w_i = 0` do not move.
+
+  Args:
+    t: `[N, D]` points (inside the box).
+    w: `[N, D]` hyperplane normals.
+    b: `[N]` offsets.
+    norm: 'linf' or 'l2'.
+    lo, hi: box bounds broadcastable to `[N, D]`, or both None (no box).
+
+  Returns:
+    `d [N, D]`, the step (`t + d` is the projection).
+  """
+  c = jnp.sum(w * t, axis=1) - b
+  side = jnp.where(c >= 0, 1.0, -1.0).astype(w.dtype)[:, None]
+  w = w * side                    # now <w, t> - b = |c| >= 0: decrease it
+  c = jnp.abs(c)[:, None]
+  aw = jnp.abs(w)
+  k = jnp.ones_like(w) if norm == 'linf' else aw
+  direction = -jnp.sign(w)
+  if lo is None:
+    theta = _safe_div(c, jnp.sum(aw * k, axis=1, keepdims=True))
+    return direction * theta * k
+  room = jnp.maximum(jnp.where(w < 0, hi - t, t - lo), 0.0)
+  room = jnp.broadcast_to(room, w.shape)
+  big = jnp.finfo(w.dtype).max
+  brk = jnp.where(k > 0, room / jnp.where(k > 0, k, 1.0), big)
+  order = jnp.argsort(brk, axis=1)
+  take = lambda a: jnp.take_along_axis(a, order, axis=1)
+  brk_s, aw_s, k_s, room_s = take(brk), take(aw), take(k), take(room)
+  full = jnp.cumsum(aw_s * room_s, axis=1)       # saturated coordinates
+  v = aw_s * k_s
+  rest = jnp.flip(jnp.cumsum(jnp.flip(v, 1), axis=1), 1)   # sum_{i >= j}
+  rest_after = jnp.concatenate([rest[:, 1:], jnp.zeros_like(rest[:, :1])],
+                               axis=1)                     # sum_{i > j}
+  # h(theta) = <|w|, min(theta k, room)> at each breakpoint.
+  h = full + jnp.where(rest_after > 0, brk_s * rest_after, 0.0)
+  n_below = jnp.sum(h < c, axis=1, keepdims=True)
+  a0 = jnp.concatenate([jnp.zeros_like(full[:, :1]), full], axis=1)
+  k0 = jnp.concatenate([rest[:, :1], rest_after], axis=1)
+  a0 = jnp.take_along_axis(a0, n_below, axis=1)
+  k0 = jnp.take_along_axis(k0, n_below, axis=1)
+  theta = _safe_div(c - a0, k0)
+  step = jnp.minimum(theta * k, room)
+  step = jnp.where(n_below == w.shape[1], room, step)      # unreachable
+  return jnp.where(aw > 0, direction * step, 0.0)
+
+
+def _flat(a: jax.Array) -> jax.Array:
+  return a.reshape(a.shape[0], -1)
+
+
+def _rows(mask: jax.Array, a: jax.Array) -> jax.Array:
+  return mask.reshape(mask.shape + (1,) * (a.ndim - 1))
+
+
+def _linear_boundary(apply_fn: ApplyFn, threat: threat_lib.Threat,
+                     targeted: bool):
+  """`boundary(variables, x1, y, target) -> (w [B, D], b [B])`: the
+  linearised boundary FAB projects onto (see the module docstring)."""
+  dual = 1 if threat.norm == 'linf' else 2
+
+  def boundary(variables, x1, y, target):
+    logits, vjp = jax.vjp(lambda z: apply_fn(variables, z), x1)
+    num_classes = logits.shape[-1]
+    e_y = jax.nn.one_hot(y, num_classes, dtype=logits.dtype)
+    f_y = jnp.sum(logits * e_y, axis=-1)
+    if targeted:
+      e_t = jax.nn.one_hot(target, num_classes, dtype=logits.dtype)
+      w = _flat(vjp(e_t - e_y)[0])
+      f = jnp.sum(logits * e_t, axis=-1) - f_y
+    else:
+      cots = jnp.eye(num_classes, dtype=logits.dtype)[:, None, :] - e_y
+      g = jax.vmap(lambda cot: vjp(cot)[0])(cots)          # [K, B, ...]
+      g = jnp.swapaxes(g.reshape(num_classes, x1.shape[0], -1), 0, 1)
+      df = logits - f_y[:, None]                            # [B, K]
+      gs = g * _flat(_scale(threat, x1))[:, None, :]
+      size = jnp.linalg.norm(gs, ord=dual, axis=-1)
+      dist = jnp.abs(df) / (1e-12 + size)
+      dist = jnp.where(jnp.arange(num_classes) == y[:, None], jnp.inf, dist)
+      ind = jnp.argmin(dist, axis=1)
+      w = jnp.take_along_axis(g, ind[:, None, None], axis=1)[:, 0]
+      f = jnp.take_along_axis(df, ind[:, None], axis=1)[:, 0]
+    return w, jnp.sum(w * _flat(x1), axis=1) - f
+
+  return boundary
+
+
+def _scale(threat: threat_lib.Threat, x: jax.Array) -> jax.Array:
+  """Per-feature eps scale broadcast to one example's shape (`[1, ...]`)."""
+  if threat.scale is None:
+    return jnp.ones((1,) + x.shape[1:], x.dtype)
+  return jnp.broadcast_to(jnp.asarray(threat.scale, x.dtype),
+                          x.shape[1:])[None]
+
+
+def _projector(threat: threat_lib.Threat):
+  """`project(x1, x0, w, b) -> (d1, d2)`: both points' steps onto the
+  hyperplane in the box, in the threat's scaled space (`u = z / s`)."""
+
+  def project(x1, x0, w, b):
+    s = _flat(_scale(threat, x1))
+    t = jnp.concatenate([_flat(x1), _flat(x0)]) / s
+    ws = jnp.concatenate([w, w]) * s
+    bb = jnp.concatenate([b, b])
+    lo = hi = None
+    if threat.lo is not None:
+      lo = _flat(jnp.broadcast_to(jnp.asarray(threat.lo, x1.dtype),
+                                  x1.shape[1:])[None]) / s
+      hi = _flat(jnp.broadcast_to(jnp.asarray(threat.hi, x1.dtype),
+                                  x1.shape[1:])[None]) / s
+      lo, hi = jnp.minimum(lo, t), jnp.maximum(hi, t)
+    d = boundary_projection(t, ws, bb, threat.norm, lo, hi) * s
+    d1, d2 = jnp.split(d.reshape((-1,) + x1.shape[1:]), 2)
+    return d1, d2
+
+  return project
+
+
+def _fab_pass(apply_fn: ApplyFn, threat: threat_lib.Threat, *,
+              targeted: bool, steps: int, alpha_max: float, eta: float,
+              beta: float):
+  """One FAB run: `run(variables, x0, y, target, key, rand, eps_b) ->
+  (adv, res)`, the nearest adversarial iterate and its distance (inf if
+  none)."""
+  boundary = _linear_boundary(apply_fn, threat, targeted)
+  project = _projector(threat)
+
+  def step(variables, x0, y, target, carry):
+    x1, adv, res = carry
+    w, b = boundary(variables, x1, y, target)
+    d1, d2 = project(x1, x0, w, b)
+    a = jnp.maximum(threat.size(jnp.concatenate([d1, d2])), 1e-8)
+    a1, a2 = jnp.split(a, 2)
+    alpha = jnp.clip(a1 / (a1 + a2), 0.0, alpha_max)
+    alpha = _rows(alpha, x1).astype(x1.dtype)
+    x1 = threat.clip((x1 + eta * d1) * (1 - alpha)
+                     + (x0 + eta * d2) * alpha)
+    is_adv = jnp.argmax(apply_fn(variables, x1), axis=-1) != y
+    dist = threat.size(x1 - x0)
+    better = is_adv & (dist < res)
+    adv = jnp.where(_rows(better, x1), x1, adv)
+    res = jnp.where(better, dist, res)
+    x1 = jnp.where(_rows(is_adv, x1), x0 + (x1 - x0) * beta, x1)
+    return jax.lax.stop_gradient((x1, adv, res))
+
+  def run(variables, x0, y, target, key, rand, eps_b):
+    if threat.norm == 'linf':
+      t = jax.random.uniform(key, x0.shape, x0.dtype, -1.0, 1.0)
+      n = jnp.max(jnp.abs(_flat(t)), axis=1)
+    else:
+      t = jax.random.normal(key, x0.shape, x0.dtype)
+      n = jnp.linalg.norm(_flat(t), axis=1)
+    u = 0.5 * eps_b * t / _rows(jnp.where(n > 0, n, 1.0), t)
+    x1 = jnp.where(rand, threat.clip(x0 + threat.to_delta(u)), x0)
+    carry = (x1, x0, jnp.full(x0.shape[:1], jnp.inf, x0.dtype))
+    body = lambda _, c: step(variables, x0, y, target, c)
+    _, adv, res = jax.lax.fori_loop(0, steps, body, carry)
+    return adv, res
+
+  return run
+
+
+def _passes(logits: jax.Array, y: jax.Array, *, targeted: bool,
+            n_target_classes: int, restarts: int):
+  """`(targets [P, B], rand [P])`: per pass the target (y if untargeted)
+  and whether it starts at a random point (every restart after the first)."""
+  rand = np.tile(np.arange(restarts) > 0, n_target_classes
+                 if targeted else 1)
+  if not targeted:
+    return jnp.broadcast_to(y, (restarts,) + y.shape), jnp.asarray(rand)
+  n = min(n_target_classes, logits.shape[-1] - 1)
+  order = jnp.argsort(-logits, axis=-1).astype(y.dtype)       # [B, K]
+  ranks = np.repeat(np.arange(1, n + 1), restarts)             # [P]
+  return order[:, ranks].T, jnp.asarray(rand[:len(ranks)])
+
+
+def _fab_run(apply_fn: ApplyFn, threat: threat_lib.Threat, *,
+             targeted: bool, n_target_classes: int, restarts: int,
+             **pass_options):
+  """All passes under `lax.scan`; per example the first pass whose
+  adversarial example lies within eps, else x."""
+  one_pass = _fab_pass(apply_fn, threat, targeted=targeted, **pass_options)
+
+  def run(variables, x, y, key, eps_b):
+    logits = apply_fn(variables, x)
+    correct = jnp.argmax(logits, axis=-1) == y
+    targets, rand = _passes(logits, y, targeted=targeted,
+                            n_target_classes=n_target_classes,
+                            restarts=restarts)
+    keys = jax.random.split(key, targets.shape[0])
+    eps = eps_b.reshape(-1)
+
+    def body(c, inp):
+      k, target, r = inp
+      skip = lambda _: (x, jnp.full(eps.shape, jnp.inf, x.dtype))
+      attack = lambda _: one_pass(variables, x, y, target, k, r, eps_b)
+      adv, res = jax.lax.cond(jnp.all(c['done']), skip, attack, None)
+      ok = correct & (res <= eps)
+      take = ok & ~c['done']
+      return dict(x=jnp.where(_rows(take, x), adv, c['x']),
+                  done=c['done'] | ok,
+                  distance=jnp.minimum(c['distance'], res)), None
+
+    init = dict(x=x, done=~correct,
+                distance=jnp.where(correct, jnp.inf, 0.0).astype(x.dtype))
+    c, _ = jax.lax.scan(body, init, (keys, targets, rand))
+    return c['x'], {'distance': c['distance']}
+
+  return run
+
+
+def _check_options(*, steps, restarts, n_target_classes, alpha_max, eta,
+                   beta, targeted):
+  for name, v in (('steps', steps), ('restarts', restarts),
+                  ('n_target_classes', n_target_classes)):
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+      raise ValueError(f'{name} must be an int >= 1, got {v!r}.')
+  for name, v, lo, hi in (('alpha_max', alpha_max, 0.0, 1.0),
+                          ('eta', eta, 1.0, math.inf),
+                          ('beta', beta, 0.0, 1.0)):
+    if isinstance(v, bool) or not isinstance(
+        v, (int, float, np.integer, np.floating)) or not (
+            math.isfinite(v) and lo <= v <= hi) or (name == 'beta' and v == 0):
+      allowed = f'in [{lo}, {hi}]' if hi < math.inf else f'>= {lo}, finite'
+      if name == 'beta':
+        allowed = 'in (0, 1]'
+      raise ValueError(f'{name} must be a number {allowed}, got {v!r}.')
+  if not isinstance(targeted, bool):
+    raise ValueError(f'targeted must be a bool, got {targeted!r}.')
+
+
+def make_fab(apply_fn: ApplyFn, *, norm: str = 'linf', targeted: bool = False,
+             n_target_classes: int = 9, steps: int = 100, restarts: int = 1,
+             alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9,
+             clip: tuple[Any, Any] | None = None, eps_scale: Any = None,
+             return_info: bool = False) -> registry.Attack:
+  """Builds FAB (or FAB-T) (see the module docstring for the algorithm).
+
+  Args:
+    apply_fn: `apply_fn(variables, x [B, ...]) -> logits [B, K]`, eval mode.
+    norm: 'linf' or 'l2': the norm minimised and the eps ball.
+    targeted: FAB-T: one pass per target (the top `n_target_classes`
+      non-top classes on the clean input); `y` stays the true labels.
+    n_target_classes: FAB-T's targets (9; capped at K - 1).
+    steps: iterations per pass (the authors' n_iter, 100).
+    restarts: passes per target (untargeted: in all); all but the first
+      start at a random point at distance eps / 2.
+    alpha_max, eta, beta: the paper's step bias towards x0, overshoot and
+      backward step (0.1, 1.05, 0.9).
+    clip: `(lo, hi)` data range (as in `make_pgd`), part of the projection.
+    eps_scale: per-feature eps scale (as in `make_pgd`); distances are in
+      the scaled norm.
+    return_info: also return the `make_pgd` info plus 'distance'.
+
+  Returns:
+    An `Attack` named 'fab' or 'fab-t': `attack(variables, x, y, key, eps)
+    -> x_adv`, pure, jittable and vmappable over eps; per example the
+    adversarial example found within eps, else x (eps=0 returns x).
+  """
+  build.check_apply_fn(apply_fn)
+  _check_options(steps=steps, restarts=restarts, alpha_max=alpha_max,
+                 n_target_classes=n_target_classes, eta=eta, beta=beta,
+                 targeted=targeted)
+  threat = threat_lib.Threat.build(norm, clip, eps_scale)
+  run = _fab_run(apply_fn, threat, targeted=targeted,
+                 n_target_classes=int(n_target_classes),
+                 restarts=int(restarts), steps=int(steps),
+                 alpha_max=float(alpha_max), eta=float(eta),
+                 beta=float(beta))
+  config = dict(norm=norm, targeted=targeted, steps=steps, restarts=restarts,
+                alpha_max=alpha_max, eta=eta, beta=beta, clip=clip,
+                eps_scale=eps_scale)
+  if targeted:
+    config['n_target_classes'] = n_target_classes
+  return build.build_attack('fab-t' if targeted else 'fab', config, apply_fn,
+                            run, threat=threat, return_info=return_info,
+                            extra_info=True)
+
+
+def make_fab_t(apply_fn: ApplyFn, *, norm: str = 'linf',
+               n_target_classes: int = 9, steps: int = 100,
+               restarts: int = 1, alpha_max: float = 0.1, eta: float = 1.05,
+               beta: float = 0.9, clip=None, eps_scale=None,
+               return_info: bool = False) -> registry.Attack:
+  """FAB-T, AutoAttack's targeted FAB ('fab-t'); see `make_fab`."""
+  return make_fab(apply_fn, norm=norm, targeted=True,
+                  n_target_classes=n_target_classes, steps=steps,
+                  restarts=restarts, alpha_max=alpha_max, eta=eta, beta=beta,
+                  clip=clip, eps_scale=eps_scale, return_info=return_info)
+
+
+registry.register_attack('fab', make_fab)
+registry.register_attack('fab-t', make_fab_t)
