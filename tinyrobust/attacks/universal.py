@@ -196,7 +196,12 @@ def fit_universal(apply_fn: ApplyFn | Sequence | Mapping, variables: Any,
   x, y = np.asarray(x_train), np.asarray(y_train)
   if len(x) == 0:
     raise ValueError('x_train is empty.')
-  checks.check_inputs(x, y, eps)
+  for name, fn, v in sources:
+    k = build.class_counter(fn)(v, x[:1])
+    try:
+      checks.check_inputs(x, y, eps, num_classes=k)
+    except ValueError as e:
+      raise ValueError(f'Source {name!r}: {e}') from e
   threat = threat_lib.Threat.build(norm, clip, eps_scale)
   threat.check_example_shape(x.shape[1:])
   batch_size = min(batch_size, len(x))
