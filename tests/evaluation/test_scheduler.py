@@ -1,0 +1,184 @@
+"""The host-side scheduler: agreement with the masked evaluator, compaction,
+nested-eps reuse, the raw-outcome audit and resumable state."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from tinyrobust import attacks
+from tinyrobust import evaluate
+from tinyrobust.attacks import registry
+from tinyrobust.evaluation import scheduler
+
+GRID = (0.0, 0.02, 0.05, 0.1)
+
+
+def _linear(v, x):
+  return x @ v['w'] + v['b']
+
+
+@functools.lru_cache(maxsize=1)
+def _digits():
+  d = load_digits()
+  x = (d.data[:600] / 16).astype(np.float32)
+  y = d.target[:600].astype(np.int32)
+  w = np.linalg.lstsq(np.c_[x, np.ones(len(x))], np.eye(10)[y],
+                      rcond=None)[0].astype(np.float32) * 5
+  return x, y, {'w': jnp.asarray(w[:-1]), 'b': jnp.asarray(w[-1])}
+
+
+def _kernels():
+  return {'fgsm': attacks.get_attack('fgsm', _linear, clip=(0.0, 1.0)),
+          'pgd': attacks.get_attack('pgd', _linear, clip=(0.0, 1.0), steps=5,
+                                    random_start=False)}
+
+
+def test_bucket_sizes_are_full_steps_then_a_power_of_two():
+  assert scheduler.bucket_sizes(600, 256) == [256, 256, 128]
+  assert scheduler.bucket_sizes(3, 256) == [8]
+  assert scheduler.bucket_sizes(0, 256) == []
+  assert scheduler.bucket_sizes(200, 256) == [256]
+  assert scheduler.bucket_sizes(9, 64, min_bucket=8, multiple=3) == [18]
+
+
+def test_equals_masked_evaluator_for_deterministic_kernels():
+  # FGSM / PGD without random start on a linear model break monotonically in
+  # eps, so worst case over eps == per-eps outcome: counts must be identical.
+  x, y, v = _digits()
+  kernels = _kernels()
+  old = evaluate.RobustnessEvaluator(_linear, kernels, GRID,
+                                     batch_size=256).run(v, x, y, seed=0)
+  new = scheduler.Scheduler(_linear, kernels, GRID, batch_size=256).run(
+      v, x, y, seed=0)
+  for name in kernels:
+    for key in ('clean_correct', 'robust', 'consistent', 'adv_nonfinite'):
+      assert old[name][key] == new[name][key], (name, key)
+    np.testing.assert_array_equal(old[name]['examples']['robust'],
+                                  new[name]['examples']['robust'])
+  assert new['pgd']['robust'][-1] <= new['fgsm']['robust'][-1]
+
+
+def test_nested_eps_never_reattacks_a_broken_point():
+  x, y, v = _digits()
+  sch = scheduler.Scheduler(_linear, _kernels(), GRID, batch_size=128,
+                            audit=0)
+  out = sch.run(v, x, y, seed=0)
+  decided = {n: set() for n in out}
+  for name, _, eps, idx in sch.calls:
+    assert eps > 0  # eps 0 is never attacked (kernels return x there)
+    assert not decided[name] & set(idx.tolist()), (name, eps)
+    k = list(GRID).index(eps)
+    rob = out[name]['examples']['robust'][k]
+    ok = out[name]['examples']['clean']
+    decided[name] |= set(np.flatnonzero(ok & ~rob).tolist()) & set(
+        idx.tolist())
+  # every clean-correct point is attacked at the first eps > 0
+  first = [c for c in sch.calls if c[0] == 'fgsm' and c[2] == GRID[1]]
+  assert sum(len(c[3]) for c in first) == len(x)
+
+
+def test_compiles_at_most_once_per_stage_and_bucket_size():
+  x, y, v = _digits()
+  traces = []
+  pgd = attacks.get_attack('pgd', _linear, clip=(0.0, 1.0), steps=3,
+                           random_start=False, loop='unroll')
+
+  def kernel(variables, xb, yb, key, eps):
+    traces.append(xb.shape[0])  # runs once per trace
+    return pgd(variables, xb, yb, key, eps)
+
+  sch = scheduler.Scheduler(_linear, {'pgd': kernel}, GRID, batch_size=128)
+  sch.run(v, x, y, seed=0)
+  sizes = {len(c[3]) for c in sch.calls}
+  assert len(traces) == len(set(traces))
+  assert len(traces) <= len({scheduler.bucket_sizes(n, 128)[-1]
+                              for n in sizes} | {128})
+
+
+def test_audit_reattacks_earlier_witnesses_without_updating():
+  x, y, v = _digits()
+  sch = scheduler.Scheduler(_linear, {'fgsm': _kernels()['fgsm']}, GRID,
+                            batch_size=256, audit=16)
+  out = sch.run(v, x, y, seed=0)['fgsm']
+  assert [a['attacked'] for a in out['audit']] == [0, 0, 16, 16]
+  # linear model: FGSM never un-breaks a point at a larger eps
+  assert all(a['regressed'] == 0 for a in out['audit'])
+  assert out['raw_robust'] == [float(r) for r in out['robust']]
+
+
+def _crash_after(attack, calls: list[int]):
+  """The same attack record whose kernel raises once `calls[0]` is spent."""
+
+  def kernel(*args):
+    calls[0] -= 1
+    if calls[0] < 0:
+      raise KeyboardInterrupt('killed')
+    return attack.kernel(*args)
+  return registry.Attack(attack.name, dict(attack.config), kernel)
+
+
+@pytest.mark.parametrize('kill_after', [2, 5, 9])
+def test_killed_and_resumed_gives_the_same_counts(tmp_path, kill_after):
+  # 600 points, batch 128: 5 buckets at eps 0.02, so a kill after 2 calls is
+  # inside the first attack's first eps, after 5 between eps, after 9 in a
+  # later eps.
+  x, y, v = _digits()
+  ref_sch = scheduler.Scheduler(_linear, _kernels(), GRID, batch_size=128)
+  ref = ref_sch.run(v, x, y, seed=3)
+  budget = [kill_after]
+  kernels = {n: _crash_after(a, budget) for n, a in _kernels().items()}
+  state = str(tmp_path / 'state.npz')
+  killed = scheduler.Scheduler(_linear, kernels, GRID, batch_size=128)
+  with pytest.raises(KeyboardInterrupt):
+    killed.run(v, x, y, seed=3, state_path=state, save_every=0)
+  resumed = scheduler.Scheduler(_linear, _kernels(), GRID, batch_size=128)
+  out = resumed.run(v, x, y, seed=3, state_path=state, save_every=0)
+  for name in ref:
+    for key in ('robust', 'consistent', 'adv_nonfinite', 'broken_by'):
+      assert out[name][key] == ref[name][key], (name, key)
+  # no bucket is attacked twice: killed + resumed calls == uninterrupted
+  assert len(killed.calls) + len(resumed.calls) == len(ref_sch.calls)
+  assert len(killed.calls) == kill_after
+
+
+def test_state_of_another_evaluation_is_refused(tmp_path):
+  x, y, v = _digits()
+  state = str(tmp_path / 'state.npz')
+  scheduler.Scheduler(_linear, _kernels(), GRID, batch_size=128).run(
+      v, x, y, seed=0, state_path=state)
+  with pytest.raises(ValueError, match='another evaluation'):
+    scheduler.Scheduler(_linear, _kernels(), GRID, batch_size=128).run(
+        v, x, y, seed=1, state_path=state)
+
+
+def test_bad_arguments_raise_naming_the_value():
+  with pytest.raises(ValueError, match='eps_grid'):
+    scheduler.Scheduler(_linear, _kernels(), (0.1, -1.0), batch_size=8)
+  with pytest.raises(ValueError, match='batch_size'):
+    scheduler.Scheduler(_linear, _kernels(), GRID, batch_size=0)
+  with pytest.raises(ValueError, match='audit'):
+    scheduler.Scheduler(_linear, _kernels(), GRID, batch_size=8, audit=-1)
+
+
+def test_cascade_counts_stage_contributions_and_is_no_weaker_than_a_stage():
+  # A two-stage cascade of deterministic kernels (FGSM then PGD) against
+  # each stage alone: the cascade's robust count is the per-point minimum.
+  x, y, v = _digits()
+  k = _kernels()
+  cascade = registry.Attack('cascade', {'stages': ['clean', 'fgsm', 'pgd']},
+                            k['pgd'].kernel, stages=(k['fgsm'], k['pgd']))
+  out = scheduler.Scheduler(_linear, {'cascade': cascade, **k}, GRID,
+                            batch_size=256).run(v, x, y, seed=0)
+  for e in range(len(GRID)):
+    assert out['cascade']['robust'][e] <= min(out['fgsm']['robust'][e],
+                                              out['pgd']['robust'][e])
+    by = out['cascade']['broken_by'][e]
+    assert sum(by.values()) == len(x) - out['cascade']['robust'][e]
+  rob = out['cascade']['examples']['robust']
+  np.testing.assert_array_equal(
+      rob, out['fgsm']['examples']['robust'] & out['pgd']['examples'][
+          'robust'])
