@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tinyrobust import attacks
 from tinyrobust.attacks import loops
 
 MODES = ('host', 'fori', 'scan', 'unroll', 3, 'auto')
@@ -113,3 +114,69 @@ def test_bad_options_raise(kw):
   with pytest.raises(ValueError, match='loop|chunk|steps'):
     loops.run_loop(body, {'x': jnp.ones(2), 'n': jnp.int32(0)},
                    args=(1.0, 1.0), **kw)
+
+
+# --- kernels: every loop mode gives the same output for the same key -------
+
+def _assert_same(outs):
+  ref = np.asarray(outs[0])
+  for o in outs[1:]:
+    np.testing.assert_allclose(np.asarray(o), ref, rtol=0, atol=1e-6)
+
+
+def _counting(apply_fn):
+  calls = []
+
+  def counted(v, x):
+    calls.append(1)
+    return apply_fn(v, x)
+
+  return counted, calls
+
+
+@pytest.mark.parametrize('norm', ['linf', 'l2'])
+def test_pgd_loop_modes_identical(digits_mlp, norm):
+  apply_fn, v, x, y = digits_mlp
+  x, y = x[:64], y[:64]
+  eps = 0.1 if norm == 'linf' else 1.0
+  key = jax.random.key(3)
+  outs = [attacks.make_pgd(apply_fn, norm=norm, steps=7, clip=(0.0, 1.0),
+                           loop=loop, chunk=3)(v, x, y, key, eps)
+          for loop in ('host', 'fori', 'unroll', 'scan')]
+  _assert_same(outs)
+  assert float(jnp.max(jnp.abs(outs[0] - x))) > 0
+
+
+def test_pgd_restarts_host_matches_vmapped(digits_mlp):
+  apply_fn, v, x, y = digits_mlp
+  x, y = x[:32], y[:32]
+  outs = [attacks.make_pgd(apply_fn, steps=3, restarts=3, clip=(0.0, 1.0),
+                           loop=loop, chunk=2)(v, x, y, jax.random.key(1),
+                                               0.05)
+          for loop in ('host', 'fori')]
+  _assert_same(outs)
+
+
+def test_pgd_host_never_retraces(digits_mlp):
+  apply_fn, v, x, y = digits_mlp
+  counted, calls = _counting(apply_fn)
+  attack = attacks.make_pgd(counted, steps=5, loop='host', chunk=2)
+  attack(v, x[:16], y[:16], jax.random.key(0), 0.1)
+  n = len(calls)
+  for seed in range(3):   # new keys, eps, inputs and variables: no retrace
+    v2 = jax.tree.map(lambda a, s=seed: a * (1.0 + 0.01 * s), v)
+    attack(v2, x[16:32], y[16:32], jax.random.key(seed), 0.05 + 0.01 * seed)
+  assert len(calls) == n
+
+
+def test_auto_loop_vmaps_over_eps(digits_mlp):
+  apply_fn, v, x, y = digits_mlp
+  x, y = x[:16], y[:16]
+  attack = attacks.make_pgd(apply_fn, steps=3, clip=(0.0, 1.0))  # 'auto'
+  grid = jnp.array([0.0, 0.05, 0.1])
+  swept = jax.vmap(attack, in_axes=(None,) * 4 + (0,))(
+      v, x, y, jax.random.key(2), grid)
+  np.testing.assert_array_equal(swept[0], x)
+  for k in range(1, 3):
+    np.testing.assert_allclose(
+        swept[k], attack(v, x, y, jax.random.key(2), grid[k]), atol=1e-6)

@@ -11,8 +11,13 @@ share:
 * with `return_info`, per-example diagnostics ('success', 'margin',
   'prediction', 'linf', 'l2', 'valid', plus any the core adds);
 * with concrete inputs, `checks.check_inputs` (finite x, eps >= 0, labels in
-  range for the model's class count) and a cached `jax.jit` of the kernel;
-  under an outer trace (jit/vmap) only the shape checks run.
+  range for the model's class count), then a cached `jax.jit` of the whole
+  kernel, or, when the kernel's step loop resolves to 'host'
+  (`loops.host_mode`), the kernel run from Python: its core drives the steps
+  with `loops.run_loop` and its other pieces (start, bookkeeping, the final
+  checks and info here) are jitted functions built once per kernel;
+  under an outer trace (jit/vmap) only the shape checks run and 'host'
+  falls back to 'fori'.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tinyrobust.attacks import checks
+from tinyrobust.attacks import loops
 from tinyrobust.attacks import losses
 from tinyrobust.attacks import norms
 from tinyrobust.attacks import registry
@@ -118,7 +124,8 @@ def build_attack(name: str, config: Mapping[str, Any], apply_fn: ApplyFn,
                  run: Run, *, threat: threat_lib.Threat | None = None,
                  targeted: bool = False,
                  return_info: bool = False,
-                 extra_info: bool = False) -> registry.Attack:
+                 extra_info: bool = False,
+                 loop: str | int | None = None) -> registry.Attack:
   """The `Attack` record around `run(variables, x, y, key, eps_b)`.
 
   Args:
@@ -126,18 +133,18 @@ def build_attack(name: str, config: Mapping[str, Any], apply_fn: ApplyFn,
     config: the factory's options (made JSON-able here).
     apply_fn: the model, for the info's forward pass and the class count.
     run: the kernel core; returns `x_adv`, or `(x_adv, extra)` with a dict of
-      `[B]` arrays when `extra_info`.
+      `[B]` arrays when `extra_info`. When its step loop may run in 'host'
+      mode it must be made of jitted pieces and `loops.run_loop`.
     threat: its clip bounds and eps scale are checked against the example
       shape at every call (also under tracing).
     targeted: success means prediction == y (else != y).
     return_info: the kernel returns `(x_adv, info)`.
     extra_info: see `run`.
+    loop: the core's step-loop mode (`loops.LOOPS`); when it resolves to
+      'host' on concrete inputs the kernel is run from Python, else jitted.
   """
 
-  def kernel(variables, x, y, key, eps):
-    eps_b = norms.broadcast_eps(eps, x)
-    out = run(variables, x, y, key, eps_b)
-    x_adv, extra = out if extra_info else (out, {})
+  def post(variables, x, y, eps_b, x_adv, extra):
     valid = valid_examples(apply_fn, variables, x, y, eps_b)
     x_adv = finish(x, x_adv, eps_b, valid)
     if not return_info:
@@ -147,6 +154,14 @@ def build_attack(name: str, config: Mapping[str, Any], apply_fn: ApplyFn,
     info['success'] = info['success'] & valid
     info['valid'] = valid
     return x_adv, info
+
+  post_jit = jax.jit(post)
+
+  def kernel(variables, x, y, key, eps):
+    eps_b = norms.broadcast_eps(eps, x)
+    out = run(variables, x, y, key, eps_b)
+    x_adv, extra = out if extra_info else (out, {})
+    return post_jit(variables, x, y, eps_b, x_adv, extra)
 
   jitted = jax.jit(kernel)
   num_classes = class_counter(apply_fn)
@@ -159,6 +174,9 @@ def build_attack(name: str, config: Mapping[str, Any], apply_fn: ApplyFn,
     if checks.is_traced(x, y, eps):
       return kernel(variables, x, y, key, eps)
     checks.check_inputs(x, y, eps, num_classes=num_classes(variables, x))
+    if loops.host_mode(loop, variables, key):
+      return kernel(variables, jnp.asarray(x), jnp.asarray(y), key,
+                    jnp.asarray(eps))
     return jitted(variables, x, y, key, eps)
 
   return registry.Attack(name=name, config=jsonable(config), kernel=attack)

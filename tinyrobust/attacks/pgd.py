@@ -18,45 +18,16 @@ import jax.numpy as jnp
 
 from tinyrobust.attacks import build
 from tinyrobust.attacks import checks
+from tinyrobust.attacks import loops
 from tinyrobust.attacks import losses
 from tinyrobust.attacks import registry
 from tinyrobust.attacks import threat as threat_lib
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
 
-# Step-loop default per backend, chosen with experiments/bench_attacks.py.
-# On XLA:CPU (2 cores, batch 256) PGD-10 took 7.8x (ResNet-style CNN, 32x32x3)
-# and 2.8x (1-D CNN, IMU windows) the time of 10 jitted input-gradient steps
-# with a rolled `fori_loop` ('scan' alike), but 1.08x and 0.91x unrolled; the
-# price is compile time growing with `steps` (ResNet PGD-10: ~50 s unrolled
-# vs ~160 s rolled on the loaded machine, so rolling does not even save
-# compile time there). GPU/TPU were not measured: a rolled `fori_loop` keeps
-# compile time flat in `steps` and is the default there; pass `loop=` to
-# override (e.g. an architecture search compiling many models may prefer
-# 'fori').
-DEFAULT_LOOP = {'cpu': 'unroll', 'gpu': 'fori', 'cuda': 'fori',
-                'rocm': 'fori', 'tpu': 'fori'}
-
-
-def default_loop(backend: str | None = None) -> str:
-  """The step-loop mode used when `loop=None` on `backend` (default: current)."""
-  backend = jax.default_backend() if backend is None else backend
-  return DEFAULT_LOOP.get(backend, 'fori')
-
-
-def _run_steps(step: Callable[[jax.Array], jax.Array], x0: jax.Array,
-               steps: int, loop: str | int) -> jax.Array:
-  if loop == 'unroll':
-    x = x0
-    for _ in range(steps):
-      x = step(x)
-    return x
-  if loop == 'scan':
-    return jax.lax.scan(lambda c, _: (step(c), None), x0, None,
-                        length=steps)[0]
-  unroll = 1 if loop == 'fori' else int(loop)
-  return jax.lax.fori_loop(0, steps, lambda _, c: step(c), x0,
-                           unroll=min(unroll, steps))
+# The step-loop default per backend lives in `loops` (re-exported here).
+DEFAULT_LOOP = loops.DEFAULT_LOOP
+default_loop = loops.default_loop
 
 
 def input_gradient(apply_fn: ApplyFn, loss: str, *, targeted: bool):
@@ -75,27 +46,35 @@ def input_gradient(apply_fn: ApplyFn, loss: str, *, targeted: bool):
 def _pgd_run(apply_fn: ApplyFn, threat: threat_lib.Threat, *, loss: str,
              targeted: bool, steps: int, step_size: float | None,
              rel_step_size: float | None, random_start: bool,
-             loop: str | int | None):
-  """One PGD run: `run(variables, x, y, key, eps_b) -> x_adv`."""
+             loop: str | int | None, chunk: int | None):
+  """One PGD run: `run(variables, x, y, key, eps_b) -> x_adv`, its steps
+  driven by `loops.run_loop` (start and step are built once, here)."""
   grad = input_gradient(apply_fn, loss, targeted=targeted)
 
-  def run(variables, x, y, key, eps_b):
+  def finish(x, x_new, eps_b):
+    return jax.lax.stop_gradient(threat.project(x, x_new, eps_b))
+
+  def body(i, x_adv, variables, x, y, eps_b, alpha):
+    del i
+    g = grad(variables, x_adv, y)
+    return finish(x, x_adv + alpha * threat.direction(g), eps_b)
+
+  @jax.jit
+  def start(x, key, eps_b):
     if rel_step_size is not None:
       alpha = jnp.asarray(rel_step_size, x.dtype) * eps_b
     else:
-      alpha = jnp.asarray(step_size, x.dtype)
-
-    def finish(x_new):
-      return jax.lax.stop_gradient(threat.project(x, x_new, eps_b))
-
-    def step(x_adv):
-      g = grad(variables, x_adv, y)
-      return finish(x_adv + alpha * threat.direction(g))
-
+      alpha = jnp.broadcast_to(jnp.asarray(step_size, x.dtype), eps_b.shape)
     x_adv = x
     if random_start:
-      x_adv = finish(x + threat.random_init(key, x, eps_b))
-    return _run_steps(step, x_adv, steps, loop or default_loop())
+      x_adv = finish(x, x + threat.random_init(key, x, eps_b), eps_b)
+    return x_adv, alpha
+
+  def run(variables, x, y, key, eps_b):
+    x_adv, alpha = start(x, key, eps_b)
+    return loops.run_loop(body, x_adv, steps,
+                          args=(variables, x, y, eps_b, alpha), loop=loop,
+                          chunk=chunk)
 
   return run
 
@@ -109,21 +88,30 @@ def attacker_score(logits: jax.Array, y: jax.Array, *,
 
 
 def best_of_restarts(apply_fn: ApplyFn, run, restarts: int, *,
-                     targeted: bool):
-  """`run` repeated over `restarts` split keys (vmapped); per example the
-  result with the largest `attacker_score` is kept."""
+                     targeted: bool, loop: str | int | None = None):
+  """`run` repeated over `restarts` split keys; per example the result with
+  the largest `attacker_score` is kept. The restarts are vmapped, or a
+  Python loop when the steps are host-driven (`loops.host_mode`)."""
   if restarts == 1:
     return run
 
-  def many(variables, x, y, key, eps_b):
-    keys = jax.random.split(key, restarts)
-    cands = jax.vmap(run, (None, None, None, 0, None))(
-        variables, x, y, keys, eps_b)                       # [R, B, ...]
+  @jax.jit
+  def best(variables, y, cands):                              # [R, B, ...]
     cand_logits = jax.vmap(apply_fn, (None, 0))(variables, cands)
     score = jax.vmap(lambda z: attacker_score(z, y, targeted=targeted))(
         cand_logits)                                          # [R, B]
-    best = jnp.argmax(score, axis=0)
-    return cands[best, jnp.arange(x.shape[0])]
+    pick = jnp.argmax(score, axis=0)
+    return cands[pick, jnp.arange(y.shape[0])]
+
+  def many(variables, x, y, key, eps_b):
+    keys = jax.random.split(key, restarts)
+    if loops.host_mode(loop, variables, x, key, eps_b):
+      cands = jnp.stack([run(variables, x, y, keys[r], eps_b)
+                         for r in range(restarts)])
+    else:
+      cands = jax.vmap(run, (None, None, None, 0, None))(
+          variables, x, y, keys, eps_b)
+    return best(variables, y, cands)
 
   return many
 
@@ -133,7 +121,8 @@ def make_pgd(apply_fn: ApplyFn, *, norm: str = 'linf', steps: int = 10,
              rel_step_size: float | None = None, random_start: bool = True,
              loss: str = 'ce', targeted: bool = False,
              clip: tuple[Any, Any] | None = None, eps_scale: Any = None,
-             restarts: int = 1, loop: str | int | None = None,
+             restarts: int = 1, loop: str | int | None = 'auto',
+             chunk: int | None = None,
              return_info: bool = False) -> registry.Attack:
   """Builds a projected-gradient-descent attack.
 
@@ -162,8 +151,13 @@ def make_pgd(apply_fn: ApplyFn, *, norm: str = 'linf', steps: int = 10,
       Step sizes are in the scaled space too.
     restarts: independent random starts (vmapped over split keys); the
       strongest result per example (largest attacker margin) is kept.
-    loop: 'fori', 'scan', 'unroll' or an int unroll factor for `fori_loop`;
-      None picks `default_loop()` for the backend at trace time.
+    loop: how the steps run (`loops.run_loop`): 'auto' (or None) is
+      `default_loop()`, 'host' on CPU (a Python loop over a jitted chunk of
+      steps, falling back to 'fori' under an outer jit/vmap), 'fori' on
+      GPU/TPU; or 'fori', 'scan', 'unroll', an int `fori_loop` unroll
+      factor. Every mode gives the same output for the same key.
+    chunk: steps per jitted call in 'host' mode (None:
+      `loops.DEFAULT_CHUNK`).
     return_info: also return per-example diagnostics (see below).
 
   Returns:
@@ -188,38 +182,42 @@ def make_pgd(apply_fn: ApplyFn, *, norm: str = 'linf', steps: int = 10,
       norm=norm, loss=loss, steps=steps, step_size=step_size,
       rel_step_size=rel_step_size, random_start=random_start,
       targeted=targeted, clip=clip, restarts=restarts, loop=loop)
+  loops.check_chunk(chunk)
   threat = threat_lib.Threat.build(norm, clip, eps_scale)
   steps, restarts = int(steps), int(restarts)
   if step_size is None and rel_step_size is None:
     rel_step_size = 2.5 / steps
   run = _pgd_run(apply_fn, threat, loss=loss, targeted=targeted, steps=steps,
                  step_size=step_size, rel_step_size=rel_step_size,
-                 random_start=random_start, loop=loop)
-  run = best_of_restarts(apply_fn, run, restarts, targeted=targeted)
+                 random_start=random_start, loop=loop, chunk=chunk)
+  run = best_of_restarts(apply_fn, run, restarts, targeted=targeted,
+                         loop=loop)
   name = 'fgsm' if (steps == 1 and not random_start
                     and rel_step_size == 1.0) else 'pgd'
   config = dict(norm=norm, steps=steps, step_size=step_size,
                 rel_step_size=rel_step_size, random_start=random_start,
                 loss=loss, targeted=targeted, clip=clip, eps_scale=eps_scale,
-                restarts=restarts, loop=loop)
+                restarts=restarts, loop=loop, chunk=chunk)
   return build.build_attack(name, config, apply_fn, run, threat=threat,
-                            targeted=targeted, return_info=return_info)
+                            targeted=targeted, return_info=return_info,
+                            loop=loop)
 
 
 def make_fgsm(apply_fn: ApplyFn, *, norm: str = 'linf', loss: str = 'ce',
               targeted: bool = False, clip: tuple[Any, Any] | None = None,
-              eps_scale: Any = None,
+              eps_scale: Any = None, loop: str | int | None = 'auto',
               return_info: bool = False) -> registry.Attack:
   """Fast gradient (sign) method: one step of size eps from `x`.
 
   `x_adv = clip(x + eps * sign(grad_x J))` for 'linf'; for 'l2' the step is
   `eps * g / ||g||_2` per example. Identical to `make_pgd(..., steps=1,
   rel_step_size=1.0, random_start=False)`; arguments and the returned
-  attack are as in `make_pgd` (its name is 'fgsm').
+  attack are as in `make_pgd` (its name is 'fgsm'; with one step every
+  `loop` mode is the same single jitted call).
   """
   return make_pgd(apply_fn, norm=norm, steps=1, rel_step_size=1.0,
                   random_start=False, loss=loss, targeted=targeted, clip=clip,
-                  eps_scale=eps_scale, return_info=return_info)
+                  eps_scale=eps_scale, loop=loop, return_info=return_info)
 
 
 registry.register_attack('fgsm', make_fgsm)
