@@ -46,8 +46,9 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 import numpy as np
 
-from tinyrobust import evaluate
 from tinyrobust import sharding
+from tinyrobust.attacks import config as attack_config_lib
+from tinyrobust.evaluation import inputs
 
 PRECISIONS = ('float32', 'int8-litert', 'int8-fakequant')
 TFLM_SAMPLES = 8  # clean + as many adversarial inputs run through TFLM
@@ -376,7 +377,7 @@ def evaluate_deployed(model, variables, dataset, *, x_train: np.ndarray,
   """
   precisions = check_precisions(precisions)
   frontend = frontend or (lambda s: s)
-  x, y, _, grid, clip = evaluate.check_eval_inputs(
+  x, y, _, grid, clip = inputs.check_eval_inputs(
       lambda v, s: model.apply(v, frontend(s), train=False), variables,
       dataset, eps_grid=eps_grid, batch_size=batch_size, seed=seed,
       max_examples=max_examples, clip=clip)
@@ -389,7 +390,7 @@ def evaluate_deployed(model, variables, dataset, *, x_train: np.ndarray,
     crafting['int8-fakequant'] = models.fq
   evaluations, kinds, adv_f32 = {}, {}, None
   for crafted_on, fn in crafting.items():
-    kernels = evaluate.build_attacks(fn, attacks, clip=clip, options=options,
+    kernels = attack_config_lib.build_attacks(fn, attacks, clip=clip, options=options,
                                      **attack_settings)
     kinds = {n: k.name for n, k in kernels.items()}
     adv = craft(variables, kernels, x, y, grid, batch_size=batch_size,

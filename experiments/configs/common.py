@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping
 
 import ml_collections
 
-from tinyrobust import evaluate
+from tinyrobust.attacks import config as attack_config_lib
 
 
 class Args(dict):
@@ -106,8 +106,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.grad_clip_norm = 0.0   # 0 = no clipping
   c.train.progress_bar = True    # may change on resume
   # Robustness evaluation (--mode=attack, studies, the search's adversarial
-  # term); fields documented in tinyrobust.evaluate.default_attack_config.
-  c.attack = evaluate.default_attack_config()
+  # term); fields documented in tinyrobust.attacks.config.default_attack_config.
+  c.attack = attack_config_lib.default_attack_config()
   # Threat model (tinyrobust.threat_model, tinyrobust.deployed), checked by
   # threat_model.check_threat before any compute:
   #   space: 'input' (the model's input, the study's setting) or 'signal'

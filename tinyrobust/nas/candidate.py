@@ -14,7 +14,7 @@
    `tinyrobust.train.train_and_evaluate`, which resumes a killed trial from
    its last epoch checkpoint);
 4. every attack of `config.attack` at its one eps on the validation split,
-   through `tinyrobust.evaluate` (the objective's adversarial term is
+   through `tinyrobust.evaluation` (the objective's adversarial term is
    `search.adversarial_attack`'s consistency = prediction on x_adv equals
    prediction on x; the others are logged).
 
@@ -48,6 +48,8 @@ import ml_collections
 import numpy as np
 
 from tinyrobust import config_io
+from tinyrobust import evaluation
+from tinyrobust.attacks import config as attack_config_lib
 from tinyrobust.nas import costs as costs_lib
 from tinyrobust.nas import objective as objective_lib
 from tinyrobust.nas import spaces as spaces_lib
@@ -81,20 +83,11 @@ def trial_config(config: ml_collections.ConfigDict,
   return c
 
 
-def _attack_settings(acfg) -> dict[str, Any]:
-  return dict(attacks=list(acfg.attacks), eps_grid=list(acfg.eps_grid),
-              batch_size=int(acfg.batch_size), norm=acfg.norm, loss=acfg.loss,
-              pgd_steps=int(acfg.pgd_steps),
-              pgd_restarts=int(acfg.pgd_restarts),
-              options=config_io.to_dict(acfg.get('options')),
-              max_examples=acfg.get('max_examples'))
-
-
 def adversarial_metrics(apply_fn, variables, dataset, acfg, *,
                         seed: int = 0, evaluator=None,
                         sanity_checks: bool = True
                         ) -> tuple[dict[str, float], dict[str, float]]:
-  """The search's adversarial term: `tinyrobust.evaluate` at one eps.
+  """The search's adversarial term: `tinyrobust.evaluation` at one eps.
 
   Args:
     apply_fn: `apply_fn(variables, x) -> logits`, eval mode.
@@ -103,7 +96,7 @@ def adversarial_metrics(apply_fn, variables, dataset, acfg, *,
     acfg: the config's `attack` section (one-value `eps_grid`).
     seed: random starts and the `max_examples` subset (the same subset the
       evaluator picks for this seed).
-    evaluator: a `RobustnessEvaluator` from `evaluate.prepare_run` with the
+    evaluator: a `RobustnessEvaluator` from `evaluation.prepare_run` with the
       same settings (precompiled while the candidate trained), or None.
     sanity_checks: run the model checks and the noise baseline too.
 
@@ -112,10 +105,10 @@ def adversarial_metrics(apply_fn, variables, dataset, acfg, *,
     `<name>_robust_accuracy` per attack, and `{name: seconds}` (including
     each attack's JIT compilation unless `evaluator` was precompiled).
   """
-  from tinyrobust import evaluate  # pylint: disable=g-import-not-at-top
-  run = evaluate.robustness_run(
+  run = evaluation.robustness_run(
       apply_fn, variables, dataset, seed=int(seed), evaluator=evaluator,
-      sanity_checks=sanity_checks, **_attack_settings(acfg))
+      sanity_checks=sanity_checks,
+      **attack_config_lib.evaluator_settings(acfg))
   res = run.results
   if res['flags'] and any(f['type'].startswith('nonfinite')
                           for f in res['flags']):
@@ -123,7 +116,7 @@ def adversarial_metrics(apply_fn, variables, dataset, acfg, *,
         'the model gives non-finite logits or adversarial inputs: '
         + '; '.join(f'{f["type"]} ({f["attack"]}: {f["count"]})'
                     for f in res['flags'] if f['type'].startswith('nonfinite')))
-  return evaluate.metrics_at(res), run.seconds
+  return evaluation.metrics_at(res), run.seconds
 
 
 class _Precompile:
@@ -133,13 +126,12 @@ class _Precompile:
 
   def __init__(self, apply_fn, model, dataset, acfg, seed: int, first: str):
     import jax  # pylint: disable=g-import-not-at-top
-    from tinyrobust import evaluate  # pylint: disable=g-import-not-at-top
     x0 = np.asarray(dataset.x[:1])
     self.abstract = jax.eval_shape(
         lambda: model.init(jax.random.key(0), x0, train=False))
-    self.evaluator, x, _, _ = evaluate.prepare_run(
+    self.evaluator, x, _, _ = evaluation.prepare_run(
         apply_fn, self.abstract, dataset, seed=int(seed),
-        **_attack_settings(acfg))
+        **attack_config_lib.evaluator_settings(acfg))
     self.seconds, self.error, self.first = 0.0, None, first
     self._first_done = threading.Event()
     self._thread = threading.Thread(target=self._compile, args=(x,),

@@ -18,7 +18,7 @@ what an uninterrupted one would have. The settings that define the search
 cluster).
 
 Attacks: the search reads the same `attack` section as every other run
-(`tinyrobust.evaluate.default_attack_config`), with a one-value
+(`tinyrobust.attacks.config.default_attack_config`), with a one-value
 `attack.eps_grid`. `search.adversarial_attack` (default 'fgsm', one of
 `attack.attacks`) is the objective's adversarial term (its consistency on
 the validation split); the other attacks are logged. Metric keys are built
@@ -39,7 +39,7 @@ from typing import Any, Callable
 import ml_collections
 
 from tinyrobust import config_io
-from tinyrobust import evaluate
+from tinyrobust.attacks import config as attack_config_lib
 from tinyrobust.nas import costs as costs_lib
 from tinyrobust.nas import designer as designer_lib
 from tinyrobust.nas import executors as executors_lib
@@ -127,7 +127,7 @@ def resolve_config(config: ml_collections.ConfigDict
   s = default_search_config().to_dict()
   s.update(given)
   d['search'] = s
-  d['attack'] = evaluate.attack_config(
+  d['attack'] = attack_config_lib.attack_config(
       ml_collections.ConfigDict(d)).to_dict()
   return ml_collections.ConfigDict(d)
 

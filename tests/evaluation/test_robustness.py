@@ -1,4 +1,5 @@
-"""Tests for tinyrobust.evaluate: counts, flags, determinism, sharding, I/O."""
+"""Tests for tinyrobust.evaluation: counts, flags, determinism, sharding, I/O
+(and the `attack` section reader, tinyrobust.attacks.config)."""
 
 import csv
 import json
@@ -14,7 +15,8 @@ import numpy as np
 import pytest
 
 from tinyrobust import attacks
-from tinyrobust import evaluate
+from tinyrobust import evaluation as evaluate
+from tinyrobust.attacks import config as attack_config_lib
 
 N, D, K = 40, 6, 3
 
@@ -155,15 +157,15 @@ def test_write_results_json_and_csv(tmp_path):
 
 def test_attack_config_merges_defaults():
   c = ml_collections.ConfigDict({'seed': 0})
-  assert evaluate.attack_config(c).pgd_steps == 10
+  assert attack_config_lib.attack_config(c).pgd_steps == 10
   c.attack = ml_collections.ConfigDict({'eps_grid': [0.0, 0.5],
                                         'max_examples': 7})
-  merged = evaluate.attack_config(c)
+  merged = attack_config_lib.attack_config(c)
   assert tuple(merged.eps_grid) == (0.0, 0.5) and merged.max_examples == 7
   assert tuple(merged.attacks) == ('fgsm', 'pgd')
   c.attack.epsilon = 0.1
   with pytest.raises(ValueError, match='epsilon'):
-    evaluate.attack_config(c)
+    attack_config_lib.attack_config(c)
 
 
 def test_attack_mode(tmp_path, monkeypatch):
@@ -225,7 +227,7 @@ _SHARDED_SCRIPT = textwrap.dedent("""
     os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=4'
     os.environ['JAX_PLATFORMS'] = 'cpu'
     import jax, jax.numpy as jnp, numpy as np
-    from tinyrobust import evaluate
+    from tinyrobust import evaluation as evaluate
     rng = np.random.default_rng(0)
     v = {'w1': jnp.asarray(rng.normal(size=(6, 8)), jnp.float32),
          'w2': jnp.asarray(rng.normal(size=(8, 3)), jnp.float32)}

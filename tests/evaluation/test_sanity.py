@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tinyrobust import evaluate
-from tinyrobust import sanity
+from tinyrobust import evaluation
+from tinyrobust.evaluation import sanity
 
 RNG = np.random.default_rng(0)
 W = RNG.normal(size=(16, 4)).astype(np.float32)
@@ -39,10 +39,10 @@ def dropout_forward(v, x):
 
 
 def _flags(apply_fn, attacks=('fgsm', 'pgd'), eps=(0.0, 0.05, 0.1)):
-  res = evaluate.evaluate_robustness(apply_fn, jnp.asarray(W), (X, Y),
-                                     attacks=list(attacks), eps_grid=eps,
-                                     batch_size=16, seed=0, pgd_steps=5,
-                                     clip=(0.0, 1.0))
+  res = evaluation.evaluate_robustness(apply_fn, jnp.asarray(W), (X, Y),
+                                       attacks=list(attacks), eps_grid=eps,
+                                       batch_size=16, seed=0, pgd_steps=5,
+                                       clip=(0.0, 1.0))
   return {f['type'] for f in res['flags']}, res
 
 

@@ -1,0 +1,38 @@
+"""Evaluation: validation, the evaluator, summary and sanity flags, records.
+
+    inputs.py       check_eval_inputs, subset_indices, model_num_classes
+    robustness.py   RobustnessEvaluator; robustness_run, evaluate_robustness,
+                    evaluate_robustness_timed, prepare_run
+    summary.py      the one metric definition (outcomes), rates, rows,
+                    summarize, metrics_at
+    sanity.py       every sanity flag (model checks, noise baseline, flags
+                    read from the counts)
+    records.py      write_results, print_results
+
+The `attack` config section is read by `tinyrobust.attacks.config`.
+"""
+
+from tinyrobust.evaluation.inputs import check_eval_inputs
+from tinyrobust.evaluation.inputs import model_num_classes
+from tinyrobust.evaluation.inputs import subset_indices
+from tinyrobust.evaluation.records import print_results
+from tinyrobust.evaluation.records import RESULTS_NAME
+from tinyrobust.evaluation.records import write_results
+from tinyrobust.evaluation.robustness import evaluate_robustness
+from tinyrobust.evaluation.robustness import evaluate_robustness_timed
+from tinyrobust.evaluation.robustness import prepare_run
+from tinyrobust.evaluation.robustness import RobustnessEvaluator
+from tinyrobust.evaluation.robustness import robustness_run
+from tinyrobust.evaluation.robustness import RobustnessRun
+from tinyrobust.evaluation.sanity import sanity_flags
+from tinyrobust.evaluation.summary import metrics_at
+from tinyrobust.evaluation.summary import outcomes
+from tinyrobust.evaluation.summary import summarize
+
+__all__ = [
+    'check_eval_inputs', 'evaluate_robustness', 'evaluate_robustness_timed',
+    'metrics_at', 'model_num_classes', 'outcomes', 'prepare_run',
+    'print_results', 'RESULTS_NAME', 'RobustnessEvaluator', 'robustness_run',
+    'RobustnessRun', 'sanity_flags', 'subset_indices', 'summarize',
+    'write_results',
+]
