@@ -2,7 +2,7 @@
 
 Every row asserts the exception type and that the message names the bad
 value (and, where it matters, the option or file). The package-wide sweep
-with the other areas is experiments/misuse_sweep.py.
+with the other areas is the rest of tests/misuse/ (`sweep.py`).
 """
 
 from __future__ import annotations
