@@ -49,8 +49,8 @@ def test_one_step_equals_fgsm(norm, loss):
 def _reference(v, x, y, eps, steps, mu, norm):
   """The paper's recursion written out in NumPy-on-JAX, one example batch."""
   alpha = eps / steps
-  grad = jax.grad(lambda z: jnp.sum(attacks.get_loss('ce')(
-      mlp_apply(v, z), y)))
+  grad = jax.jit(jax.grad(lambda z: jnp.sum(attacks.get_loss('ce')(
+      mlp_apply(v, z), y))))
   xa, g = x, jnp.zeros_like(x)
   for _ in range(steps):
     gr = np.asarray(grad(xa), np.float64)
@@ -71,14 +71,15 @@ def _reference(v, x, y, eps, steps, mu, norm):
 def test_matches_written_out_recursion(norm):
   x, y = _data(seed=3)
   for mu in (1.0, 0.5):
-    attack = momentum.make_mifgsm(mlp_apply, norm=norm, steps=5, decay=mu)
+    attack = momentum.make_mifgsm(mlp_apply, norm=norm, steps=5, decay=mu,
+                                  loop='fori')
     got = np.asarray(attack(_vars(), x, y, KEY, 0.2))
     want = _reference(_vars(), x, y, 0.2, 5, mu, norm)
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
 @pytest.mark.parametrize('norm', ['linf', 'l2'])
-@pytest.mark.parametrize('loop', ['fori', 'unroll'])
+@pytest.mark.parametrize('loop', ['host', 'fori', 'unroll'])
 def test_stays_in_ball_and_clip_eps_zero_identity(norm, loop):
   x, y = _data()
   x = x.at[0, 0].set(1.5)  # outside the clip: eps=0 must still return x
@@ -116,3 +117,12 @@ def test_vmaps_over_eps_and_beats_clean():
 def test_bad_options_raise(bad):
   with pytest.raises(ValueError):
     attacks.make_mifgsm(mlp_apply, **bad)
+
+
+def test_host_and_fori_loops_give_the_same_output():
+  x, y = _data(seed=4)
+  eps = jnp.asarray([0.05, 0.1, 0.2, 0.0, 0.3, 0.5], jnp.float32)
+  out = {loop: np.asarray(attacks.make_mifgsm(
+      mlp_apply, norm='l2', steps=7, chunk=3, clip=(0.0, 1.0), loop=loop)(
+          _vars(), x, y, KEY, eps)) for loop in ('host', 'fori')}
+  np.testing.assert_allclose(out['host'], out['fori'], atol=1e-6)

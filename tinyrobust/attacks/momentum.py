@@ -27,28 +27,12 @@ import jax.numpy as jnp
 
 from tinyrobust.attacks import build
 from tinyrobust.attacks import checks
-from tinyrobust.attacks import losses
+from tinyrobust.attacks import loops
 from tinyrobust.attacks import pgd
 from tinyrobust.attacks import registry
 from tinyrobust.attacks import threat as threat_lib
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
-
-
-def _run_steps(step, carry, steps: int, loop: str | int):
-  """`step` applied `steps` times to a pytree carry, rolled or unrolled."""
-  if loop == 'unroll':
-    for _ in range(steps):
-      carry = step(carry)
-    return carry
-  if loop == 'scan':
-    return jax.lax.scan(lambda c, _: (step(c), None), carry, None,
-                        length=steps)[0]
-  # 'fori' or any other mode name (e.g. a host-driven mode added to the
-  # default table later): one rolled loop, which is traceable everywhere.
-  unroll = int(loop) if isinstance(loop, int) else 1
-  return jax.lax.fori_loop(0, steps, lambda _, c: step(c), carry,
-                           unroll=min(unroll, steps))
 
 
 def l1_normalise(g: jax.Array) -> jax.Array:
@@ -60,31 +44,33 @@ def l1_normalise(g: jax.Array) -> jax.Array:
 
 def _mifgsm_run(apply_fn: ApplyFn, threat: threat_lib.Threat, *, loss: str,
                 targeted: bool, steps: int, step_size: float | None,
-                rel_step_size: float | None, decay: float, loop: str | int):
-  """One MI-FGSM run: `run(variables, x, y, key, eps_b) -> x_adv`."""
-  loss_fn = losses.get_loss(loss)
-  sign = -1.0 if targeted else 1.0
+                rel_step_size: float | None, decay: float,
+                loop: str | int | None, chunk: int | None):
+  """One MI-FGSM run: `run(variables, x, y, key, eps_b) -> x_adv`, its steps
+  driven by `loops.run_loop` (body and start built once, here)."""
+  grad = pgd.input_gradient(apply_fn, loss, targeted=targeted)
 
-  def objective(x, variables, y):
-    return sign * jnp.sum(loss_fn(apply_fn(variables, x), y))
+  def body(i, carry, variables, x, y, eps_b, alpha):
+    del i
+    x_adv, g = carry
+    g = decay * g + l1_normalise(grad(variables, x_adv, y))
+    x_new = x_adv + alpha * threat.direction(g)
+    return jax.lax.stop_gradient(threat.project(x, x_new, eps_b)), g
 
-  grad_x = jax.grad(objective)
-
-  def run(variables, x, y, key, eps_b):
-    del key  # deterministic: no random start
+  @jax.jit
+  def start(x, eps_b):
     if rel_step_size is not None:
       alpha = jnp.asarray(rel_step_size, x.dtype) * eps_b
     else:
-      alpha = jnp.asarray(step_size, x.dtype)
-    mu = jnp.asarray(decay, x.dtype)
+      alpha = jnp.broadcast_to(jnp.asarray(step_size, x.dtype), eps_b.shape)
+    return (x, jnp.zeros_like(x)), alpha
 
-    def step(carry):
-      x_adv, g = carry
-      g = mu * g + l1_normalise(grad_x(x_adv, variables, y))
-      x_new = x_adv + alpha * threat.direction(g)
-      return jax.lax.stop_gradient(threat.project(x, x_new, eps_b)), g
-
-    return _run_steps(step, (x, jnp.zeros_like(x)), steps, loop)[0]
+  def run(variables, x, y, key, eps_b):
+    del key  # deterministic: no random start
+    carry, alpha = start(x, eps_b)
+    return loops.run_loop(body, carry, steps,
+                          args=(variables, x, y, eps_b, alpha), loop=loop,
+                          chunk=chunk)[0]
 
   return run
 
@@ -102,7 +88,7 @@ def make_mifgsm(apply_fn: ApplyFn, *, norm: str = 'linf', steps: int = 10,
                 rel_step_size: float | None = None, decay: float = 1.0,
                 loss: str = 'ce', targeted: bool = False,
                 clip: tuple[Any, Any] | None = None, eps_scale: Any = None,
-                loop: str | int | None = None,
+                loop: str | int | None = 'auto', chunk: int | None = None,
                 return_info: bool = False) -> registry.Attack:
   """Builds a momentum iterative FGSM attack (Dong et al., CVPR 2018).
 
@@ -122,8 +108,11 @@ def make_mifgsm(apply_fn: ApplyFn, *, norm: str = 'linf', steps: int = 10,
     targeted: `y` holds target labels and the loss is descended.
     clip: `(lo, hi)` valid input range (see `make_pgd`), or None.
     eps_scale: per-feature eps scales (see `tinyrobust.attacks.threat`).
-    loop: 'fori', 'scan', 'unroll' or an int unroll factor; None picks
-      `tinyrobust.attacks.default_loop()` for the backend.
+    loop: how the steps run (`tinyrobust.attacks.loops.run_loop`): 'auto'
+      (or None: 'host' on CPU, 'fori' on GPU/TPU), 'host', 'fori', 'scan',
+      'unroll' or an int `fori_loop` unroll factor; under an outer jit/vmap
+      'host' runs as 'fori'.
+    chunk: steps per jitted call in 'host' mode (None: the default).
     return_info: also return the per-example diagnostics of `make_pgd`.
 
   Returns:
@@ -141,6 +130,7 @@ def make_mifgsm(apply_fn: ApplyFn, *, norm: str = 'linf', steps: int = 10,
       norm=norm, loss=loss, steps=steps, step_size=step_size,
       rel_step_size=rel_step_size, random_start=False, targeted=targeted,
       clip=clip, restarts=1, loop=loop)
+  loops.check_chunk(chunk)
   decay = _check_decay(decay)
   threat = threat_lib.Threat.build(norm, clip, eps_scale)
   steps = int(steps)
@@ -148,13 +138,15 @@ def make_mifgsm(apply_fn: ApplyFn, *, norm: str = 'linf', steps: int = 10,
     rel_step_size = 1.0 / steps
   run = _mifgsm_run(apply_fn, threat, loss=loss, targeted=targeted,
                     steps=steps, step_size=step_size,
-                    rel_step_size=rel_step_size, decay=decay,
-                    loop=loop or pgd.default_loop())
+                    rel_step_size=rel_step_size, decay=decay, loop=loop,
+                    chunk=chunk)
   config = dict(norm=norm, steps=steps, step_size=step_size,
                 rel_step_size=rel_step_size, decay=decay, loss=loss,
-                targeted=targeted, clip=clip, eps_scale=eps_scale, loop=loop)
+                targeted=targeted, clip=clip, eps_scale=eps_scale, loop=loop,
+                chunk=chunk)
   return build.build_attack('mi-fgsm', config, apply_fn, run, threat=threat,
-                            targeted=targeted, return_info=return_info)
+                            targeted=targeted, return_info=return_info,
+                            loop=loop)
 
 
 registry.register_attack('mi-fgsm', make_mifgsm)
