@@ -2,18 +2,26 @@
 
     module, variables = keras_import.load('kws_lstm', 'kws_lstm.h5')
     logits = module.apply(variables, x)
+    module, variables = keras_import.load('tcn', 'har_tcn.h5')  # keras-tcn
+    module, variables = keras_import.load('dscnn', 'kws_ref_model/')
 
-`source` is a `keras.Model`, a `.keras` file, or a legacy Keras-2 HDF5 file
-(`model.save('m.h5')` or `model.save_weights('w.h5')`). HDF5 files are read
-with h5py only, weight arrays by layer in the file's `layer_names` order, so
-checkpoints whose config Keras 3 can no longer deserialise (old LSTM
-arguments, custom layers such as keras-tcn's `TCN`) still import.
+`source` is a `keras.Model`, a `.keras` file, a legacy Keras-2 HDF5 file
+(`model.save('m.h5')` or `model.save_weights('w.h5')`) or a SavedModel
+directory. HDF5 files are read with h5py only, weight arrays by layer in the
+file's `layer_names` order, so checkpoints whose config Keras 3 can no longer
+deserialise (old LSTM arguments, custom layers such as keras-tcn's `TCN`)
+still import; a `.keras` file Keras cannot load (a custom class whose
+package is missing) is read with h5py too (`keras_archive`); a SavedModel's
+variables are read by name from its checkpoint (`savedmodel`).
 
 The mapping is explicit:
 
 * Keras layers with weights become `KerasLayer(name, class_name, weights,
-  weight_names)`, in model order; a `Bidirectional` layer becomes its
-  forward and backward halves; nested models are flattened.
+  weight_names, weight_paths, config)` (`keras_weights`), in model order; a
+  `Bidirectional` layer becomes its forward and backward halves; nested
+  models are flattened. A layer that nests others keeps one record with
+  every array's full path, for its model's importer (keras-tcn's `TCN`:
+  `keras_tcn`, which also reads the TCN's options from the checkpoint).
 * Each zoo module's weight-carrying Flax modules (Dense, Conv, depthwise
   conv, BatchNorm, the Keras-layout LSTM/GRU of `models.recurrent`) are
   listed in creation order, and each takes the first unused Keras layer of
@@ -31,31 +39,29 @@ The mapping is explicit:
 
 A model family with another layout registers its own importer with
 `register_importer(name)`: `fn(layers, variables, **model_kwargs) ->
-variables`. Every zoo model is importable by the generic order mapping
-(`importable()` lists them).
+variables`, and may register `register_inference(name)` to derive zoo
+options from the checkpoint. Every zoo model is importable by the generic
+order mapping (`importable()` lists them).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, Iterator, NamedTuple, Sequence
+from typing import Any, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from tinyrobust import registry
+from tinyrobust.models import keras_archive
+from tinyrobust.models import keras_weights
+from tinyrobust.models import savedmodel
+from tinyrobust.models.keras_weights import KerasLayer
 
 IMPORTERS = registry.Registry('keras importer')
-
-
-class KerasLayer(NamedTuple):
-  """One Keras layer's weights, in the layer's own order."""
-  name: str
-  class_name: str
-  weights: list[np.ndarray]
-  weight_names: list[str]
+INFERENCE = registry.Registry('keras option inference')
 
 
 def register_importer(*model_names: str):
@@ -63,26 +69,15 @@ def register_importer(*model_names: str):
   return IMPORTERS.register(*model_names)
 
 
+def register_inference(*model_names: str):
+  """Decorator: `fn(layers, model_kwargs) -> (model_kwargs, init_shape)`
+  fills in the zoo options a checkpoint implies (e.g. a keras-tcn TCN's
+  filters and kernel size) before `load` builds the module; `init_shape`
+  (one example's shape to build the template with) may be None."""
+  return INFERENCE.register(*model_names)
+
+
 # ------------------------------------------------------------- reading ----
-
-
-def _short(name: str) -> str:
-  """'dense_1/kernel:0' or 'lstm/lstm_cell/recurrent_kernel' -> the last part."""
-  return name.split('/')[-1].split(':')[0]
-
-
-def _is_preprocessing(weight_names: Sequence[str]) -> bool:
-  """Normalization layers (mean, variance, count): the zoo models hold
-  their input preprocessing as constants, documented per model."""
-  return set(weight_names) <= {'mean', 'variance', 'count'}
-
-
-def _split_bidirectional(layer: KerasLayer) -> list[KerasLayer]:
-  half = len(layer.weights) // 2
-  sub = 'GRU' if len(layer.weights[-1].shape) == 2 else 'LSTM'
-  return [KerasLayer(f'{layer.name}/{d}', sub, layer.weights[i:i + half],
-                     layer.weight_names[i:i + half])
-          for d, i in (('forward', 0), ('backward', half))]
 
 
 def _from_keras_model(model) -> list[KerasLayer]:
@@ -95,18 +90,21 @@ def _from_keras_model(model) -> list[KerasLayer]:
     ws = layer.weights
     if not ws:
       continue
-    if _is_preprocessing([_short(getattr(w, 'path', w.name)) for w in ws]):
-      continue
-    kl = KerasLayer(layer.name, layer.__class__.__name__,
-                    [np.asarray(w.numpy()) for w in ws],
-                    [_short(getattr(w, 'path', w.name)) for w in ws])
-    out.extend(_split_bidirectional(kl) if kl.class_name == 'Bidirectional'
-               else [kl])
-  return out
+    paths = tuple(getattr(w, 'path', w.name) for w in ws)
+    try:
+      config = layer.get_config()
+    except (NotImplementedError, TypeError):
+      config = None
+    out.append(KerasLayer(layer.name, layer.__class__.__name__,
+                          [np.asarray(w.numpy()) for w in ws],
+                          [keras_weights.short(p) for p in paths], paths,
+                          config))
+  return keras_weights.finish(out)
 
 
-def _h5_classes(f) -> dict[str, str]:
-  """Layer name -> class name from a full-model file's `model_config`."""
+def _h5_configs(f) -> dict[str, tuple[str, dict]]:
+  """Layer name -> (class name, config) from a full-model file's
+  `model_config`."""
   raw = f.attrs.get('model_config')
   if raw is None:
     return {}
@@ -116,7 +114,7 @@ def _h5_classes(f) -> dict[str, str]:
   def walk(c):
     for lyr in c.get('config', {}).get('layers', []):
       found[lyr.get('config', {}).get('name', lyr.get('name'))] = (
-          lyr['class_name'])
+          lyr['class_name'], lyr.get('config', {}))
       if lyr['class_name'] in ('Functional', 'Sequential', 'Model'):
         walk(lyr)
 
@@ -136,7 +134,7 @@ def read_h5(path: str) -> list[KerasLayer]:
   except OSError as err:
     raise ValueError(f'{path!r} is not a readable HDF5 file ({err}).') from err
   with f:
-    classes = _h5_classes(f)
+    configs = _h5_configs(f)
     g = f['model_weights'] if 'model_weights' in f else f
     if 'layer_names' not in g.attrs:
       raise ValueError(f'{path!r} has no `layer_names` attribute: not a '
@@ -145,30 +143,48 @@ def read_h5(path: str) -> list[KerasLayer]:
     out = []
     for name in _decode(g.attrs['layer_names']):
       wnames = _decode(g[name].attrs.get('weight_names', []))
-      if not wnames or _is_preprocessing([_short(w) for w in wnames]):
-        continue
-      weights = [np.asarray(g[name][w]) for w in wnames]
-      kl = KerasLayer(name, classes.get(name, ''), weights,
-                      [_short(w) for w in wnames])
-      bidir = kl.class_name == 'Bidirectional' or (
-          any(w.startswith(('forward_', 'backward_')) for w in wnames))
-      out.extend(_split_bidirectional(kl) if bidir else [kl])
-    return out
+      cls, config = configs.get(name, ('', None))
+      out.append(KerasLayer(name, cls, [np.asarray(g[name][w])
+                                        for w in wnames],
+                            [keras_weights.short(w) for w in wnames],
+                            tuple(wnames), config))
+    return keras_weights.finish(out)
+
+
+def _read_keras_file(path: str) -> list[KerasLayer]:
+  """Through Keras when it can load the file; else with h5py alone (custom
+  classes such as keras-tcn's TCN without their package)."""
+  import keras  # pylint: disable=g-import-not-at-top
+  try:
+    model = keras.saving.load_model(path, compile=False)
+  except Exception as err:  # pylint: disable=broad-except
+    try:
+      return keras_archive.read_archive(path)
+    except ValueError as raw_err:
+      raise ValueError(f'Keras cannot load {path!r} ({err}) and reading it '
+                       f'without Keras failed: {raw_err}') from raw_err
+  return _from_keras_model(model)
 
 
 def read_layers(source: Any) -> list[KerasLayer]:
-  """Weight-carrying layers of a `keras.Model`, `.keras` or `.h5` file."""
+  """Weight-carrying layers of a `keras.Model`, `.keras` or `.h5` file, or
+  a SavedModel directory."""
   if isinstance(source, (str, os.PathLike)):
     path = os.fspath(source)
     if not os.path.exists(path):
       raise FileNotFoundError(f'Keras model file {path!r} does not exist.')
+    if os.path.isdir(path):
+      if not savedmodel.is_savedmodel(path):
+        raise ValueError(f'Directory {path!r} is not a SavedModel (no '
+                         'saved_model.pb).')
+      return savedmodel.read_savedmodel(path)
     if path.endswith(('.h5', '.hdf5')) and not path.endswith('.weights.h5'):
       return read_h5(path)
     if path.endswith('.keras'):
-      import keras  # pylint: disable=g-import-not-at-top
-      return _from_keras_model(keras.saving.load_model(path, compile=False))
+      return _read_keras_file(path)
     raise ValueError(f'Unsupported Keras file {path!r}: give a .keras file, '
-                     'a legacy .h5 file, or a keras.Model.')
+                     'a legacy .h5 file, a SavedModel directory, or a '
+                     'keras.Model.')
   if not hasattr(source, 'layers'):
     raise ValueError(f'source must be a keras.Model or a path, got '
                      f'{type(source).__name__}.')
@@ -293,7 +309,7 @@ def import_by_order(layers: Sequence[KerasLayer], variables: Any,
                     order: Sequence[tuple] | None = None) -> dict:
   """The generic mapping (module doc) into a copy of `variables`; `order`
   is `creation_order(module, x_shape)` (default: the dicts' key order)."""
-  variables = {k: _unfreeze(v) for k, v in dict(variables).items()}
+  variables = {k: unfreeze(v) for k, v in dict(variables).items()}
   params, stats = variables['params'], variables.get('batch_stats', {})
   used = [False] * len(layers)
   for path, own in _in_order(params, order):
@@ -324,9 +340,10 @@ def import_by_order(layers: Sequence[KerasLayer], variables: Any,
   return jax.tree.map(jnp.asarray, variables)
 
 
-def _unfreeze(tree):
+def unfreeze(tree):
+  """A (frozen) variables tree as nested dicts of NumPy arrays (a copy)."""
   if hasattr(tree, 'items'):
-    return {k: _unfreeze(v) for k, v in tree.items()}
+    return {k: unfreeze(v) for k, v in tree.items()}
   return np.asarray(tree)
 
 
@@ -355,11 +372,13 @@ def load(name: str, source: Any, num_classes: int | None = None,
 
   Args:
     name: a registered zoo model (`importable()`).
-    source: `keras.Model`, `.keras` or legacy `.h5` path.
+    source: `keras.Model`, `.keras` or legacy `.h5` path, or SavedModel
+      directory.
     num_classes: logits; default the last Dense layer's width.
     input_shape: one example's shape to build with; default the model's.
     **model_kwargs: options of the zoo model (must describe the same
-      architecture as the Keras model).
+      architecture as the Keras model; a model with `register_inference`
+      fills in those the checkpoint shows, and rejects contradictions).
   """
   from tinyrobust import models  # pylint: disable=g-import-not-at-top
   models.check_model(name, {**model_kwargs, 'input_shape': None})
@@ -367,8 +386,11 @@ def load(name: str, source: Any, num_classes: int | None = None,
   k = num_classes if num_classes is not None else _num_classes(layers)
   if input_shape is not None:
     model_kwargs['input_shape'] = tuple(input_shape)
+  init_shape = None
+  if name in INFERENCE:
+    model_kwargs, init_shape = INFERENCE.lookup(name)(layers, model_kwargs)
   module = models.get_model(name, k, **model_kwargs)
-  shape = tuple(input_shape or module.example_input_shape())
+  shape = tuple(input_shape or init_shape or module.example_input_shape())
   template = jax.eval_shape(
       lambda: module.init(jax.random.key(0), jnp.zeros((1,) + shape)))
   template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), template)

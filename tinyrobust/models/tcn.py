@@ -42,6 +42,7 @@ class ResidualBlock(nn.Module):
   dropout_rate: float = 0.0
   use_batch_norm: bool = False
   use_layer_norm: bool = False
+  norm_epsilon: float | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False):
@@ -55,11 +56,12 @@ class ResidualBlock(nn.Module):
       x = nn.Conv(self.nb_filters, (self.kernel_size,),
                   kernel_dilation=(self.dilation,), padding=pad,
                   kernel_init=he, name=f'conv1D_{k}')(x)
+      eps = {} if self.norm_epsilon is None else {'epsilon': self.norm_epsilon}
       if self.use_batch_norm:
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                         name=f'norm_{k}')(x)
+                         name=f'norm_{k}', **eps)(x)
       elif self.use_layer_norm:
-        x = nn.LayerNorm(name=f'norm_{k}')(x)
+        x = nn.LayerNorm(name=f'norm_{k}', **eps)(x)
       x = nn.relu(x)
       # SpatialDropout1D drops whole channels: share the mask over time.
       x = nn.Dropout(self.dropout_rate, broadcast_dims=(1,),
@@ -84,6 +86,9 @@ class TCN(conventions.InputSpec, nn.Module):
       last block's residual output.
     dropout_rate: SpatialDropout1D rate (training only).
     use_batch_norm, use_layer_norm: normalisation after each convolution.
+    norm_epsilon: that normalisation's epsilon; None keeps Flax's defaults
+      (BatchNorm 1e-5, LayerNorm 1e-6); keras-tcn checkpoints use Keras'
+      1e-3 (`keras_tcn` sets it on import).
     input_shape: `(T, C)`, optional; checked against the input when set.
   """
   num_classes: int
@@ -96,6 +101,7 @@ class TCN(conventions.InputSpec, nn.Module):
   dropout_rate: float = 0.0
   use_batch_norm: bool = False
   use_layer_norm: bool = False
+  norm_epsilon: float | None = None
   input_shape: tuple[int, ...] | None = None
 
   input_kind: ClassVar[str] = 'sequence'
@@ -122,7 +128,7 @@ class TCN(conventions.InputSpec, nn.Module):
         x, skip = ResidualBlock(
             self.nb_filters, self.kernel_size, d, self.padding,
             self.dropout_rate, self.use_batch_norm, self.use_layer_norm,
-            name=f'residual_block_{i}')(x, train)
+            self.norm_epsilon, name=f'residual_block_{i}')(x, train)
         skips.append(skip)
         i += 1
     if self.use_skip_connections:
@@ -137,7 +143,8 @@ def tcn(num_classes: int, nb_filters: int = 64, kernel_size: int = 3,
         padding: str = 'causal', use_skip_connections: bool = True,
         dropout_rate: float = 0.0, use_batch_norm: bool = False,
         use_layer_norm: bool = False,
-        input_shape: Sequence[int] | None = None) -> nn.Module:
+        input_shape: Sequence[int] | None = None,
+        norm_epsilon: float | None = None) -> nn.Module:
   """keras-tcn TCN (its defaults) with a dense classifier."""
   use_batch_norm = options.boolean('use_batch_norm', use_batch_norm)
   use_layer_norm = options.boolean('use_layer_norm', use_layer_norm)
@@ -154,4 +161,12 @@ def tcn(num_classes: int, nb_filters: int = 64, kernel_size: int = 3,
                                                   use_skip_connections),
              dropout_rate=options.rate('dropout_rate', dropout_rate),
              use_batch_norm=use_batch_norm, use_layer_norm=use_layer_norm,
+             norm_epsilon=None if norm_epsilon is None else options.positive(
+                 'norm_epsilon', norm_epsilon),
              input_shape=options.shape('input_shape', input_shape, (2, 3)))
+
+
+# Registers the keras-tcn importer (`keras_import.load('tcn', ...)`);
+# imported last since it builds on the registration above.
+# pylint: disable-next=g-import-not-at-top,wrong-import-position
+from tinyrobust.models import keras_tcn

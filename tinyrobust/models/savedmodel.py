@@ -1,0 +1,136 @@
+"""Read a TensorFlow SavedModel directory's Keras weights by name.
+
+    layers = savedmodel.read_savedmodel('kws_ref_model/')  # then as HDF5
+
+The variables are read from the directory's checkpoint
+(`tf.train.load_checkpoint('<dir>/variables/variables')`), which works
+where `tf.saved_model.load` does not (TensorFlow 2.21 fails on older Keras
+SavedModels that carry optimizer slots: "'_UserObject' object has no
+attribute 'add_slot'"). Nothing of the graph is run.
+
+Which arrays, in which order, under which names:
+
+* the checkpoint's object graph is walked from the root; the optimizer's
+  branch (its slots, step counter, learning rate), Keras-2 metrics
+  (`keras_api`) and Keras 3 seed generators are left out; non-float
+  arrays too;
+* each array's name is its variable's full name ('dense/kernel',
+  'tcn/residual_block_0/conv1D_0/kernel'; Keras 2 and Keras 3 alike),
+  or its object path when the checkpoint has none
+  ('layer_with_weights-0/kernel');
+* arrays are ordered by checkpoint key (Keras 2: `layer_with_weights-<i>`,
+  Keras 3 `model.export`: `variables/<i>`, both model order, first), a
+  variable tracked under several keys is taken once, and they are grouped
+  into layers by the first part of their name, in order of first
+  appearance, so the result maps like a weights-only HDF5 file
+  (`keras_import`). Layer classes are unknown; Bidirectional wrappers are
+  split by their forward/backward paths and Keras 3 depthwise kernels are
+  recognised by layer name (`keras_weights.label_depthwise`).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+
+import numpy as np
+
+from tinyrobust.models import keras_weights
+from tinyrobust.models.keras_weights import KerasLayer
+
+_SKIP_CHILDREN = ('keras_api', 'signatures')
+_VALUE = '/.ATTRIBUTES/VARIABLE_VALUE'
+
+
+def is_savedmodel(path: str) -> bool:
+  """Whether `path` is a SavedModel directory (has saved_model.pb)."""
+  return os.path.isdir(path) and (
+      os.path.exists(os.path.join(path, 'saved_model.pb')) or
+      os.path.exists(os.path.join(path, 'saved_model.pbtxt')))
+
+
+def _object_graph(reader):
+  # pylint: disable-next=g-import-not-at-top
+  from tensorflow.core.protobuf import trackable_object_graph_pb2 as pb
+  graph = pb.TrackableObjectGraph()
+  graph.ParseFromString(reader.get_tensor('_CHECKPOINTABLE_OBJECT_GRAPH'))
+  return graph
+
+
+def _model_variables(graph) -> list[tuple[str, str]]:
+  """(checkpoint key, full name) of the model's variables (module doc)."""
+  found, seen = [], {0}
+  queue = collections.deque([(0, ())])
+  while queue:
+    node_id, path = queue.popleft()
+    node = graph.nodes[node_id]
+    for attr in node.attributes:
+      if attr.name == 'VARIABLE_VALUE':
+        found.append((attr.checkpoint_key, attr.full_name))
+    for child in node.children:
+      name = child.local_name
+      if child.node_id in seen or name in _SKIP_CHILDREN:
+        continue
+      # The optimizer's own variables are skipped; Keras 3 lists there the
+      # model variables it trains, some reachable from nowhere else.
+      if path == ('optimizer',) and name != '_trainable_variables':
+        continue
+      seen.add(child.node_id)
+      queue.append((child.node_id, path + (name,)))
+  return found
+
+
+def _name(key: str, full_name: str) -> str:
+  if full_name:
+    return full_name.split(':')[0]
+  return key[:-len(_VALUE)] if key.endswith(_VALUE) else key
+
+
+def _rank(key: str) -> int:
+  """Keys whose order is the model's first (Keras 2 `layer_with_weights-i`,
+  Keras 3 export `variables/i`), the optimizer's list of trained variables
+  last."""
+  if key.startswith(('layer_with_weights-', 'variables/')):
+    return 0
+  return 2 if key.startswith('optimizer/') else 1
+
+
+def read_savedmodel(path: str) -> list[KerasLayer]:
+  """Weight-carrying layers of the Keras model in SavedModel dir `path`.
+
+  Returns:
+    `KerasLayer`s in model order with empty class names (module doc).
+  """
+  prefix = os.path.join(path, 'variables', 'variables')
+  if not os.path.exists(prefix + '.index'):
+    raise ValueError(f'SavedModel {path!r} has no variables/variables.index '
+                     '(a model without variables, or not a SavedModel).')
+  # TensorFlow is a heavy optional dependency, kept off accelerators.
+  from tinyrobust import tf_setup  # pylint: disable=g-import-not-at-top
+  tf = tf_setup.import_tf()
+  reader = tf.train.load_checkpoint(prefix)
+  dtypes = reader.get_variable_to_dtype_map()
+  entries = []
+  for key, full_name in _model_variables(_object_graph(reader)):
+    name = _name(key, full_name)
+    if key not in dtypes or not dtypes[key].is_floating:
+      continue
+    if any(p.startswith('seed_generator') for p in name.split('/')):
+      continue
+    entries.append((_rank(key), keras_weights.natural_key(key), name, key))
+  entries.sort(key=lambda e: e[:2])
+  layers: dict[str, list[tuple[str, np.ndarray]]] = {}
+  done = set()
+  for _, _, name, key in entries:
+    if name in done:  # one variable tracked under several keys
+      continue
+    done.add(name)
+    layer = name.split('/')[0] if '/' in name else ''
+    layers.setdefault(layer, []).append((name, reader.get_tensor(key)))
+  if not layers:
+    raise ValueError(f'SavedModel {path!r} holds no float model variables.')
+  out = [KerasLayer(layer, '', [np.asarray(a) for _, a in arrays],
+                    [keras_weights.short(n) for n, _ in arrays],
+                    tuple(n for n, _ in arrays))
+         for layer, arrays in layers.items()]
+  return keras_weights.finish(out)
