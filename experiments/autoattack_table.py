@@ -62,7 +62,7 @@ def _evaluate(model_name: str) -> dict:
   from tinyrobust import config_io  # pylint: disable=g-import-not-at-top
   from tinyrobust import data  # pylint: disable=g-import-not-at-top
   from tinyrobust import evaluate  # pylint: disable=g-import-not-at-top
-  from tinyrobust import threat_model  # pylint: disable=g-import-not-at-top
+  from tinyrobust.evaluation import threat_space as threat_model  # pylint: disable=g-import-not-at-top
   from tinyrobust import train  # pylint: disable=g-import-not-at-top
   path = os.path.join(_OUT.value, f'{model_name}.json')
   if os.path.exists(path):

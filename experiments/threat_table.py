@@ -14,7 +14,7 @@ robust accuracy at two eps values per space, for
 Eps: input space in each model's own input units (the configs' grids:
 MFCC units for DS-CNN, train-std units for AURITUS); signal space in signal
 units (waveform full scale: 0.001 = -60 dBFS and 0.01 = -40 dBFS; AURITUS
-acc g, gyro eps x gyro_per_g deg/s, see `tinyrobust.threat_model`). For
+acc g, gyro eps x gyro_per_g deg/s, see `tinyrobust.data.auritus`). For
 raw-window models the table also gives the input-space ball's size on the
 acc channels in g (eps x mean acc train std) so the two spaces compare.
 
@@ -66,7 +66,7 @@ def _evaluate(model_name: str, space: str) -> dict:
   from tinyrobust import config_io  # pylint: disable=g-import-not-at-top
   from tinyrobust import data  # pylint: disable=g-import-not-at-top
   from tinyrobust import deployed  # pylint: disable=g-import-not-at-top
-  from tinyrobust import threat_model  # pylint: disable=g-import-not-at-top
+  from tinyrobust.evaluation import threat_space as threat_model  # pylint: disable=g-import-not-at-top
   from tinyrobust import train  # pylint: disable=g-import-not-at-top
   path = os.path.join(_OUT.value, f'{model_name}_{space}.json')
   if os.path.exists(path):

@@ -49,21 +49,10 @@ import numpy as np
 from tinyrobust import sharding
 from tinyrobust.attacks import config as attack_config_lib
 from tinyrobust.evaluation import inputs
+from tinyrobust.evaluation.threat_space import check_precisions
+from tinyrobust.evaluation.threat_space import PRECISIONS
 
-PRECISIONS = ('float32', 'int8-litert', 'int8-fakequant')
 TFLM_SAMPLES = 8  # clean + as many adversarial inputs run through TFLM
-
-
-def check_precisions(precisions: Sequence[str]) -> tuple[str, ...]:
-  """A non-empty list of known precisions; float32 is always included."""
-  if isinstance(precisions, str) or not precisions:
-    raise ValueError(f'precisions must be a non-empty list of '
-                     f'{PRECISIONS}, got {precisions!r}.')
-  bad = [p for p in precisions if p not in PRECISIONS]
-  if bad:
-    raise ValueError(f'Unknown precision(s) {bad}. Valid: '
-                     f'{", ".join(PRECISIONS)}.')
-  return tuple(p for p in PRECISIONS if p in precisions or p == 'float32')
 
 
 class LiteRT:

@@ -108,7 +108,7 @@ def attack(config, workdir: str) -> dict[str, Any]:
   from tinyrobust import data as data_lib  # pylint: disable=g-import-not-at-top
   from tinyrobust import deployed  # pylint: disable=g-import-not-at-top
   from tinyrobust import evaluate  # pylint: disable=g-import-not-at-top
-  from tinyrobust import threat_model  # pylint: disable=g-import-not-at-top
+  from tinyrobust.evaluation import threat_space as threat_model  # pylint: disable=g-import-not-at-top
   from tinyrobust import train as train_lib  # pylint: disable=g-import-not-at-top
   model, variables, config = trained_run(workdir, config)
   _check_writable(workdir)

@@ -108,8 +108,8 @@ def base_config() -> ml_collections.ConfigDict:
   # Robustness evaluation (--mode=attack, studies, the search's adversarial
   # term); fields documented in tinyrobust.attacks.config.default_attack_config.
   c.attack = attack_config_lib.default_attack_config()
-  # Threat model (tinyrobust.threat_model, tinyrobust.deployed), checked by
-  # threat_model.check_threat before any compute:
+  # Threat model (tinyrobust.evaluation.threat_space, .deployed), checked by
+  # threat_space.check_threat before any compute:
   #   space: 'input' (the model's input, the study's setting) or 'signal'
   #     (the raw sensor signal through the differentiable front-end and
   #     normalisation: waveform -> MFCC, raw IMU -> window features).

@@ -46,12 +46,14 @@ import urllib.request
 
 from absl import logging
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from tinyrobust import io
 from tinyrobust.data import base
 from tinyrobust.data import har_features
 from tinyrobust.data import imu
+from tinyrobust.data import signal
 from tinyrobust.data import sources
 
 FILENAME = 'auritus_activity.npz'
@@ -360,3 +362,87 @@ def auritus(split: str, source: str = 'auto', data_dir: str | None = None,
   return base.Dataset(x=out[split], y=recs.label[win_rec],
                       label_names=LABEL_NAMES, input_range=input_range,
                       meta=meta)
+
+
+# The signal space: raw acc (g) / gyro (deg/s) windows; eps in 'g' (gyro
+# radius eps * gyro_per_g) or 'deg/s' (acc radius eps / gyro_per_g); clip:
+# the sensor's full scale per channel (+-4 g, +-500 deg/s).
+
+
+def _normalisation(options) -> str:
+  norm = base.check_choice('normalisation',
+                           options.get('normalisation', 'auto'),
+                           NORMALISATIONS)
+  if norm == 'auto':
+    norm = 'standardise' if options.get('channels') == 'features' else 'none'
+  return norm
+
+
+@signal.register_space('auritus')
+def _space(options) -> signal.SpaceSpec:
+  return signal.SpaceSpec(
+      ('train-std',) if _normalisation(options) == 'standardise' else
+      ('physical',), signal.SENSOR_UNITS, CHANNEL_NAMES, _signal_problem)
+
+
+def default_gyro_per_g(ds, options) -> float:
+  """Mean gyro / mean acc train-split std of the raw windows (deg/s per g),
+  so one eps is the same fraction of the typical signal on both sensors."""
+  meta = ds.meta or {}
+  if meta.get('channels') != 'raw6' or 'train_std' not in meta:
+    meta = base.load('auritus', 'train', **{
+        **options, 'channels': 'raw6', 'normalisation': 'standardise'}).meta
+  std = np.asarray(meta['train_std'], np.float64)
+  return float(np.mean(std[3:]) / np.mean(std[:3]))
+
+
+def _frontend(meta):
+  """Raw `[B, T, 6]` (g, deg/s) -> the loader's channels and normalisation."""
+  feats = {'raw6': lambda s: s, 'magnitudes': har_features.magnitudes,
+           'features': har_features.window_features}[meta['channels']]
+  if meta.get('normalisation') != 'standardise':
+    return feats
+  mean = jnp.asarray(meta['train_mean'], jnp.float32)
+  std = jnp.asarray(meta['train_std'], jnp.float32)
+  return lambda s: (feats(s) - mean) / std
+
+
+def _raw_windows(ds, split, options, lo, hi):
+  """The split's raw6 windows in physical units, and their labels."""
+  meta = ds.meta or {}
+  if meta.get('channels') == 'raw6' and meta.get('normalisation') == \
+      'standardise':  # invert the standardisation: no reload needed
+    return np.clip(ds.x * np.asarray(meta['train_std'], np.float32) +
+                   np.asarray(meta['train_mean'], np.float32), lo, hi), ds.y
+  if meta.get('channels') == 'raw6':
+    return ds.x, ds.y
+  raw = base.load('auritus', split, **{**options, 'channels': 'raw6',
+                                       'normalisation': 'none'})
+  return raw.x, raw.y
+
+
+def _signal_problem(ds, apply_fn, threat, split, options) -> signal.Problem:
+  """Raw acc/gyro windows in g and deg/s, clipped to the sensor range."""
+  meta = ds.meta or {}
+  (alo, ahi), (glo, ghi) = ACC_RANGE_G, GYRO_RANGE_DPS
+  lo = np.asarray([alo] * 3 + [glo] * 3, np.float32)
+  hi = np.asarray([ahi] * 3 + [ghi] * 3, np.float32)
+  frontend = _frontend(meta)
+  raw_x, raw_y = _raw_windows(ds, split, options, lo, hi)
+  signal.check_same('auritus', raw_y, ds.y, frontend, raw_x, ds.x)
+  gyro = threat.get('gyro_per_g') or default_gyro_per_g(ds, options)
+  if threat['eps_units'] == 'g':
+    scale, units = [1.0] * 3 + [gyro] * 3, (
+        f'g (acc); gyro eps x {gyro:.4g} deg/s per g')
+  else:
+    scale, units = [1.0 / gyro] * 3 + [1.0] * 3, (
+        f'deg/s (gyro); acc eps / {gyro:.4g} deg/s per g')
+  clip = threat.get('clip')
+  return signal.Problem(
+      'signal', signal.with_frontend(apply_fn, frontend),
+      raw_x.astype(np.float32), raw_y,
+      signal.as_clip(clip) if clip is not None else (lo, hi),
+      np.asarray(scale, np.float32), units, frontend,
+      {'gyro_per_g': gyro, 'frontend': meta.get('channels'),
+       'normalisation': meta.get('normalisation'),
+       'clip_lo': lo.tolist(), 'clip_hi': hi.tolist()})

@@ -18,6 +18,7 @@ import functools
 import numpy as np
 
 from tinyrobust.data import base
+from tinyrobust.data import signal
 
 _NORMALISATIONS = ('standardise', 'none')
 
@@ -101,3 +102,18 @@ def basic_motions(split: str, seed: int = 0, val_fraction: float = 0.25,
                 normalisation=normalisation,
                 train_mean=mean.tolist(), train_std=std.tolist(),
                 protocol=protocol, sample_rate_hz=10))
+
+
+@signal.register_space('digits')
+def _digits_space(options) -> signal.SpaceSpec:
+  del options
+  return signal.SpaceSpec(signal.PIXEL_UNITS, signal.PIXEL_UNITS, ('gray',),
+                          signal.identity_problem)
+
+
+@signal.register_space('basic_motions')
+def _basic_motions_space(options) -> signal.SpaceSpec:
+  norm = options.get('normalisation', 'standardise')
+  return signal.SpaceSpec(('train-std',) if norm != 'none' else ('raw',),
+                          no_signal='BasicMotions states no physical units '
+                          'or sensor ranges for its raw channels')

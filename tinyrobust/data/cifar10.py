@@ -26,6 +26,7 @@ import numpy as np
 
 from tinyrobust import io
 from tinyrobust.data import base
+from tinyrobust.data import signal
 from tinyrobust.data import sources
 from tinyrobust.data import streaming
 
@@ -128,6 +129,14 @@ def cifar10(split: str, source: str = 'auto', data_dir: str | None = None,
   return base.Dataset(x=np.asarray(x, np.float32) / 255.0, y=y,
                       label_names=LABEL_NAMES, input_range=(0.0, 1.0),
                       meta=meta)
+
+
+@signal.register_space('cifar10')
+def _space(options) -> signal.SpaceSpec:
+  """Pixels in [0, 1]: the signal is the model input."""
+  del options
+  return signal.SpaceSpec(signal.PIXEL_UNITS, signal.PIXEL_UNITS,
+                          ('red', 'green', 'blue'), signal.identity_problem)
 
 
 @streaming.register_stream('cifar10')

@@ -39,6 +39,7 @@ import numpy as np
 from tinyrobust import io
 from tinyrobust.data import audio
 from tinyrobust.data import base
+from tinyrobust.data import signal
 from tinyrobust.data import sources
 from tinyrobust.data import streaming
 
@@ -199,6 +200,33 @@ def speech_commands(split: str, source: str = 'auto',
   return base.Dataset(
       x=x, y=y, label_names=LABEL_NAMES,
       input_range=(-1.0, 1.0) if features == 'waveform' else None, meta=meta)
+
+
+@signal.register_space('speech_commands')
+def _space(options) -> signal.SpaceSpec:
+  """The waveform; MFCC / log-mel models are attacked through the JAX
+  front-end of `data.audio`."""
+  features = options.get('features', 'waveform')
+  if features == 'waveform':
+    return signal.SpaceSpec(('waveform',), ('waveform',), None,
+                            signal.identity_problem)
+  return signal.SpaceSpec(({'mfcc': 'mfcc', 'logmel': 'log-mel'}.get(
+      features, features),), ('waveform',), None, _signal_problem)
+
+
+def _signal_problem(ds, apply_fn, threat, split, options) -> signal.Problem:
+  """Waveforms `[N, 16000]` in [-1, 1] through the JAX MFCC/log-mel."""
+  features = options.get('features', 'waveform')
+  raw = base.load('speech_commands', split,
+                  **{**options, 'features': 'waveform'})
+  frontend = audio.feature_fn(features)
+  signal.check_same('speech_commands', raw.y, ds.y, frontend, raw.x, ds.x)
+  clip = threat.get('clip')
+  return signal.Problem(
+      'signal', signal.with_frontend(apply_fn, frontend), raw.x, raw.y,
+      signal.as_clip(clip if clip is not None else raw.input_range), None,
+      'waveform (full scale = 1)', frontend,
+      {'frontend': f'tinyrobust.data.audio.{features} (MLPerf Tiny KWS)'})
 
 
 @streaming.register_stream('speech_commands')

@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from tinyrobust import attacks
-from tinyrobust import threat_model
+from tinyrobust.evaluation import threat_space
 from tinyrobust.data import audio
 from tinyrobust.data import auritus
 from tinyrobust.data import base
@@ -36,10 +36,10 @@ def linear(v, x):
 
 
 def _problem(ds, units='g', gyro_per_g=None, options=RAW6, clip=None):
-  threat = threat_model.check_threat(
+  threat = threat_space.check_threat(
       {'space': 'signal', 'eps_units': units, 'gyro_per_g': gyro_per_g,
        'clip': clip}, 'auritus', options)
-  return threat_model.attack_problem(threat, ds, linear, name='auritus',
+  return threat_space.attack_problem(threat, ds, linear, name='auritus',
                                      options=options)
 
 
@@ -182,13 +182,13 @@ def test_signal_problems_of_speech_commands_and_auritus_features(
       'speech_commands': base.Dataset(wave, y, ('a', 'b'), (-1.0, 1.0), {}),
       'auritus': base.Dataset(raw_windows, y, ('a', 'b'), None, {}),
   }
-  monkeypatch.setattr(threat_model, '_load',
-                      lambda name, split, options: loaded[name])
+  monkeypatch.setattr(base, 'load',
+                      lambda name, split, **options: loaded[name])
   model = lambda v, x: x.reshape(x.shape[0], -1)[:, :2] * v
   ds = base.Dataset(mfcc, y, ('a', 'b'), None, {'features': 'mfcc'})
-  threat = threat_model.check_threat({'space': 'signal'}, 'speech_commands',
+  threat = threat_space.check_threat({'space': 'signal'}, 'speech_commands',
                                      {'features': 'mfcc'})
-  prob = threat_model.attack_problem(threat, ds, model, name='speech_commands',
+  prob = threat_space.attack_problem(threat, ds, model, name='speech_commands',
                                      options={'features': 'mfcc'})
   assert prob.x.shape == (6, 16000) and prob.clip[1] == 1.0
   np.testing.assert_allclose(prob.apply_fn(1.0, prob.x), model(1.0, mfcc),
@@ -197,9 +197,9 @@ def test_signal_problems_of_speech_commands_and_auritus_features(
       'channels': 'features', 'normalisation': 'standardise',
       'train_mean': fmean.tolist(), 'train_std': fstd.tolist()})
   opts = {'channels': 'features'}
-  threat = threat_model.check_threat(
+  threat = threat_space.check_threat(
       {'space': 'signal', 'gyro_per_g': 50.0}, 'auritus', opts)
-  prob = threat_model.attack_problem(threat, ds, model, name='auritus',
+  prob = threat_space.attack_problem(threat, ds, model, name='auritus',
                                      options=opts)
   np.testing.assert_allclose(prob.x, raw_windows)
   np.testing.assert_allclose(prob.apply_fn(1.0, prob.x), model(1.0, ds.x),
@@ -207,7 +207,7 @@ def test_signal_problems_of_speech_commands_and_auritus_features(
   # A raw split that does not line up with the model's is refused.
   loaded['auritus'] = base.Dataset(raw_windows, 1 - y, ('a', 'b'), None, {})
   with pytest.raises(RuntimeError, match='labels differ'):
-    threat_model.attack_problem(threat, ds, model, name='auritus',
+    threat_space.attack_problem(threat, ds, model, name='auritus',
                                 options=opts)
 
 
@@ -233,18 +233,18 @@ def test_signal_problems_of_speech_commands_and_auritus_features(
 def test_bad_threat_sections_are_refused_by_name(section, dataset, options,
                                                  match):
   with pytest.raises(ValueError, match=match):
-    threat_model.check_threat(section, dataset, options)
+    threat_space.check_threat(section, dataset, options)
 
 
 def test_defaults_and_the_sensor_range_in_the_meta():
-  t = threat_model.check_threat(None, 'auritus', RAW6)
+  t = threat_space.check_threat(None, 'auritus', RAW6)
   assert t == {'space': 'input', 'eps_units': 'train-std', 'clip': None,
                'precisions': ['float32'], 'gyro_per_g': None}
-  t = threat_model.check_threat({'space': 'signal', 'precisions': [
+  t = threat_space.check_threat({'space': 'signal', 'precisions': [
       'int8-fakequant']}, 'speech_commands', {'features': 'mfcc'})
   assert t['eps_units'] == 'waveform'
   assert t['precisions'] == ['float32', 'int8-fakequant']
-  assert threat_model.check_threat({'space': 'signal'}, 'digits', {})[
+  assert threat_space.check_threat({'space': 'signal'}, 'digits', {})[
       'eps_units'] == 'pixel/255'
   assert auritus.ACC_RANGE_G == pytest.approx((-4.0, 4.0), abs=1e-3)
   assert auritus.GYRO_RANGE_DPS == pytest.approx((-500.27, 500.26), abs=0.01)
