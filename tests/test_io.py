@@ -173,7 +173,7 @@ def test_corrupt_middle_line_raises_naming_file_and_line(tmp_path, bad,
   _write(p, RECORDS[2:])
   before = _raw(p)
   for fn in (io.read_jsonl, lambda q: io.read_jsonl(q, repair=True),
-             io.repair_jsonl, io.JsonlJournal):
+             io.repair_jsonl):
     with pytest.raises(io.CorruptFileError) as e:
       fn(p)
     msg = str(e.value)
@@ -184,14 +184,13 @@ def test_corrupt_middle_line_raises_naming_file_and_line(tmp_path, bad,
   assert _raw(p) == before  # nothing is dropped or rewritten
 
 
-def test_jsonl_journal_repairs_on_open_and_appends(tmp_path):
+def test_jsonl_repaired_on_read_then_appended(tmp_path):
   p = str(tmp_path / 'm.jsonl')
   _write(p, RECORDS[:3])
   _tear(p, 5)
-  j = io.JsonlJournal(p)
-  assert j.records == RECORDS[:2]
-  j.append({'epoch': 7})
-  assert j.read() == RECORDS[:2] + [{'epoch': 7}]
+  assert io.read_jsonl(p, repair=True) == RECORDS[:2]
+  io.append_jsonl(p, {'epoch': 7})
+  assert io.read_jsonl(p, repair=True) == RECORDS[:2] + [{'epoch': 7}]
 
 
 # ------------------------------------------------- named load errors ----

@@ -424,30 +424,6 @@ def write_jsonl(path: str, records: Iterable[Mapping[str, Any]]) -> None:
   _atomic_write(path, b''.join(_encode_line(r) for r in records))
 
 
-class JsonlJournal:
-  """An append-only JSONL file, repaired when opened.
-
-  Opening moves a torn last line aside (`read_jsonl(repair=True)`) and
-  checks every earlier line, so appends continue a clean file.
-
-  Attributes:
-    path: the file.
-    records: the records read when it was opened.
-  """
-
-  def __init__(self, path: str):
-    self.path = path
-    self.records = read_jsonl(path, repair=True)
-
-  def read(self) -> list[dict[str, Any]]:
-    """Re-reads the file (repairing a torn tail)."""
-    self.records = read_jsonl(self.path, repair=True)
-    return self.records
-
-  def append(self, record: Mapping[str, Any]) -> None:
-    append_jsonl(self.path, record)
-
-
 def write_csv(path: str, rows: Iterable[Mapping[str, Any]]) -> None:
   rows = [to_jsonable(r) for r in rows]
   fields: list[str] = []

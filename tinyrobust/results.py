@@ -29,6 +29,8 @@ from different models, studies and machines compare directly. Schema
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
 import math
 from typing import Any, Mapping, Sequence
 
@@ -38,6 +40,11 @@ KEYS = ('schema', 'model', 'dataset', 'threat_model', 'attack',
         'software')
 SPACES = ('input', 'signal')
 PRECISIONS = ('float32', 'int8-litert', 'int8-fakequant')
+
+# Packages whose versions stamp every record, trial and report.
+VERSIONED = ('jax', 'jaxlib', 'flax', 'optax', 'numpy', 'scikit-optimize',
+             'scikit-learn', 'tensorflow-cpu', 'tensorflow', 'tflite-micro',
+             'ray', 'tinyrobust')
 
 
 def mcu_fields(profile: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -50,15 +57,25 @@ def mcu_fields(profile: Mapping[str, Any] | None) -> dict[str, Any] | None:
           'macs': profile.get('macs')}
 
 
-def _versions() -> dict[str, str]:
-  import importlib.metadata as md  # pylint: disable=g-import-not-at-top
+@functools.lru_cache(maxsize=1)
+def package_versions() -> dict[str, str]:
+  """Installed versions of the packages the numbers depend on (the one
+  version stamp of records, search trials and study reports); packages
+  that are not installed are left out."""
   out = {}
-  for pkg in ('tinyrobust', 'jax'):
+  for name in VERSIONED:
     try:
-      out[pkg] = md.version(pkg)
-    except md.PackageNotFoundError:
-      out[pkg] = None
+      out[name] = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+      continue
   return out
+
+
+def _software() -> dict[str, str | None]:
+  """A record's `software` field: {tinyrobust, jax} versions (None when
+  not installed)."""
+  versions = package_versions()
+  return {name: versions.get(name) for name in ('tinyrobust', 'jax')}
 
 
 def records(results: Mapping[str, Any], *, model: Mapping[str, Any],
@@ -99,7 +116,7 @@ def records(results: Mapping[str, Any], *, model: Mapping[str, Any],
           'robust_accuracy': float(p['robust_accuracy']),
           'consistency': float(p['consistency']),
           'flags': sorted(set(flags + model_flags)),
-          'mcu': mcu_fields(profile), 'software': _versions(),
+          'mcu': mcu_fields(profile), 'software': _software(),
       })
   for r in out:
     validate(r)

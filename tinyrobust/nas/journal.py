@@ -28,30 +28,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import functools
-import importlib.metadata
 import os
 from typing import Any, Mapping
 
 from tinyrobust import io
+from tinyrobust import results
 
 FILENAME = 'trials.jsonl'
 STATUSES = ('ok', 'infeasible', 'failed')
-_VERSIONED = ('jax', 'jaxlib', 'flax', 'optax', 'numpy', 'scikit-optimize',
-              'scikit-learn', 'tensorflow-cpu', 'tensorflow', 'tflite-micro',
-              'ray', 'tinyrobust')
-
-
-@functools.lru_cache(maxsize=1)
-def package_versions() -> dict[str, str]:
-  """Installed versions of the packages a trial's numbers depend on."""
-  out = {}
-  for name in _VERSIONED:
-    try:
-      out[name] = importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-      continue
-  return out
+package_versions = results.package_versions  # the one version stamp
 
 
 def now() -> str:

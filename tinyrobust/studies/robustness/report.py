@@ -14,6 +14,7 @@ import numpy as np
 
 from tinyrobust import evaluate
 from tinyrobust import io
+from tinyrobust import results as results_lib
 from tinyrobust.studies.robustness import config as study_config
 from tinyrobust.studies.robustness import tables
 
@@ -162,18 +163,14 @@ def _protocol(config, results, outcomes) -> str:
       'pred(x). Denominator: all test examples of the model\'s split.')
   lines.append(f'- Seed {config.seed}; gap intervals: percentile bootstrap '
                f'over test examples, {config.study.bootstrap} resamples.')
+  versions = sorted(results_lib.package_versions().items())
   lines.append(f'- Versions: python {platform.python_version()}, ' + ', '.join(
-      f'{k} {v}' for k, v in sorted(_versions().items())) + '.')
+      f'{k} {v}' for k, v in versions) + '.')
   lines.append('- Wall time per stage this run (s; cached stages are ~0): ' +
                '; '.join(f'{t}/{l}: ' + ', '.join(
                    f'{k[:-2]} {v:.1f}' for k, v in o['timings'].items())
                          for (t, l), o in outcomes.items()) + '.')
   return '\n'.join(lines)
-
-
-def _versions() -> dict[str, str]:
-  from tinyrobust.nas import journal  # pylint: disable=g-import-not-at-top
-  return journal.package_versions()
 
 
 def write_report(config, workdir: str, outcomes) -> dict[str, Any]:
