@@ -18,15 +18,29 @@ def _modules(kind):
   return [n for n in names if n not in ('__init__', 'parts')]
 
 
-@pytest.mark.parametrize('name', _modules('train'))
-def test_training_configs_validate(name):
+def _train_configs():
+  """(file, model) pairs: a file with a `MODELS` table once per model."""
+  out = []
+  for name in _modules('train'):
+    mod = importlib.import_module(f'experiments.configs.train.{name}')
+    out += [(name, m) for m in getattr(mod, 'MODELS', (None,))]
+  return out
+
+
+@pytest.mark.parametrize('name, model', _train_configs())
+def test_training_configs_validate(name, model):
   mod = importlib.import_module(f'experiments.configs.train.{name}')
-  quick, full = mod.get_config('quick'), mod.get_config('full')
+  pick = f',model={model}' if model else ''
+  quick, full = mod.get_config('quick' + pick), mod.get_config('full' + pick)
   for c in (quick, full):
     train.check_config(c)
   assert quick.train.epochs <= full.train.epochs
   with pytest.raises(ValueError, match='variant'):
-    mod.get_config('quik')
+    mod.get_config('quik' + pick)
+  if model:
+    assert quick.model.name == full.model.name == model
+    with pytest.raises(ValueError, match='model='):
+      mod.get_config('quick')  # a table of models needs model=
 
 
 @pytest.mark.parametrize('name', _modules('study'))

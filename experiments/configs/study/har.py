@@ -6,8 +6,9 @@ Command:
       --workdir=/tmp/tinyrobust/study_har
 Models (Table 1 of the study): tiny ProtoNN and Bonsai (on the 10 window
 features), FastRNN, FastGRNN and TCN (raw windows); large CNN, CNN-LSTM and
-LSTM (raw windows). Each trains as its own
-`experiments/configs/train/auritus_<model>.py` command does. Splits hold out
+LSTM (raw windows). Each trains as its own training command does
+(`train/auritus_<model>.py`; the large ones
+`train/auritus_large.py:model=har_<model>`). Splits hold out
 participants (the study's random window split leaks windows of one
 recording into train and test). Inputs are standardised with training
 statistics, so eps is in train-std units per channel or feature. Variants:
@@ -50,7 +51,7 @@ def get_config(arg=None):
   large = ('har_cnn', 'har_lstm') if q else ('har_cnn', 'har_cnn_lstm',
                                              'har_lstm')
   for name in large:
-    m[name] = parts.from_train('large', f'auritus_{name}', variant,
-                               train=short,
+    m[name] = parts.from_train('large', 'auritus_large',
+                               parts.with_model(variant, name), train=short,
                                **(narrow if 'cnn' in name else {}))
   return c

@@ -8,8 +8,8 @@ Models (Table 1 of the study): tiny ResNet8 (MLPerf Tiny) and MCUNet
 (320 kB, made by NAS, transfer-learned in the study); large EfficientNetB0,
 ResNet50 and VGG19 (transfer-learned from ImageNet in the study; here from
 scratch unless a model's training config is given ImageNet weights). Each
-model trains as its own `experiments/configs/train/cifar10_<model>.py`
-command does. Inputs are [N, 32, 32, 3] in [0, 1]; the eps grid is in
+model trains as its own training command does (`train/cifar10_<model>.py`;
+the large ones `train/cifar10_large.py:model=<model>`). Inputs are [N, 32, 32, 3] in [0, 1]; the eps grid is in
 pixel/255 (the study's 0-255 grid, `study.config.STUDY_IMAGE_EPS_PIXEL`).
 Variants: `quick` (this CPU: 2 epochs per model on the offline 10k-image
 subset, large models at 32x32, FGSM and PGD-10 on 500 test images over 5 eps
@@ -38,6 +38,7 @@ def get_config(arg=None):
   m.mcunet = parts.from_train('tiny', 'cifar10_mcunet', variant, train=short,
                               nas=True, transfer=True)
   for name in ('efficientnet_b0', 'resnet50', 'vgg19'):
-    m[name] = parts.from_train('large', f'cifar10_{name}', variant,
-                               train=short, transfer=True)
+    m[name] = parts.from_train('large', 'cifar10_large',
+                               parts.with_model(variant, name), train=short,
+                               transfer=True)
   return c

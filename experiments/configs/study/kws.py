@@ -6,8 +6,8 @@ Command:
       --workdir=/tmp/tinyrobust/study_kws
 Models (Table 1 of the study): tiny DS-CNN (MLPerf Tiny) and TCN; large CNN,
 GRU and LSTM (Hello Edge); the study's Attention RNN is not in the zoo yet. Each
-trains as its own `experiments/configs/train/speech_commands_<model>.py`
-command does. Offline only the official test set exists; it is split by
+trains as its own training command does (`train/speech_commands_<model>.py`;
+the large ones `train/speech_commands_large.py:model=kws_<model>`). Offline only the official test set exists; it is split by
 speaker (0.7/0.1/0.2), so no speaker is in two splits. Inputs: [N, 49, 10]
 MFCCs (the MLPerf Tiny front-end); eps in MFCC units, the model's input as in
 the study. Variants: `quick` (this CPU: 3 epochs per model, FGSM and PGD-10
@@ -40,6 +40,7 @@ def get_config(arg=None):
   m.tcn = parts.from_train('tiny', 'speech_commands_tcn', variant,
                            train=short, raw=False)
   for name in ('kws_cnn', 'kws_gru', 'kws_lstm'):
-    m[name] = parts.from_train('large', f'speech_commands_{name}', variant,
-                               train=short, raw=False)
+    m[name] = parts.from_train('large', 'speech_commands_large',
+                               parts.with_model(variant, name), train=short,
+                               raw=False)
   return c

@@ -73,6 +73,12 @@ def from_train(kind: str, train_config: str, variant: str | None = None, *,
       'transfer': transfer, 'config': cfg})
 
 
+def with_model(variant: str | None, model: str) -> str:
+  """`variant` plus `model=<model>`, for the training configs that hold a
+  table of models (`train/cifar10_large.py:quick,model=resnet50`)."""
+  return ','.join(v for v in (variant, f'model={model}') if v)
+
+
 def has_speech_commands() -> bool:
   d = os.environ.get('TINYROBUST_DATA_DIR')
   return bool(d) and os.path.exists(
