@@ -72,32 +72,39 @@ def copy_apply(v, x):
   return mlp_apply(v, x)
 
 
-@functools.lru_cache(maxsize=1)
-def _matrix():
-  """PGD crafted on the linear model, the MLP and an ensemble of the MLP
-  with itself; evaluated on both models and a copy of the MLP."""
+@functools.lru_cache(maxsize=2)
+def _matrix(engine='scheduler'):
+  """PGD crafted on the linear model and the MLP (and, with the default
+  engine, an ensemble of the MLP with itself); evaluated on both models
+  (and a copy of the MLP)."""
   models, _, _, x, y = _setup()
-  sources = dict(models, ens={'m1': models['mlp'], 'm2': models['mlp']})
-  targets = dict(models, copy=(copy_apply, models['mlp'][1]))
+  sources, targets = dict(models), dict(models)
+  if engine == 'scheduler':
+    sources['ens'] = {'m1': models['mlp'], 'm2': models['mlp']}
+    targets['copy'] = (copy_apply, models['mlp'][1])
   return transfer.transfer_matrix(sources, targets, x, y, attack='pgd',
                                   options=PGD, eps_grid=GRID, seed=7,
-                                  batch_size=64)
+                                  batch_size=64, engine=engine)
 
 
-def _white_box(model, x, y, attack_names):
+def _white_box(model, x, y, attack_names, engine='scheduler'):
   apply_fn, v = model
   return robustness_run(apply_fn, v, (x, y), attacks=attack_names,
                         eps_grid=GRID, batch_size=64, seed=7, clip=CLIP,
-                        norm='linf', pgd_steps=3, sanity_checks=False)
+                        norm='linf', pgd_steps=3, sanity_checks=False,
+                        engine=engine)
 
 
+@pytest.mark.parametrize('engine', ['scheduler', 'sweep'])
 @pytest.mark.parametrize('name', ['linear', 'mlp'])
-def test_diagonal_equals_white_box_evaluation(name):
+def test_diagonal_equals_white_box_evaluation(name, engine):
   models, _, _, x, y = _setup()
-  res = _matrix()
-  assert len(res.records) == 3 * 3 * len(GRID)
+  res = _matrix(engine)
+  n_models = 3 if engine == 'scheduler' else 2
+  assert len(res.records) == n_models * n_models * len(GRID)
+  assert {r['engine'] for r in res.records} == {engine}
   for model in [models[name]]:
-    wb = _white_box(model, x, y, ['pgd'])
+    wb = _white_box(model, x, y, ['pgd'], engine)
     per_eps = wb.results['attacks']['pgd']['per_eps']
     rows = [r for r in res.records
             if r['crafted_on'] == name and r['target'] == name]
@@ -112,13 +119,15 @@ def test_diagonal_equals_white_box_evaluation(name):
     assert rows[-1]['robust_accuracy'] < rows[0]['robust_accuracy'] - 0.3
 
 
-def test_attack_index_reproduces_a_later_attack_of_the_evaluator():
+@pytest.mark.parametrize('engine', ['scheduler', 'sweep'])
+def test_attack_index_reproduces_a_later_attack_of_the_evaluator(engine):
   models, _, _, x, y = _setup()
   lin = models['linear']
-  wb = _white_box(lin, x, y, ['fgsm', 'pgd'])
+  wb = _white_box(lin, x, y, ['fgsm', 'pgd'], engine)
   res = transfer.transfer_matrix({'linear': lin}, {'linear': lin}, x, y,
                                  attack='pgd', options=PGD, eps_grid=GRID,
-                                 seed=7, batch_size=64, attack_index=1)
+                                 seed=7, batch_size=64, attack_index=1,
+                                 engine=engine)
   np.testing.assert_array_equal(res.examples[('linear', 'linear')]['robust'],
                                 wb.examples['pgd']['robust'])
 
@@ -135,7 +144,7 @@ def _check_rates(res):
 
 
 def test_identical_copy_equals_white_box_and_rates_are_consistent():
-  res = _matrix()
+  res = _matrix('scheduler')
   same, other = res.examples[('mlp', 'mlp')], res.examples[('mlp', 'copy')]
   for k in ('clean', 'robust', 'consistent', 'transferred'):
     np.testing.assert_array_equal(same[k], other[k])
@@ -164,7 +173,7 @@ def test_mifgsm_by_name_and_copy():
 
 def test_ensemble_source_of_identical_members_equals_the_member():
   models, _, _, x, _ = _setup()
-  res = _matrix()
+  res = _matrix('scheduler')
   for t in ('linear', 'mlp'):
     np.testing.assert_array_equal(res.examples[('ens', t)]['robust'],
                                   res.examples[('mlp', t)]['robust'])

@@ -10,20 +10,24 @@ perturbation (`tinyrobust.attacks.universal`) on every target.
 Metrics per (crafted_on, target, eps), over the same N examples:
 
 * `clean_accuracy`: the target predicts the label on x.
-* `robust_accuracy`: the target predicts the label on x AND on x_adv (as in
-  `tinyrobust.evaluate`; a non-finite logit or x_adv counts as wrong), so on
+* `robust_accuracy`: the target predicts the label on x AND on x_adv (the
+  evaluator's `summary.outcomes`; a non-finite logit or x_adv counts as wrong), so on
   the diagonal (target = source) it is the white-box robust accuracy.
+* `consistency`: the target's prediction on x_adv equals its prediction
+  on x (the study's "adversarial accuracy").
 * `transfer_success_rate`: among the examples the target classifies
   correctly, the fraction it misclassifies on x_adv (denominator
   `clean_correct`); `1 - robust_accuracy / clean_accuracy`.
 
-Key rule (the same as `RobustnessEvaluator.run`): the batch of examples
-`[b * S, (b + 1) * S)`, with `S = sharding.step_batch_size(batch_size, N,
-mesh)` and the last batch padded, is attacked with key
-`fold_in(fold_in(key(seed), attack_index), b)` for every eps of the grid at
-once (`vmap` over eps), and the same key on every source. So the diagonal
-equals the white-box evaluation of the same attack, seed, examples and batch
-size when `attack_index` is the attack's position in the evaluator's list.
+Crafting (`tinyrobust.evaluation.crafting`): each source is attacked as the
+white-box evaluator attacks it, with the same engine ('scheduler', the
+evaluator's default: eps ascending, open points only, its key rule, and at
+each eps the witness found at the smallest eps; or 'sweep': batch `b` of
+`sharding.step_batch_size(batch_size, N)` examples with key
+`fold_in(fold_in(key(seed), attack_index), b)`, every eps at once), the
+same seed, batch size and `attack_index` (the attack's position in the
+evaluator's list) on every source. So the diagonal equals the white-box
+evaluation of the same attack, seed, examples, batch size and engine.
 
 Per-example booleans are kept (`TransferResult.examples`) for bootstrap
 confidence intervals; `rate_ci` and `transfer_finding` compute a rate with
@@ -47,6 +51,7 @@ from tinyrobust import sharding
 from tinyrobust.attacks import build
 from tinyrobust.attacks import threat as threat_lib
 from tinyrobust.attacks import universal as universal_lib
+from tinyrobust.evaluation import crafting
 from tinyrobust.evaluation import summary
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
@@ -115,8 +120,9 @@ class TransferResult:
       eps, eps_units, seed, attack_index, batch_size, num_examples,
       source_members and white_box (crafted_on == target).
     examples: `(crafted_on, target)` -> {'clean' [N], 'robust' [E, N],
-      'transferred' [E, N]} booleans (transferred: clean-correct on the
-      target and wrong on x_adv).
+      'consistent' [E, N], 'transferred' [E, N], 'nonfinite' [E, N]}
+      booleans (transferred: clean-correct on the target and wrong on
+      x_adv; nonfinite: the target's logits or x_adv not finite).
     eps_grid: the radii, `[E]`.
     protocol: the settings shared by all records.
   """
@@ -129,27 +135,14 @@ class TransferResult:
 @functools.partial(jax.jit, static_argnums=0)
 def _predict(apply_fn: ApplyFn, variables, x, x_adv):
   """`(clean_pred [B], clean_finite [B], adv_pred [E, B], adv_finite [E,
-  B])` as the evaluator computes them; compiled once per apply_fn and shape
-  (the inputs keep the shardings they were placed with)."""
+  B])` for `x [B, ...]` and `x_adv [B, E, ...]`, as the evaluator computes
+  them; compiled once per apply_fn and shape."""
+  x_adv = jnp.moveaxis(x_adv, 1, 0)
   logits = apply_fn(variables, x)
   adv = jax.vmap(apply_fn, in_axes=(None, 0))(variables, x_adv)
   return (jnp.argmax(logits, -1), summary.finite_rows(logits, 1),
           jnp.argmax(adv, -1),
           summary.finite_rows(adv, 2) & summary.finite_rows(x_adv, 2))
-
-
-def _craft_fn(attack, mesh):
-  """jit(variables, x, y, key, grid) -> x_adv [E, B, ...] (evaluator's vmap)."""
-  sweep = jax.vmap(attack, in_axes=(None, None, None, None, 0))
-
-  def fn(variables, x, y, key, grid):
-    out = sweep(variables, x, y, key, grid)
-    return out[0] if isinstance(out, tuple) else out
-  rep, batch = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-  grid_batch = jax.sharding.NamedSharding(
-      mesh, jax.sharding.PartitionSpec(None, sharding.BATCH_AXIS))
-  return jax.jit(fn, in_shardings=(rep, batch, batch, rep, rep),
-                 out_shardings=grid_batch)
 
 
 def _check_data(x, y, eps_grid, batch_size, seed, models):
@@ -199,14 +192,15 @@ def _record(examples, base, e_idx, eps):
               adv_nonfinite=int(examples['nonfinite'][e_idx].sum()))
 
 
-def _score(targets, batches, adv, mesh):
+def _score(targets, x, y, x_adv, batch_size, mesh):
   """Per target, per-example outcomes (`summary.outcomes`, the evaluator's
-  one metric definition) of one source's `adv` (x_adv per batch)."""
+  one metric definition) of `x_adv [E, N, ...]`."""
   keys = ('clean', 'robust', 'consistent', 'transferred', 'nonfinite')
   out = {t: {k: [] for k in keys} for t in targets}
   rep = sharding.replicated(mesh)
   tvars = {t: jax.device_put(v, rep) for t, (_, v, _) in targets.items()}
-  for (xb, yb, n), xa in zip(batches, adv):
+  for _, (xb, yb, xa), n in sharding.padded_batches(
+      (x, y, np.moveaxis(x_adv, 0, 1)), batch_size, mesh):
     yv = np.asarray(yb)[:n]
     for t, (apply_fn, _, _) in targets.items():
       cp, cf, ap, af = (np.asarray(o)[..., :n] for o in _predict(
@@ -225,7 +219,8 @@ def transfer_matrix(sources: Mapping[str, Any], targets: Mapping[str, Any],
                     seed: int, batch_size: int, attack: str = 'pgd',
                     options: Mapping[str, Any] | None = None,
                     attack_factory: Callable | None = None,
-                    attack_index: int = 0, eps_units: str = 'input',
+                    attack_index: int = 0, engine: str = 'scheduler',
+                    eps_units: str = 'input',
                     devices: Sequence[jax.Device] | None = None
                     ) -> TransferResult:
   """Crafts on every source, evaluates on every target (module docstring).
@@ -246,6 +241,9 @@ def transfer_matrix(sources: Mapping[str, Any], targets: Mapping[str, Any],
       Attack` (e.g. `lambda f: db_attack(make_pgd(f, ...))`).
     attack_index: the attack's position in the white-box evaluator's list
       (for the key rule); 0 for a one-attack evaluation.
+    engine: how the source is attacked, as the white-box evaluator's engine
+      ('scheduler', its default, or 'sweep'; `tinyrobust.evaluation.
+      crafting`), so the diagonal equals the evaluation with that engine.
     eps_units: label for the records ('input', 'g', 'dB', ...).
     devices: devices to shard the batch over (default: all visible).
 
@@ -258,28 +256,25 @@ def transfer_matrix(sources: Mapping[str, Any], targets: Mapping[str, Any],
   srcs, tgts = _models('sources', sources), _models('targets', targets)
   x, y, grid = _check_data(x, y, eps_grid, batch_size, seed,
                            {**srcs, **tgts})
+  if engine not in crafting.ENGINES:
+    raise ValueError(f'Unknown engine {engine!r}. Valid: '
+                     f'{", ".join(crafting.ENGINES)}.')
   mesh = sharding.batch_mesh(devices)
   built = {s: _build_attack(a, attack, options, attack_factory)
            for s, (a, _, _) in srcs.items()}
-  batches = [(xb, yb, n) for _, (xb, yb), n in
-             sharding.padded_batches((x, y), batch_size, mesh)]
-  g = jax.device_put(jnp.asarray(grid, x.dtype), sharding.replicated(mesh))
-  root = jax.random.key(int(seed))
   records, examples = [], {}
-  for s, (_, v, members) in srcs.items():
-    craft = _craft_fn(built[s], mesh)
-    v = jax.device_put(v, sharding.replicated(mesh))
-    adv = []
-    for b, (xb, yb, n) in enumerate(batches):
-      key = jax.random.fold_in(jax.random.fold_in(root, attack_index), b)
-      adv.append(craft(v, xb, yb, key, g))
+  for s, (apply_fn, v, members) in srcs.items():
+    x_adv = crafting.craft(apply_fn, v, built[s], x, y, eps_grid=grid,
+                           seed=seed, batch_size=batch_size,
+                           attack_index=attack_index, engine=engine,
+                           devices=devices)
     base = {'crafted_on': s, 'source_members': members,
             'attack': built[s].name,
             'attack_config': build.jsonable(dict(built[s].config)),
-            'eps_units': eps_units, 'seed': int(seed),
-            'attack_index': int(attack_index),
-            'batch_size': int(batches[0][0].shape[0])}
-    for t, ex in _score(tgts, batches, adv, mesh).items():
+            'eps_units': eps_units, 'seed': int(seed), 'engine': engine,
+            'attack_index': int(attack_index), 'batch_size': int(
+                sharding.step_batch_size(batch_size, len(x), mesh))}
+    for t, ex in _score(tgts, x, y, x_adv, batch_size, mesh).items():
       examples[(s, t)] = ex
       for e_idx, e in enumerate(grid):
         records.append(_record(ex, dict(base, target=t, white_box=s == t),
@@ -288,8 +283,7 @@ def transfer_matrix(sources: Mapping[str, Any], targets: Mapping[str, Any],
               'options': build.jsonable(dict(options or {})),
               'eps_grid': grid.tolist(), 'eps_units': eps_units,
               'seed': int(seed), 'attack_index': int(attack_index),
-              'num_examples': int(len(x)), 'key_rule':
-              'fold_in(fold_in(key(seed), attack_index), batch_index)',
+              'engine': engine, 'num_examples': int(len(x)),
               'sources': {s: m for s, (_, _, m) in srcs.items()},
               'targets': list(tgts)}
   return TransferResult(records, examples, grid, protocol)
@@ -327,20 +321,17 @@ def universal_transfer(uap: Any, targets: Mapping[str, Any], x: Any, y: Any,
   tgts = _models('targets', targets)
   eps = protocol.get('eps', float(np.max(np.abs(delta), initial=0.0)))
   x, y, grid = _check_data(x, y, [eps], batch_size, 0, tgts)
-  x_adv = universal_lib.apply_universal(delta, x, clip)
+  x_adv = universal_lib.apply_universal(delta, x, clip)[None]
   mesh = sharding.batch_mesh(devices)
-  batches = [(xb, yb, n) for _, (xb, yb), n in
-             sharding.padded_batches((x, y), batch_size, mesh)]
-  adv = [xa[None] for _, (xa, _), _ in
-         sharding.padded_batches((x_adv, y), batch_size, mesh)]
   source = '+'.join(protocol.get('sources', ['unknown']))
   base = {'crafted_on': source, 'source_members': protocol.get('sources', []),
           'attack': 'universal', 'attack_config': build.jsonable(protocol),
           'eps_units': protocol.get('eps_units', 'input'),
-          'seed': protocol.get('seed'), 'attack_index': None,
-          'batch_size': int(batches[0][0].shape[0])}
+          'seed': protocol.get('seed'), 'engine': None, 'attack_index': None,
+          'batch_size': int(sharding.step_batch_size(batch_size, len(x),
+                                                     mesh))}
   records, examples = [], {}
-  for t, ex in _score(tgts, batches, adv, mesh).items():
+  for t, ex in _score(tgts, x, y, x_adv, batch_size, mesh).items():
     examples[(source, t)] = ex
     records.append(_record(ex, dict(base, target=t, white_box=False), 0,
                            grid[0]))
