@@ -180,3 +180,85 @@ def test_auto_loop_vmaps_over_eps(digits_mlp):
   for k in range(1, 3):
     np.testing.assert_allclose(
         swept[k], attack(v, x, y, jax.random.key(2), grid[k]), atol=1e-6)
+
+
+@pytest.mark.parametrize('norm,loss', [('linf', 'ce'), ('l2', 'ce'),
+                                       ('linf', 'dlr'),
+                                       ('l2', 'dlr-targeted')])
+def test_apgd_loop_modes_identical(digits_mlp, norm, loss):
+  apply_fn, v, x, y = digits_mlp
+  x, y = x[:48], y[:48]
+  eps = 0.05 if norm == 'linf' else 0.5
+  key = jax.random.key(5)
+  outs = [attacks.make_apgd(apply_fn, norm=norm, loss=loss, steps=12,
+                            n_target_classes=2, clip=(0.0, 1.0), loop=loop,
+                            chunk=5, return_info=True)(v, x, y, key, eps)
+          for loop in ('host', 'fori', 'unroll')]
+  _assert_same([o[0] for o in outs])
+  for k in ('step_size', 'n_halvings', 'success'):
+    _assert_same([o[1][k] for o in outs])
+  assert int(jnp.sum(outs[0][1]['n_halvings'])) > 0   # checkpoints ran
+
+
+def test_apgd_host_never_retraces(digits_mlp):
+  apply_fn, v, x, y = digits_mlp
+  counted, calls = _counting(apply_fn)
+  attack = attacks.make_apgd_t(counted, steps=6, n_target_classes=2,
+                               loop='host', chunk=4)
+  attack(v, x[:16], y[:16], jax.random.key(0), 0.1)
+  n = len(calls)
+  attack(v, x[16:32], y[16:32], jax.random.key(1), 0.05)
+  assert len(calls) == n
+
+
+def _noisy_apply(v, x, key):
+  """The digits MLP (conftest's) behind Gaussian input noise."""
+  x = x + 0.3 * jax.random.normal(key, x.shape, x.dtype)
+  h = jnp.tanh(x.reshape(x.shape[0], -1) @ v['w1'] + v['b1'])
+  return h @ v['w2'] + v['b2']
+
+
+def test_eot_gradient_is_the_mean_of_independent_draws(digits_mlp):
+  _, v, x, y = digits_mlp
+  from tinyrobust.attacks import apgd  # pylint: disable=g-import-not-at-top
+  from tinyrobust.attacks import losses  # pylint: disable=g-import-not-at-top
+  x, y = x[:8], y[:8]
+  evaluate = apgd._evaluator(_noisy_apply, 'ce', eot_iter=8,
+                             random_apply=True)
+  key = jax.random.key(9)
+  loss, grad, _ = jax.jit(evaluate)(v, x, y, y, key)
+  ce = losses.get_loss('ce')
+  per_draw = [jax.grad(lambda z, k=k: jnp.sum(ce(_noisy_apply(v, z, k), y)))(x)
+              for k in jax.random.split(key, 8)]
+  np.testing.assert_allclose(grad, np.mean(per_draw, axis=0), atol=1e-5)
+  losses_ = [ce(_noisy_apply(v, x, k), y) for k in jax.random.split(key, 8)]
+  np.testing.assert_allclose(loss, np.mean(losses_, axis=0), rtol=1e-5)
+  assert float(jnp.max(jnp.abs(per_draw[0] - per_draw[1]))) > 0
+
+
+def test_eot_with_a_deterministic_model_changes_nothing(digits_mlp):
+  apply_fn, v, x, y = digits_mlp
+  x, y = x[:32], y[:32]
+  outs = [attacks.make_apgd_ce(apply_fn, steps=8, eot_iter=e, loop='host',
+                               clip=(0.0, 1.0))(v, x, y, jax.random.key(4),
+                                                0.05)
+          for e in (1, 4)]
+  _assert_same(outs)
+
+
+def test_eot_random_model_modes_identical_and_vmappable(digits_mlp):
+  _, v, x, y = digits_mlp
+  x, y = x[:32], y[:32]
+  key = jax.random.key(6)
+  make = lambda loop: attacks.make_apgd_dlr(
+      _noisy_apply, steps=6, eot_iter=3, random_apply=True, loop=loop,
+      chunk=4, clip=(0.0, 1.0))
+  host = make('host')(v, x, y, key, 0.05)
+  _assert_same([host, make('fori')(v, x, y, key, 0.05)])
+  # A different key gives different EOT draws and so a different result.
+  assert float(jnp.max(jnp.abs(host - make('host')(
+      v, x, y, jax.random.key(7), 0.05)))) > 0
+  swept = jax.vmap(make('auto'), in_axes=(None,) * 4 + (0,))(
+      v, x, y, key, jnp.array([0.0, 0.05]))
+  np.testing.assert_array_equal(swept[0], x)
+  np.testing.assert_allclose(swept[1], host, atol=1e-6)

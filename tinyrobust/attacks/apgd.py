@@ -17,8 +17,11 @@ found so far when
   2. eta was not halved at the last checkpoint and the best loss f_max did
      not improve since then.
 
-Everything is per example (eta, counters, best point) and in `lax` control
-flow, so the kernel jits once for any `steps` and vmaps over eps.
+Everything is per example (eta, counters, best point) and pure, so the
+kernel jits and vmaps over eps; the steps run through `loops.run_loop`
+(`loop=`: host-driven jitted chunks on CPU, `lax.fori_loop` on GPU/TPU and
+under an outer jit/vmap, all giving the same output for the same key), and
+`eot_iter`/`random_apply` give AutoAttack's EOT variant (`make_apgd`).
 
 Where the paper leaves a detail open this follows the authors' code: the
 start point is `x + eps * t / ||t||` (t uniform for L-inf, Gaussian for L2);
@@ -48,6 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tinyrobust.attacks import build
+from tinyrobust.attacks import loops
 from tinyrobust.attacks import losses
 from tinyrobust.attacks import registry
 from tinyrobust.attacks import threat as threat_lib
@@ -121,20 +125,50 @@ def _loss_fn(loss: str):
   return lambda logits, y, target: fn(logits, y)
 
 
-def _evaluator(apply_fn: ApplyFn, loss: str):
-  """`evaluate(variables, x, y, target) -> (loss [B], grad, misclassified)`."""
-  loss_fn = _loss_fn(loss)
+def _model(apply_fn: ApplyFn, random_apply: bool):
+  """`(model(variables, x, key), fixed(variables, x))`: the model with a key
+  (ignored unless `random_apply`) and one fixed draw (key 0) for the uses
+  outside the gradient loop (targets, pass selection, info)."""
+  if not random_apply:
+    return (lambda variables, x, key: apply_fn(variables, x)), apply_fn
+  fixed = lambda variables, x: apply_fn(variables, x, jax.random.key(0))
+  return apply_fn, fixed
 
-  def total(x, variables, y, target):
-    logits = apply_fn(variables, x)
+
+def _evaluator(apply_fn: ApplyFn, loss: str, *, eot_iter: int,
+               random_apply: bool):
+  """`evaluate(variables, x, y, target, key) -> (loss [B], grad,
+  misclassified [B])`. With `eot_iter > 1` the loss and gradient are means
+  over `eot_iter` draws (keys split from `key`, in a rolled `fori_loop`) and
+  `misclassified` is the last draw's (as AutoAttack's APGD)."""
+  loss_fn = _loss_fn(loss)
+  model, _ = _model(apply_fn, random_apply)
+
+  def total(x, variables, y, target, key):
+    logits = model(variables, x, key)
     per_example = loss_fn(logits, y, target)
     return jnp.sum(per_example), (per_example, logits)
 
   value_and_grad = jax.value_and_grad(total, has_aux=True)
 
-  def evaluate(variables, x, y, target):
-    (_, (per_example, logits)), g = value_and_grad(x, variables, y, target)
+  def one(variables, x, y, target, key):
+    (_, (per_example, logits)), g = value_and_grad(x, variables, y, target,
+                                                   key)
     return per_example, g, jnp.argmax(logits, axis=-1) != y
+
+  def evaluate(variables, x, y, target, key):
+    if eot_iter == 1:
+      return one(variables, x, y, target, key)
+    keys = jax.random.split(key, eot_iter)
+
+    def draw(k, c):
+      l, g, m = one(variables, x, y, target, keys[k])
+      return c[0] + l, c[1] + g, m
+
+    b = x.shape[0]
+    l, g, m = jax.lax.fori_loop(0, eot_iter, draw, (
+        jnp.zeros(b, jnp.float32), jnp.zeros_like(x), jnp.zeros(b, bool)))
+    return l / eot_iter, g / eot_iter, m
 
   return evaluate
 
@@ -189,27 +223,40 @@ def _checkpoint(s, at, length, rho):
       n_halved=s['n_halved'] + halve.astype(jnp.int32))
 
 
+EOT_SALT = 0x5EED   # the EOT draws' keys: fold_in(fold_in(key, EOT_SALT), i)
+
+
 def _apgd_pass(apply_fn: ApplyFn, threat: threat_lib.Threat, *, loss: str,
-               steps: int, rho: float):
-  """One APGD run: `run(variables, x, y, target, key, eps_b) -> (x_out,
-  found [B], eta [B], n_halved [B])`."""
-  evaluate = _evaluator(apply_fn, loss)
+               steps: int, rho: float, eot_iter: int, random_apply: bool,
+               loop, chunk):
+  """One APGD run: `run(variables, x, y, target, key, eps_b) -> state`
+  (the `_init_state` dict after `steps` steps driven by `loops.run_loop`);
+  start and step are built once, here."""
+  evaluate = _evaluator(apply_fn, loss, eot_iter=eot_iter,
+                        random_apply=random_apply)
   at_table, length_table = _checkpoint_tables(steps)
 
-  def run(variables, x, y, target, key, eps_b):
-    at_t, len_t = jnp.asarray(at_table), jnp.asarray(length_table)
+  @jax.jit
+  def start(variables, x, y, target, key, eps_b):
     x0 = _start(key, x, eps_b, threat)
-    s = _init_state(x0, *evaluate(variables, x0, y, target), eps_b)
+    k_eot = jax.random.fold_in(key, EOT_SALT)
+    return _init_state(x0, *evaluate(variables, x0, y, target,
+                                     jax.random.fold_in(k_eot, 0)),
+                       eps_b), k_eot
 
-    def body(i, s):
-      a = jnp.where(i == 0, 1.0, ALPHA).astype(x.dtype)
-      x_new = jax.lax.stop_gradient(_move(s, x, eps_b, a, threat))
-      s = _record(s, x_new, *evaluate(variables, x_new, y, target))
-      return _checkpoint(s, at_t[i], len_t[i], rho)
+  def body(i, s, variables, x, y, target, eps_b, k_eot):
+    at_t, len_t = jnp.asarray(at_table), jnp.asarray(length_table)
+    a = jnp.where(i == 0, 1.0, ALPHA).astype(x.dtype)
+    x_new = jax.lax.stop_gradient(_move(s, x, eps_b, a, threat))
+    k_i = jax.random.fold_in(k_eot, i + 1) if random_apply else k_eot
+    s = _record(s, x_new, *evaluate(variables, x_new, y, target, k_i))
+    return _checkpoint(s, at_t[i], len_t[i], rho)
 
-    s = jax.lax.fori_loop(0, steps, body, s)
-    x_out = _select(s['found'], s['x_found'], s['x_best'])
-    return x_out, s['found'], s['eta'], s['n_halved']
+  def run(variables, x, y, target, key, eps_b):
+    s, k_eot = start(variables, x, y, target, key, eps_b)
+    return loops.run_loop(body, s, steps,
+                          args=(variables, x, y, target, eps_b, k_eot),
+                          loop=loop, chunk=chunk)
 
   return run
 
@@ -227,61 +274,84 @@ def _targets(logits: jax.Array, y: jax.Array, *, loss: str,
 
 
 def _apgd_run(apply_fn: ApplyFn, threat: threat_lib.Threat, *, loss: str,
-              steps: int, rho: float, n_target_classes: int, restarts: int):
-  """All passes (targets x restarts) under `lax.scan`; per example the first
-  successful pass, else the one with the lowest label margin."""
-  one_pass = _apgd_pass(apply_fn, threat, loss=loss, steps=steps, rho=rho)
+              steps: int, rho: float, n_target_classes: int, restarts: int,
+              eot_iter: int, random_apply: bool, loop, chunk):
+  """All passes (targets x restarts), a `lax.scan` or, when the steps are
+  host-driven, a Python loop; per example the first successful pass, else
+  the one with the lowest label margin."""
+  one_pass = _apgd_pass(apply_fn, threat, loss=loss, steps=steps, rho=rho,
+                        eot_iter=eot_iter, random_apply=random_apply,
+                        loop=loop, chunk=chunk)
+  fixed = _model(apply_fn, random_apply)[1]
 
-  def run(variables, x, y, key, eps_b):
-    targets = _targets(apply_fn(variables, x), y, loss=loss,
+  @jax.jit
+  def prepare(variables, x, y, key):
+    targets = _targets(fixed(variables, x), y, loss=loss,
                        n_target_classes=n_target_classes, restarts=restarts)
-    keys = jax.random.split(key, targets.shape[0])
     b = x.shape[0]
-
-    def step(c, inp):
-      k, target = inp
-      x_out, found, eta, n_halved = one_pass(variables, x, y, target, k,
-                                             eps_b)
-      margin = losses.label_margin(apply_fn(variables, x_out), y)
-      take = ~c['found'] & (found | (margin < c['margin']))
-      new = dict(x=x_out, found=found, margin=margin, step_size=eta,
-                 n_halvings=n_halved)
-      return {k_: _select(take, new[k_], c[k_]) for k_ in c}, None
-
     init = dict(x=x, found=jnp.zeros(b, bool),
                 margin=jnp.full((b,), jnp.inf, jnp.float32),
                 step_size=jnp.zeros(b, x.dtype),
                 n_halvings=jnp.zeros(b, jnp.int32))
-    c, _ = jax.lax.scan(step, init, (keys, targets))
+    return jax.random.split(key, targets.shape[0]), targets, init
+
+  @jax.jit
+  def merge(c, variables, y, s):
+    x_out = _select(s['found'], s['x_found'], s['x_best'])
+    margin = losses.label_margin(fixed(variables, x_out), y)
+    take = ~c['found'] & (s['found'] | (margin < c['margin']))
+    new = dict(x=x_out, found=s['found'], margin=margin, step_size=s['eta'],
+               n_halvings=s['n_halved'])
+    return {k_: _select(take, new[k_], c[k_]) for k_ in c}
+
+  def run(variables, x, y, key, eps_b):
+    keys, targets, init = prepare(variables, x, y, key)
+
+    def one(c, inp):
+      k, target = inp
+      return merge(c, variables, y, one_pass(variables, x, y, target, k,
+                                             eps_b))
+
+    host = loops.host_mode(loop, variables, x, key, eps_b)
+    c = loops.scan_or_loop(one, init, (keys, targets), host=host)
     return c['x'], {'step_size': c['step_size'],
                     'n_halvings': c['n_halvings']}
 
   return run
 
 
-def _check_options(*, loss, steps, restarts, rho, n_target_classes):
+def _check_options(*, loss, steps, restarts, rho, n_target_classes, eot_iter,
+                   random_apply, loop, chunk):
   if loss not in APGD_LOSSES:
     raise ValueError(f'Unknown APGD loss {loss!r}. Valid: '
                      f'{", ".join(APGD_LOSSES)}.')
   for name, v in (('steps', steps), ('restarts', restarts),
-                  ('n_target_classes', n_target_classes)):
+                  ('n_target_classes', n_target_classes),
+                  ('eot_iter', eot_iter)):
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
       raise ValueError(f'{name} must be an int >= 1, got {v!r}.')
   if isinstance(rho, bool) or not isinstance(
       rho, (int, float, np.integer, np.floating)) or not (
           math.isfinite(rho) and 0.0 <= rho <= 1.0):
     raise ValueError(f'rho must be a number in [0, 1], got {rho!r}.')
+  if not isinstance(random_apply, bool):
+    raise ValueError(f'random_apply must be a bool, got {random_apply!r}.')
+  loops.check_loop(loop)
+  loops.check_chunk(chunk)
 
 
 def make_apgd(apply_fn: ApplyFn, *, norm: str = 'linf', steps: int = 100,
               loss: str = 'ce', n_target_classes: int = 9, restarts: int = 1,
               rho: float = 0.75, clip: tuple[Any, Any] | None = None,
-              eps_scale: Any = None,
+              eps_scale: Any = None, eot_iter: int = 1,
+              random_apply: bool = False, loop: str | int | None = 'auto',
+              chunk: int | None = None,
               return_info: bool = False) -> registry.Attack:
   """Builds an Auto-PGD attack (see the module docstring for the algorithm).
 
   Args:
-    apply_fn: `apply_fn(variables, x [B, ...]) -> logits [B, K]`, eval mode.
+    apply_fn: `apply_fn(variables, x [B, ...]) -> logits [B, K]`, eval mode;
+      with `random_apply`, `apply_fn(variables, x, key)` (see below).
     norm: 'linf' or 'l2'.
     steps: gradient steps per pass (the paper's N_iter; AutoAttack: 100).
     loss: 'ce', 'dlr' (K >= 3), 'dlr-targeted' (K >= 4), or any name in
@@ -293,6 +363,27 @@ def make_apgd(apply_fn: ApplyFn, *, norm: str = 'linf', steps: int = 100,
       example (as in `make_pgd`).
     eps_scale: per-feature eps scale (as in `make_pgd`); the initial step
       `2 eps` and all steps are in the scaled space.
+    eot_iter: expectation over transformation (AutoAttack's `version='rand'`
+      uses 20): every step's loss and gradient are the mean over `eot_iter`
+      forward/backward passes with independent keys (a rolled loop inside
+      the step, so each step costs `eot_iter` gradients); 'misclassified'
+      is the last draw's, as in the authors' code.
+    random_apply: the model is stochastic and takes its randomness as a
+      key: `apply_fn(variables, x, key) -> logits` (e.g. test-time dropout,
+      `lambda v, x, k: module.apply(v, x, rngs={'dropout': k})`, or a random
+      input transformation `lambda v, x, k: f(v, transform(k, x))`). Draw d
+      of step i gets `fold_in(fold_in(pass_key, EOT_SALT), i + 1)` split
+      `eot_iter` ways (i = -1 for the start). The clean-input targets, the
+      choice between passes and the returned info use one fixed draw (key
+      0). Without it the model is deterministic and `eot_iter > 1` only
+      repeats the same gradient (useful only if `apply_fn` draws its own
+      randomness on the host, e.g. through `jax.pure_callback`).
+    loop: how the steps run, as in `make_pgd` ('auto': host-driven chunks
+      on CPU, with the passes a Python loop; `lax.fori_loop` and `lax.scan`
+      over passes on GPU/TPU or under an outer jit/vmap). Every mode gives
+      the same output for the same key.
+    chunk: steps per jitted call in 'host' mode (None:
+      `loops.DEFAULT_CHUNK`).
     return_info: also return the `make_pgd` info plus 'step_size' (final
       eta, scaled units) and 'n_halvings' of the pass that was kept.
 
@@ -304,48 +395,59 @@ def make_apgd(apply_fn: ApplyFn, *, norm: str = 'linf', steps: int = 100,
   """
   build.check_apply_fn(apply_fn)
   _check_options(loss=loss, steps=steps, restarts=restarts, rho=rho,
-                 n_target_classes=n_target_classes)
+                 n_target_classes=n_target_classes, eot_iter=eot_iter,
+                 random_apply=random_apply, loop=loop, chunk=chunk)
   threat = threat_lib.Threat.build(norm, clip, eps_scale)
   run = _apgd_run(apply_fn, threat, loss=loss, steps=int(steps),
                   rho=float(rho), n_target_classes=int(n_target_classes),
-                  restarts=int(restarts))
+                  restarts=int(restarts), eot_iter=int(eot_iter),
+                  random_apply=random_apply, loop=loop, chunk=chunk)
   config = dict(norm=norm, steps=steps, loss=loss, restarts=restarts,
-                rho=rho, clip=clip, eps_scale=eps_scale)
+                rho=rho, clip=clip, eps_scale=eps_scale, eot_iter=eot_iter,
+                random_apply=random_apply, loop=loop, chunk=chunk)
   if loss == 'dlr-targeted':
     config['n_target_classes'] = n_target_classes
   return build.build_attack(NAMES.get(loss, f'apgd-{loss}'), config,
-                            apply_fn, run, threat=threat,
-                            return_info=return_info, extra_info=True)
+                            _model(apply_fn, random_apply)[1], run,
+                            threat=threat, return_info=return_info,
+                            extra_info=True, loop=loop)
 
 
 def make_apgd_ce(apply_fn: ApplyFn, *, norm: str = 'linf', steps: int = 100,
                  restarts: int = 1, rho: float = 0.75, clip=None,
-                 eps_scale=None, return_info: bool = False):
+                 eps_scale=None, eot_iter: int = 1, random_apply: bool = False,
+                 loop='auto', chunk=None, return_info: bool = False):
   """APGD with the cross-entropy loss ('apgd-ce'); see `make_apgd`."""
   return make_apgd(apply_fn, norm=norm, steps=steps, loss='ce',
                    restarts=restarts, rho=rho, clip=clip, eps_scale=eps_scale,
-                   return_info=return_info)
+                   eot_iter=eot_iter, random_apply=random_apply, loop=loop,
+                   chunk=chunk, return_info=return_info)
 
 
 def make_apgd_dlr(apply_fn: ApplyFn, *, norm: str = 'linf', steps: int = 100,
                   restarts: int = 1, rho: float = 0.75, clip=None,
-                  eps_scale=None, return_info: bool = False):
+                  eps_scale=None, eot_iter: int = 1,
+                  random_apply: bool = False, loop='auto', chunk=None,
+                  return_info: bool = False):
   """APGD with the DLR loss ('apgd-dlr', K >= 3); see `make_apgd`."""
   return make_apgd(apply_fn, norm=norm, steps=steps, loss='dlr',
                    restarts=restarts, rho=rho, clip=clip, eps_scale=eps_scale,
-                   return_info=return_info)
+                   eot_iter=eot_iter, random_apply=random_apply, loop=loop,
+                   chunk=chunk, return_info=return_info)
 
 
 def make_apgd_t(apply_fn: ApplyFn, *, norm: str = 'linf', steps: int = 100,
                 n_target_classes: int = 9, restarts: int = 1,
                 rho: float = 0.75, clip=None, eps_scale=None,
-                return_info: bool = False):
+                eot_iter: int = 1, random_apply: bool = False, loop='auto',
+                chunk=None, return_info: bool = False):
   """APGD-T: targeted DLR over the top `n_target_classes` ('apgd-t', K >= 4);
   see `make_apgd`."""
   return make_apgd(apply_fn, norm=norm, steps=steps, loss='dlr-targeted',
                    n_target_classes=n_target_classes, restarts=restarts,
                    rho=rho, clip=clip, eps_scale=eps_scale,
-                   return_info=return_info)
+                   eot_iter=eot_iter, random_apply=random_apply, loop=loop,
+                   chunk=chunk, return_info=return_info)
 
 
 registry.register_attack('apgd-ce', make_apgd_ce)
