@@ -65,7 +65,7 @@ def _evaluate(model_name: str, space: str) -> dict:
   """One model and space, all precisions (cached in --out)."""
   from tinyrobust import config_io  # pylint: disable=g-import-not-at-top
   from tinyrobust import data  # pylint: disable=g-import-not-at-top
-  from tinyrobust import deployed  # pylint: disable=g-import-not-at-top
+  from tinyrobust.evaluation import deployed  # pylint: disable=g-import-not-at-top
   from tinyrobust.evaluation import threat_space as threat_model  # pylint: disable=g-import-not-at-top
   from tinyrobust import train  # pylint: disable=g-import-not-at-top
   path = os.path.join(_OUT.value, f'{model_name}_{space}.json')

@@ -12,7 +12,7 @@ from tinyrobust.attacks.config import attack_options
 from tinyrobust.attacks.config import build_attacks
 from tinyrobust.attacks.config import COMMON_OPTIONS
 from tinyrobust.attacks.config import default_attack_config
-from tinyrobust.deployed import evaluate_deployed
+from tinyrobust.evaluation.deployed import evaluate_deployed
 from tinyrobust.evaluation.inputs import check_eval_inputs
 from tinyrobust.evaluation.inputs import model_num_classes
 from tinyrobust.evaluation.inputs import subset_indices

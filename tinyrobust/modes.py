@@ -106,7 +106,8 @@ def attack(config, workdir: str) -> dict[str, Any]:
   `results.jsonl` into `workdir`.
   """
   from tinyrobust import data as data_lib  # pylint: disable=g-import-not-at-top
-  from tinyrobust import deployed  # pylint: disable=g-import-not-at-top
+  from tinyrobust.attacks import config as attack_config_lib  # pylint: disable=g-import-not-at-top
+  from tinyrobust.evaluation import deployed  # pylint: disable=g-import-not-at-top
   from tinyrobust import evaluate  # pylint: disable=g-import-not-at-top
   from tinyrobust.evaluation import threat_space as threat_model  # pylint: disable=g-import-not-at-top
   from tinyrobust import train as train_lib  # pylint: disable=g-import-not-at-top
@@ -126,7 +127,7 @@ def attack(config, workdir: str) -> dict[str, Any]:
       batch_size=acfg.batch_size, seed=int(config.get('seed', 0)),
       norm=acfg.norm, loss=acfg.loss, pgd_steps=acfg.pgd_steps,
       pgd_restarts=acfg.pgd_restarts, max_examples=acfg.max_examples,
-      clip=prob.clip, options=deployed.with_eps_scale(
+      clip=prob.clip, options=attack_config_lib.with_eps_scale(
           acfg.get('options'), acfg.attacks, prob.eps_scale))
   results = evaluate.evaluate_robustness(
       prob.apply_fn, variables, dataclasses.replace(ds, x=prob.x, y=prob.y),

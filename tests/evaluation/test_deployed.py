@@ -7,10 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tinyrobust import deployed
+from tinyrobust import evaluation
 from tinyrobust import models
 from tinyrobust import quantize
+from tinyrobust.evaluation import deployed
 from tinyrobust.hardware import export
+from tinyrobust.hardware import litert
 
 pytest.importorskip('ai_edge_litert')
 
@@ -77,7 +79,7 @@ def test_fake_quant_matches_litert_to_one_step_on_a_conv_net():
   fb = export.export_tflite(model, v, (8, 8, 1), quantize='int8',
                             representative_data=x)
   fq = quantize.calibrate(model, v, x)
-  runner = deployed.LiteRT(fb)
+  runner = litert.LiteRT(fb)
   assert fq.input_quantization == pytest.approx(
       runner.inp['quantization'], rel=1e-5)
   step = runner.out['quantization'][0]
@@ -99,3 +101,52 @@ def test_bad_precision_is_named_before_any_work():
   with pytest.raises(ValueError, match="'int4'"):
     deployed.evaluate_deployed(model, v, (x, y), x_train=x, eps_grid=[0.1],
                                precisions=['float32', 'int4'])
+
+
+def test_nonfinite_int8_outputs_follow_the_float_evaluators_rule():
+  """Non-finite outputs or adversarial inputs are never correct nor
+  consistent, in the int8 counting exactly as in the float evaluator.
+
+  Example i's input is the number i; the 'attack' moves it to i + 1000 * eps
+  (example 3's x_adv at eps 0.5 is NaN), and the model looks the logits up
+  in a table, so both paths see the same outputs.
+  """
+  n, k, grid = 8, 3, [0.0, 0.5]
+  y = (np.arange(n) % k).astype(np.int32)
+  table = np.zeros((n + 500, k), np.float32)
+  table[np.arange(n), y] = 1.0         # clean: all correct ...
+  table[0] = [np.nan, 0.0, 0.0]        # ... but 0's argmax is NaN's 0 == y
+  table[500 + np.arange(n), y] = 1.0   # eps 0.5: correct ...
+  table[500 + 1] = [np.inf, 0.0, 0.0]  # ... except an inf logit,
+  table[500 + 2] = [1.0, 0.0, 0.0]     # a real error (y = 2)
+  x = np.arange(n, dtype=np.float32)[:, None]
+
+  def apply_fn(v, x):
+    idx = jnp.clip(jnp.nan_to_num(x[:, 0]), 0, n + 499).astype(jnp.int32)
+    return jnp.asarray(table)[idx] * v
+
+  def shift(v, x, y, key, eps):
+    del v, y, key
+    return jnp.where((x == 3) & (eps > 0), jnp.nan, x + 1000 * eps)
+
+  shift.kind, shift.config = 'shift', {}
+  run = evaluation.robustness_run(apply_fn, 1.0, (x, y),
+                                  attacks={'shift': shift}, eps_grid=grid,
+                                  batch_size=8, seed=0, sanity_checks=False)
+  want = run.results['attacks']['shift']
+  x_adv = np.stack([np.asarray(shift(1.0, x, y, None, e)) for e in grid])
+  got = deployed.metrics(
+      apply_fn(1.0, x), np.stack([apply_fn(1.0, a) for a in x_adv]), y, grid,
+      adv_inputs_finite=np.isfinite(x_adv).all(axis=-1))
+  assert got['clean_correct'] == want['clean_correct'] == n - 1
+  assert got['clean_nonfinite'] == want['clean_nonfinite'] == 1
+  for p, q in zip(got['per_eps'], want['per_eps']):
+    for key in ('robust_correct', 'consistent', 'robust_accuracy',
+                'consistency'):
+      assert p[key] == q[key], (key, p, q)
+  # eps 0.5: examples 0 (clean NaN), 1 (inf), 2 (error), 3 (NaN input) out.
+  assert got['per_eps'][1]['robust_correct'] == n - 4
+  assert got['per_eps'][1]['consistent'] == n - 4
+  assert got['per_eps'][1]['adv_nonfinite'] == want['per_eps'][1][
+      'adv_nonfinite'] == 2  # 1 and 3
+  assert got['per_eps'][0]['robust_correct'] == n - 1  # eps 0: clean
