@@ -63,17 +63,22 @@ def test_kernels_take_per_example_radius_and_db_wrapper():
   x_adv = pgd(w, x, y, jax.random.key(0), eps)
   measured = np.asarray(attacks.snr_db(x, x_adv - x))
   assert np.all(measured >= 30.0 - 1e-3), measured
-  # db_attack: eps argument in dB, vmappable over a dB grid.
-  in_db = attacks.db_attack(pgd)
-  assert in_db.name == 'pgd@dB' and in_db.config['eps_units'] == 'dB'
-  grid = jnp.asarray([np.inf, 40.0, 20.0], jnp.float32)
-  out = jax.vmap(in_db, in_axes=(None, None, None, None, 0))(
+  # relative_attack: eps argument r = 10^(-dB / 20), vmappable over a grid;
+  # r = 0 is the identity and the balls grow with r.
+  rel = attacks.relative_attack(pgd)
+  assert rel.name == 'pgd' and 'SNR_dB' in rel.config['eps_units']
+  db = np.array([np.inf, 40.0, 20.0])
+  grid = jnp.asarray(attacks.ratio_from_snr_db(db), jnp.float32)
+  np.testing.assert_allclose(np.asarray(grid), [0.0, 0.01, 0.1], rtol=1e-6)
+  np.testing.assert_allclose(attacks.snr_db_from_ratio(grid), db, rtol=1e-5)
+  out = jax.vmap(rel, in_axes=(None, None, None, None, 0))(
       w, x, y, jax.random.key(0), grid)
   np.testing.assert_array_equal(np.asarray(out[0]), np.asarray(x))
-  np.testing.assert_allclose(np.asarray(out[2]), np.asarray(in_db(
-      w, x, y, jax.random.key(0), 20.0)), atol=1e-6)
-  for i, db in ((1, 40.0), (2, 20.0)):
-    assert np.all(np.asarray(attacks.snr_db(x, out[i] - x)) >= db - 1e-3)
+  np.testing.assert_allclose(np.asarray(out[2]), np.asarray(pgd(
+      w, x, y, jax.random.key(0), attacks.eps_from_snr_db(
+          x, 20.0, norm='linf'))), atol=1e-6)
+  for i in (1, 2):
+    assert np.all(np.asarray(attacks.snr_db(x, out[i] - x)) >= db[i] - 1e-3)
 
 
 def test_universal_eps_and_protocol():
@@ -93,3 +98,22 @@ def test_universal_eps_and_protocol():
 def test_bad_inputs_raise(kwargs):
   with pytest.raises(ValueError):
     attacks.eps_from_snr_db(_sines([0.5, 0.2]), **kwargs)
+
+
+def test_relative_attack_runs_in_the_evaluator_with_a_db_grid():
+  from tinyrobust.evaluation import robustness_run  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(2)
+  x = (_sines(rng.uniform(0.1, 0.9, size=24)) * rng.choice(
+      [-1.0, 1.0], size=(24, 1))).astype(np.float32)
+  w = jnp.asarray(rng.normal(size=(T, 3)) / 40, jnp.float32)
+  y = np.asarray(np.argmax(x @ np.asarray(w), 1), np.int32)  # all correct
+  rel = attacks.relative_attack(attacks.make_pgd(lambda v, a: a @ v, steps=3,
+                                                 clip=(-1.0, 1.0)))
+  db = [np.inf, 40.0, 20.0, 6.0]
+  run = robustness_run(lambda v, a: a @ v, w, (x, y), attacks={'pgd': rel},
+                       eps_grid=attacks.ratio_from_snr_db(db), batch_size=32,
+                       seed=0, clip=(-1.0, 1.0), sanity_checks=False)
+  robust = [p['robust_correct'] for p in run.results['attacks']['pgd'][
+      'per_eps']]
+  assert robust[0] == 24 and robust == sorted(robust, reverse=True)
+  assert robust[-1] < 24

@@ -1,5 +1,5 @@
-"""Pure, jittable attack kernels as plug-ins: FGSM, PGD, APGD, Square and the
-AutoAttack cascade (L-inf and L2).
+"""Pure, jittable attack kernels as plug-ins: FGSM, PGD, APGD, FAB, Square
+and the AutoAttack cascade (L-inf and L2).
 
 This package imports nothing from `tinyrobust.models` or `tinyrobust.data`:
 a model enters only as `apply_fn(variables, x) -> logits`.
@@ -62,10 +62,14 @@ from tinyrobust.attacks.apgd import make_apgd
 from tinyrobust.attacks.apgd import make_apgd_ce
 from tinyrobust.attacks.apgd import make_apgd_dlr
 from tinyrobust.attacks.apgd import make_apgd_t
+from tinyrobust.attacks.autoattack import autoattack_stages
 from tinyrobust.attacks.autoattack import make_autoattack
 from tinyrobust.attacks.checks import check_inputs
 from tinyrobust.attacks.checks import check_shapes
 from tinyrobust.attacks.checks import LOOPS
+from tinyrobust.attacks.fab import boundary_projection
+from tinyrobust.attacks.fab import make_fab
+from tinyrobust.attacks.fab import make_fab_t
 from tinyrobust.attacks.losses import get_loss
 from tinyrobust.attacks.losses import label_margin
 from tinyrobust.attacks.losses import LOSSES
@@ -84,9 +88,12 @@ from tinyrobust.attacks.registry import get_attack
 from tinyrobust.attacks.registry import list_attacks
 from tinyrobust.attacks.registry import register_attack
 from tinyrobust.attacks.registry import unregister_attack
-from tinyrobust.attacks.snr import db_attack
 from tinyrobust.attacks.snr import eps_from_snr_db
+from tinyrobust.attacks.snr import ratio_from_snr_db
+from tinyrobust.attacks.snr import relative_attack
+from tinyrobust.attacks.snr import relative_eps
 from tinyrobust.attacks.snr import snr_db
+from tinyrobust.attacks.snr import snr_db_from_ratio
 from tinyrobust.attacks.snr import universal_eps_from_snr_db
 from tinyrobust.attacks.square import make_square
 from tinyrobust.attacks.square import square_p
@@ -106,7 +113,9 @@ __all__ = [
     'make_apgd_dlr', 'make_apgd_t', 'make_autoattack', 'make_square',
     'square_p', 'Threat',
     # Issue 25: transfer-oriented attacks, universal perturbations, dB budgets.
-    'make_mifgsm', 'db_attack', 'eps_from_snr_db', 'snr_db',
-    'universal_eps_from_snr_db', 'apply_universal', 'fit_universal',
+    'make_mifgsm', 'eps_from_snr_db', 'ratio_from_snr_db', 'relative_attack',
+    'relative_eps', 'snr_db', 'snr_db_from_ratio', 'universal_eps_from_snr_db', 'apply_universal', 'fit_universal',
     'load_universal', 'save_universal', 'UniversalPerturbation',
+    # Issue 22: FAB / FAB-T and the AutoAttack stages for a scheduler.
+    'make_fab', 'make_fab_t', 'boundary_projection', 'autoattack_stages',
 ]

@@ -20,10 +20,19 @@ Radii are in the units of `x`. Higher dB means a quieter, weaker attack;
 
 Every kernel takes eps as a scalar or `[B]`, so a per-example radius goes
 straight in: `attack(variables, x, y, key, eps_from_snr_db(x, 30.0,
-norm='linf'))`. `db_attack` wraps a kernel so that its eps argument *is* the
-SNR in dB (for an eps grid in dB, vmapped like any kernel). A universal
-perturbation has one radius for every clip: `universal_eps_from_snr_db`
-states it relative to the mean clip energy of a set.
+norm='linf'))`.
+
+An eps grid in dB for the evaluator. The evaluator (and its scheduler,
+which reuses an adversarial example found at a smaller eps at every larger
+one and skips eps = 0) needs an eps that grows with the ball and is 0 for
+no perturbation; dB does neither (larger dB is a smaller ball, 0 dB a loud
+one). So `relative_attack` wraps a kernel whose eps argument is the
+*relative amplitude* `r = 10^(-snr / 20)` (`ratio_from_snr_db`): the radius
+is `r * ||x_i||_2` (L2) or `r * rms(x_i)` (L-inf), r = 0 is the identity and
+the balls grow with r. A dB grid is passed as `ratio_from_snr_db(grid)`
+and reported back with `snr_db_from_ratio`. A universal perturbation has
+one radius for every clip: `universal_eps_from_snr_db` states it relative
+to the mean clip energy of a set.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ from tinyrobust.attacks import checks
 from tinyrobust.attacks import norms
 from tinyrobust.attacks import registry
 
+RATIO_UNITS = 'relative amplitude r = 10^(-SNR_dB / 20)'
 FORMULAS = {
     'l2': 'eps_i = ||x_i||_2 * 10^(-snr_db / 20)  (||delta_i||_2 <= eps_i '
           'means SNR_i >= snr_db)',
@@ -80,6 +90,32 @@ def _energy(a: jax.Array) -> jax.Array:
   return jnp.sum(jnp.square(a), axis=tuple(range(1, a.ndim)))
 
 
+def ratio_from_snr_db(snr_db: Any) -> Any:
+  """Relative amplitude `r = 10^(-snr_db / 20)` (+inf dB -> 0); numbers,
+  NumPy or JAX arrays alike."""
+  return 10.0 ** (-snr_db / 20.0) if isinstance(snr_db, jax.Array) else \
+      np.power(10.0, -np.asarray(snr_db, np.float64) / 20.0)
+
+
+def snr_db_from_ratio(ratio: Any) -> np.ndarray:
+  """`-20 log10(r)` in dB (r = 0 -> +inf), as float64 NumPy."""
+  r = np.asarray(ratio, np.float64)
+  with np.errstate(divide='ignore'):
+    return -20.0 * np.log10(r)
+
+
+def relative_eps(x: Any, ratio: Any, *, norm: str) -> jax.Array:
+  """Per-example radius `[B]`: `ratio * ||x_i||_2` (L2) or `ratio *
+  rms(x_i)` (L-inf), `ratio` a scalar or `[B]` >= 0. Traceable."""
+  norms.check_norm(norm)
+  _check_x(x)
+  x = jnp.asarray(x)
+  e = _energy(x)
+  if norm == 'linf':
+    e = e / max(1, int(np.prod(x.shape[1:])))
+  return (jnp.sqrt(e) * jnp.asarray(ratio, e.dtype)).astype(x.dtype)
+
+
 def eps_from_snr_db(x: Any, snr_db: Any, *, norm: str) -> jax.Array:
   """Per-example radius for an SNR budget (formulas in the module docstring).
 
@@ -98,12 +134,8 @@ def eps_from_snr_db(x: Any, snr_db: Any, *, norm: str) -> jax.Array:
   norms.check_norm(norm)
   _check_x(x)
   _check_snr(snr_db, np.shape(x)[0])
-  x = jnp.asarray(x)
-  e = _energy(x)
-  if norm == 'linf':
-    e = e / max(1, int(np.prod(x.shape[1:])))
-  gain = jnp.power(10.0, -jnp.asarray(snr_db, e.dtype) / 20.0)
-  return (jnp.sqrt(e) * gain).astype(x.dtype)
+  return relative_eps(x, 10.0 ** (-jnp.asarray(snr_db, jnp.float32) / 20.0),
+                      norm=norm)
 
 
 def universal_eps_from_snr_db(x: Any, snr_db: float, *, norm: str) -> float:
@@ -154,25 +186,28 @@ def protocol(norm: str) -> dict[str, str]:
   """The conversion as it goes in a results record: units, formula, SNR."""
   norms.check_norm(norm)
   return {'eps_units': 'dB', 'norm': norm, 'formula': FORMULAS[norm],
-          'snr_definition': SNR_DEFINITION}
+          'snr_definition': SNR_DEFINITION, 'grid_units': RATIO_UNITS}
 
 
-def db_attack(attack: registry.Attack, *,
-              norm: str | None = None) -> registry.Attack:
-  """`attack` with its eps argument read as an SNR in dB.
+def relative_attack(attack: registry.Attack, *,
+                    norm: str | None = None) -> registry.Attack:
+  """`attack` with its eps argument read as a relative amplitude r.
 
-  The returned kernel computes `eps_from_snr_db(x, snr, norm=norm)` and calls
-  `attack(variables, x, y, key, eps)`; it stays pure and vmappable over a dB
-  grid. Note the direction: a larger dB value is a *weaker* attack, and
-  `snr = +inf` is the identity.
+  The returned kernel calls `attack(variables, x, y, key, relative_eps(x,
+  r, norm=norm))`: the radius is `r * ||x_i||_2` (L2) or `r * rms(x_i)`
+  (L-inf), i.e. an SNR of `-20 log10(r)` dB. It stays pure and vmappable
+  over a grid of r; r = 0 is the identity and larger r a larger ball, so an
+  evaluator's eps grid (and its nested-eps scheduler) works unchanged with
+  `eps_grid = ratio_from_snr_db(db_grid)`.
 
   Args:
-    attack: an `Attack` record (or a kernel) with a per-example eps.
+    attack: an `Attack` record (or a kernel) taking a per-example eps.
     norm: the conversion's norm; default `attack.config['norm']`.
 
   Returns:
-    An `Attack` named `<name>@dB` whose config is the wrapped one plus
-    `eps_units='dB'` and the conversion `formula`.
+    An `Attack` with the wrapped name (metric keys unchanged) whose config
+    is the wrapped one plus `eps_units` (the ratio's definition) and the
+    dB `formula` of `protocol(norm)`.
   """
   attack = registry.as_attack(getattr(attack, 'name', 'attack'), attack)
   norm = norm if norm is not None else attack.config.get('norm')
@@ -181,10 +216,9 @@ def db_attack(attack: registry.Attack, *,
                      f'norm= (one of {", ".join(norms.NORMS)}).')
   norms.check_norm(norm)
 
-  def kernel(variables, x, y, key, snr):
-    return attack(variables, x, y, key, eps_from_snr_db(x, snr, norm=norm))
+  def kernel(variables, x, y, key, ratio):
+    return attack(variables, x, y, key, relative_eps(x, ratio, norm=norm))
 
   config = dict(attack.config)
-  config.update(protocol(norm))
-  return registry.Attack(name=f'{attack.name}@dB', config=config,
-                         kernel=kernel)
+  config.update(protocol(norm), eps_units=RATIO_UNITS)
+  return registry.Attack(name=attack.name, config=config, kernel=kernel)
