@@ -62,7 +62,6 @@ from tinyrobust.attacks.apgd import make_apgd
 from tinyrobust.attacks.apgd import make_apgd_ce
 from tinyrobust.attacks.apgd import make_apgd_dlr
 from tinyrobust.attacks.apgd import make_apgd_t
-from tinyrobust.attacks.autoattack import autoattack_stages
 from tinyrobust.attacks.autoattack import make_autoattack
 from tinyrobust.attacks.checks import check_inputs
 from tinyrobust.attacks.checks import check_shapes
@@ -114,8 +113,9 @@ __all__ = [
     'square_p', 'Threat',
     # Issue 25: transfer-oriented attacks, universal perturbations, dB budgets.
     'make_mifgsm', 'eps_from_snr_db', 'ratio_from_snr_db', 'relative_attack',
-    'relative_eps', 'snr_db', 'snr_db_from_ratio', 'universal_eps_from_snr_db', 'apply_universal', 'fit_universal',
-    'load_universal', 'save_universal', 'UniversalPerturbation',
+    'relative_eps', 'snr_db', 'snr_db_from_ratio', 'universal_eps_from_snr_db',
+    'apply_universal', 'fit_universal', 'load_universal', 'save_universal',
+    'UniversalPerturbation',
     # Issue 22: FAB / FAB-T and the AutoAttack stages for a scheduler.
-    'make_fab', 'make_fab_t', 'boundary_projection', 'autoattack_stages',
+    'make_fab', 'make_fab_t', 'boundary_projection',
 ]
