@@ -108,12 +108,13 @@ def test_cascade_is_the_per_example_worst_case(digits_mlp):
   assert np.all(broken[~_robust(f, v, x, y)] == 0)  # clean errors: stage 0
   singles = {'apgd-ce': attacks.get_attack('apgd-ce', f, steps=10, **kw),
              'apgd-t': attacks.get_attack('apgd-t', f, steps=10, **kw),
+             'fab-t': attacks.get_attack('fab-t', f, steps=10, **kw),
              'square': attacks.get_attack('square', f, queries=100, **kw)}
   for name, atk in singles.items():
     r = _robust(f, v, atk(v, x, y, key, EPS), y)
     assert robust_aa.mean() <= r.mean() + 2 / len(y), name
   stages = aa.config['stages']
-  assert stages == ['clean', 'apgd-ce', 'apgd-t', 'square']
+  assert stages == ['clean', 'apgd-ce', 'apgd-t', 'fab-t', 'square']
   assert set(np.unique(broken)) <= set(range(-1, len(stages)))
 
 
@@ -130,9 +131,96 @@ def test_evaluator_reports_each_stage_contribution(digits_mlp):
   n = res['num_examples']
   for p in aa['per_eps']:
     by = p['broken_by']
-    assert list(by) == ['clean', 'apgd-ce', 'apgd-t', 'square']
+    assert list(by) == ['clean', 'apgd-ce', 'apgd-t', 'fab-t', 'square']
     assert by['clean'] == n - aa['clean_correct']
     assert sum(by.values()) == n - p['robust_correct']
   assert sum(aa['per_eps'][0]['broken_by'].values()) == (
       aa['per_eps'][0]['broken_by']['clean'])  # eps 0 breaks nothing new
   assert aa['per_eps'][2]['broken_by']['apgd-ce'] > 0
+
+
+def test_standard_version_is_the_papers_with_its_budget_in_config():
+  f = lambda v, x: x @ v
+  aa = attacks.make_autoattack(f, norm='l2')
+  assert [s.name for s in aa.stages] == ['apgd-ce', 'apgd-t', 'fab-t',
+                                         'square']
+  c = dict(aa.config)
+  assert (c['version'], c['steps'], c['n_target_classes'], c['queries'],
+          c['restarts'], c['eot_iter']) == ('standard', 100, 9, 5000, 1, 1)
+  by_name = {s.name: dict(s.config) for s in aa.stages}
+  assert by_name['apgd-ce']['steps'] == 100
+  assert by_name['apgd-t']['n_target_classes'] == 9
+  assert (by_name['fab-t']['steps'], by_name['fab-t']['n_target_classes'],
+          by_name['fab-t']['restarts']) == (100, 9, 1)
+  assert by_name['square']['queries'] == 5000
+  assert all(s['norm'] == 'l2' for s in by_name.values())
+  assert autoattack.autoattack_stages(f, norm='l2')[2].name == 'fab-t'
+
+
+def test_rand_version_is_apgd_ce_and_dlr_with_eot_20():
+  f = lambda v, x: x @ v
+  aa = attacks.make_autoattack(f, version='rand')
+  assert [s.name for s in aa.stages] == ['apgd-ce', 'apgd-dlr']
+  assert aa.config['eot_iter'] == 20 and aa.config['version'] == 'rand'
+  assert all(dict(s.config)['eot_iter'] == 20 for s in aa.stages)
+  with pytest.raises(ValueError, match='version'):
+    attacks.make_autoattack(f, version='plus')
+
+
+def test_rand_version_runs_a_random_model_with_eot(digits_mlp):
+  """A model with test-time noise: the EOT stages see its draws, the
+  cascade's decisions the fixed draw key(0)."""
+  f, v, x, y = digits_mlp
+
+  def noisy(v, xs, key):
+    return f(v, xs + 0.01 * jax.random.normal(key, xs.shape))
+
+  aa = attacks.make_autoattack(noisy, version='rand', random_apply=True,
+                               steps=5, eot_iter=2, clip=(0.0, 1.0),
+                               return_info=True)
+  x_aa, info = aa(v, x, y, jax.random.key(0), EPS)
+  fixed = lambda v, xs: noisy(v, xs, jax.random.key(0))
+  robust = _robust(fixed, v, x_aa, y)
+  assert np.all(robust == (np.asarray(info['broken_by']) == -1))
+  assert robust.mean() < _robust(fixed, v, x, y).mean()
+  assert np.abs(np.asarray(x_aa) - np.asarray(x)).max() <= EPS + 1e-6
+
+
+def test_stages_run_one_after_another_give_the_cascade(digits_mlp):
+  """The stage records, each run on the whole batch with the cascade's
+  keys and kept per example at the first success, reproduce the cascade."""
+  f, v, x, y = digits_mlp
+  kw = dict(attacks=['fab-t', 'apgd-ce', 'square'], steps=5, queries=30,
+            n_target_classes=3, clip=(0.0, 1.0))
+  aa = attacks.make_autoattack(f, return_info=True, **kw)
+  assert [s.name for s in aa.stages] == kw['attacks']
+  key = jax.random.key(2)
+  x_aa, info = aa(v, x, y, key, EPS)
+  broken = ~_robust(f, v, x, y)
+  x_out = np.asarray(x).copy()
+  by = np.where(broken, 0, -1)
+  for i, (stage, k) in enumerate(zip(aa.stages, jax.random.split(key, 3))):
+    x_i = np.asarray(stage(v, x, y, k, EPS))
+    new = ~_robust(f, v, x_i, y) & ~broken
+    x_out[new], by[new] = x_i[new], i + 1
+    broken |= new
+  np.testing.assert_array_equal(np.asarray(info['broken_by']), by)
+  np.testing.assert_array_equal(np.asarray(x_aa), x_out)
+  assert 1 in set(by)  # FAB-T, the first stage, broke points within eps
+
+
+def test_stage_needing_more_classes_is_skipped_with_a_warning():
+  rng = np.random.default_rng(0)
+  w = jnp.asarray(rng.normal(size=(6, 3)), jnp.float32)
+  f = lambda v, x: x @ v
+  x = jnp.asarray(rng.uniform(size=(8, 6)), jnp.float32)
+  y = jnp.argmax(f(w, x), -1).astype(jnp.int32)
+  aa = attacks.make_autoattack(f, attacks=['apgd-t', 'fab-t'], steps=3,
+                               clip=(0.0, 1.0), return_info=True)
+  with pytest.warns(UserWarning, match='apgd-t skipped'):
+    np.testing.assert_array_equal(
+        np.asarray(aa.stages[0](w, x, y, jax.random.key(0), 0.5)),
+        np.asarray(x))
+  with pytest.warns(UserWarning, match='apgd-t skipped'):
+    _, info = aa(w, x, y, jax.random.key(0), 0.5)
+  assert not np.any(np.asarray(info['broken_by']) == 1)

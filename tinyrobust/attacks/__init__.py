@@ -62,6 +62,7 @@ from tinyrobust.attacks.apgd import make_apgd
 from tinyrobust.attacks.apgd import make_apgd_ce
 from tinyrobust.attacks.apgd import make_apgd_dlr
 from tinyrobust.attacks.apgd import make_apgd_t
+from tinyrobust.attacks.autoattack import autoattack_stages
 from tinyrobust.attacks.autoattack import make_autoattack
 from tinyrobust.attacks.checks import check_inputs
 from tinyrobust.attacks.checks import check_shapes
@@ -117,5 +118,5 @@ __all__ = [
     'apply_universal', 'fit_universal', 'load_universal', 'save_universal',
     'UniversalPerturbation',
     # Issue 22: FAB / FAB-T and the AutoAttack stages for a scheduler.
-    'make_fab', 'make_fab_t', 'boundary_projection',
+    'make_fab', 'make_fab_t', 'boundary_projection', 'autoattack_stages',
 ]

@@ -49,6 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tinyrobust.attacks import build
+from tinyrobust.attacks import loops
 from tinyrobust.attacks import registry
 from tinyrobust.attacks import threat as threat_lib
 
@@ -191,14 +192,16 @@ def _projector(threat: threat_lib.Threat):
 
 def _fab_pass(apply_fn: ApplyFn, threat: threat_lib.Threat, *,
               targeted: bool, steps: int, alpha_max: float, eta: float,
-              beta: float):
+              beta: float, loop: str | int | None, chunk: int | None):
   """One FAB run: `run(variables, x0, y, target, key, rand, eps_b) ->
   (adv, res)`, the nearest adversarial iterate and its distance (inf if
-  none)."""
+  none); the steps are driven by `loops.run_loop` (start and body built
+  once, here)."""
   boundary = _linear_boundary(apply_fn, threat, targeted)
   project = _projector(threat)
 
-  def step(variables, x0, y, target, carry):
+  def body(i, carry, variables, x0, y, target):
+    del i
     x1, adv, res = carry
     w, b = boundary(variables, x1, y, target)
     d1, d2 = project(x1, x0, w, b)
@@ -216,7 +219,8 @@ def _fab_pass(apply_fn: ApplyFn, threat: threat_lib.Threat, *,
     x1 = jnp.where(_rows(is_adv, x1), x0 + (x1 - x0) * beta, x1)
     return jax.lax.stop_gradient((x1, adv, res))
 
-  def run(variables, x0, y, target, key, rand, eps_b):
+  @jax.jit
+  def start(x0, key, rand, eps_b):
     if threat.norm == 'linf':
       t = jax.random.uniform(key, x0.shape, x0.dtype, -1.0, 1.0)
       n = jnp.max(jnp.abs(_flat(t)), axis=1)
@@ -225,9 +229,13 @@ def _fab_pass(apply_fn: ApplyFn, threat: threat_lib.Threat, *,
       n = jnp.linalg.norm(_flat(t), axis=1)
     u = 0.5 * eps_b * t / _rows(jnp.where(n > 0, n, 1.0), t)
     x1 = jnp.where(rand, threat.clip(x0 + threat.to_delta(u)), x0)
-    carry = (x1, x0, jnp.full(x0.shape[:1], jnp.inf, x0.dtype))
-    body = lambda _, c: step(variables, x0, y, target, c)
-    _, adv, res = jax.lax.fori_loop(0, steps, body, carry)
+    return x1, x0, jnp.full(x0.shape[:1], jnp.inf, x0.dtype)
+
+  def run(variables, x0, y, target, key, rand, eps_b):
+    carry = start(x0, key, rand, eps_b)
+    _, adv, res = loops.run_loop(body, carry, steps,
+                                 args=(variables, x0, y, target), loop=loop,
+                                 chunk=chunk)
     return adv, res
 
   return run
@@ -249,63 +257,79 @@ def _passes(logits: jax.Array, y: jax.Array, *, targeted: bool,
 
 def _fab_run(apply_fn: ApplyFn, threat: threat_lib.Threat, *,
              targeted: bool, n_target_classes: int, restarts: int,
-             **pass_options):
-  """All passes under `lax.scan`; per example the first pass whose
-  adversarial example lies within eps, else x."""
-  one_pass = _fab_pass(apply_fn, threat, targeted=targeted, **pass_options)
+             loop: str | int | None, **pass_options):
+  """All passes (`lax.scan`, or a Python loop when the steps are
+  host-driven); per example the first pass whose adversarial example lies
+  within eps, else x. Passes are skipped once every point is done."""
+  one_pass = _fab_pass(apply_fn, threat, targeted=targeted, loop=loop,
+                       **pass_options)
 
-  def run(variables, x, y, key, eps_b):
+  @jax.jit
+  def prepare(variables, x, y, key):
     logits = apply_fn(variables, x)
     correct = jnp.argmax(logits, axis=-1) == y
     targets, rand = _passes(logits, y, targeted=targeted,
                             n_target_classes=n_target_classes,
                             restarts=restarts)
-    keys = jax.random.split(key, targets.shape[0])
-    eps = eps_b.reshape(-1)
-
-    def body(c, inp):
-      k, target, r = inp
-      skip = lambda _: (x, jnp.full(eps.shape, jnp.inf, x.dtype))
-      attack = lambda _: one_pass(variables, x, y, target, k, r, eps_b)
-      adv, res = jax.lax.cond(jnp.all(c['done']), skip, attack, None)
-      ok = correct & (res <= eps)
-      take = ok & ~c['done']
-      return dict(x=jnp.where(_rows(take, x), adv, c['x']),
-                  done=c['done'] | ok,
-                  distance=jnp.minimum(c['distance'], res)), None
-
-    init = dict(x=x, done=~correct,
+    init = dict(x=x, done=~correct, correct=correct,
                 distance=jnp.where(correct, jnp.inf, 0.0).astype(x.dtype))
-    c, _ = jax.lax.scan(body, init, (keys, targets, rand))
+    return init, (jax.random.split(key, targets.shape[0]), targets, rand)
+
+  @jax.jit
+  def merge(c, adv, res, eps_b):
+    ok = c['correct'] & (res <= eps_b.reshape(-1))
+    take = ok & ~c['done']
+    return dict(c, x=jnp.where(_rows(take, adv), adv, c['x']),
+                done=c['done'] | ok,
+                distance=jnp.minimum(c['distance'], res))
+
+  def run(variables, x, y, key, eps_b):
+    host = loops.host_mode(loop, variables, x, key, eps_b)
+    init, passes = prepare(variables, x, y, key)
+
+    def one(c, inp):
+      k, target, r = inp
+      attack = lambda: one_pass(variables, x, y, target, k, r, eps_b)
+      if host:
+        if bool(jnp.all(c['done'])):
+          return c
+        return merge(c, *attack(), eps_b)
+      skip = lambda _: (x, jnp.full(x.shape[:1], jnp.inf, x.dtype))
+      adv, res = jax.lax.cond(jnp.all(c['done']), skip,
+                              lambda _: attack(), None)
+      return merge(c, adv, res, eps_b)
+
+    c = loops.scan_or_loop(one, init, passes, host=host)
     return c['x'], {'distance': c['distance']}
 
   return run
 
 
 def _check_options(*, steps, restarts, n_target_classes, alpha_max, eta,
-                   beta, targeted):
+                   beta, targeted, loop, chunk):
   for name, v in (('steps', steps), ('restarts', restarts),
                   ('n_target_classes', n_target_classes)):
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
       raise ValueError(f'{name} must be an int >= 1, got {v!r}.')
-  for name, v, lo, hi in (('alpha_max', alpha_max, 0.0, 1.0),
-                          ('eta', eta, 1.0, math.inf),
-                          ('beta', beta, 0.0, 1.0)):
+  for name, v, ok, allowed in (
+      ('alpha_max', alpha_max, lambda v: 0 <= v <= 1, 'in [0, 1]'),
+      ('eta', eta, lambda v: v >= 1, '>= 1 (finite)'),
+      ('beta', beta, lambda v: 0 < v <= 1, 'in (0, 1]')):
     if isinstance(v, bool) or not isinstance(
         v, (int, float, np.integer, np.floating)) or not (
-            math.isfinite(v) and lo <= v <= hi) or (name == 'beta' and v == 0):
-      allowed = f'in [{lo}, {hi}]' if hi < math.inf else f'>= {lo}, finite'
-      if name == 'beta':
-        allowed = 'in (0, 1]'
+            math.isfinite(v) and ok(v)):
       raise ValueError(f'{name} must be a number {allowed}, got {v!r}.')
   if not isinstance(targeted, bool):
     raise ValueError(f'targeted must be a bool, got {targeted!r}.')
+  loops.check_loop(loop)
+  loops.check_chunk(chunk)
 
 
 def make_fab(apply_fn: ApplyFn, *, norm: str = 'linf', targeted: bool = False,
              n_target_classes: int = 9, steps: int = 100, restarts: int = 1,
              alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9,
              clip: tuple[Any, Any] | None = None, eps_scale: Any = None,
+             loop: str | int | None = 'auto', chunk: int | None = None,
              return_info: bool = False) -> registry.Attack:
   """Builds FAB (or FAB-T) (see the module docstring for the algorithm).
 
@@ -323,6 +347,10 @@ def make_fab(apply_fn: ApplyFn, *, norm: str = 'linf', targeted: bool = False,
     clip: `(lo, hi)` data range (as in `make_pgd`), part of the projection.
     eps_scale: per-feature eps scale (as in `make_pgd`); distances are in
       the scaled norm.
+    loop, chunk: how the steps run (`loops.run_loop`; as in `make_pgd`):
+      'auto' is host-driven jitted chunks on CPU, `fori_loop` on GPU/TPU;
+      in 'host' mode the passes are a Python loop that stops once every
+      point is done.
     return_info: also return the `make_pgd` info plus 'distance'.
 
   Returns:
@@ -333,33 +361,35 @@ def make_fab(apply_fn: ApplyFn, *, norm: str = 'linf', targeted: bool = False,
   build.check_apply_fn(apply_fn)
   _check_options(steps=steps, restarts=restarts, alpha_max=alpha_max,
                  n_target_classes=n_target_classes, eta=eta, beta=beta,
-                 targeted=targeted)
+                 targeted=targeted, loop=loop, chunk=chunk)
   threat = threat_lib.Threat.build(norm, clip, eps_scale)
   run = _fab_run(apply_fn, threat, targeted=targeted,
                  n_target_classes=int(n_target_classes),
                  restarts=int(restarts), steps=int(steps),
                  alpha_max=float(alpha_max), eta=float(eta),
-                 beta=float(beta))
+                 beta=float(beta), loop=loop, chunk=chunk)
   config = dict(norm=norm, targeted=targeted, steps=steps, restarts=restarts,
                 alpha_max=alpha_max, eta=eta, beta=beta, clip=clip,
-                eps_scale=eps_scale)
+                eps_scale=eps_scale, loop=loop, chunk=chunk)
   if targeted:
     config['n_target_classes'] = n_target_classes
   return build.build_attack('fab-t' if targeted else 'fab', config, apply_fn,
                             run, threat=threat, return_info=return_info,
-                            extra_info=True)
+                            extra_info=True, loop=loop)
 
 
 def make_fab_t(apply_fn: ApplyFn, *, norm: str = 'linf',
                n_target_classes: int = 9, steps: int = 100,
                restarts: int = 1, alpha_max: float = 0.1, eta: float = 1.05,
                beta: float = 0.9, clip=None, eps_scale=None,
+               loop: str | int | None = 'auto', chunk: int | None = None,
                return_info: bool = False) -> registry.Attack:
   """FAB-T, AutoAttack's targeted FAB ('fab-t'); see `make_fab`."""
   return make_fab(apply_fn, norm=norm, targeted=True,
                   n_target_classes=n_target_classes, steps=steps,
                   restarts=restarts, alpha_max=alpha_max, eta=eta, beta=beta,
-                  clip=clip, eps_scale=eps_scale, return_info=return_info)
+                  clip=clip, eps_scale=eps_scale, loop=loop, chunk=chunk,
+                  return_info=return_info)
 
 
 registry.register_attack('fab', make_fab)

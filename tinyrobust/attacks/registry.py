@@ -47,10 +47,14 @@ class Attack:
     config: the options the factory was built with, JSON-able (tuples and
       arrays as lists), read-only.
     kernel: the callable doing the work, with the same signature.
+    stages: for a cascade (AutoAttack), its ordered stage `Attack` records,
+      for a host-side scheduler that runs each stage only on the points
+      still robust; empty for a single attack.
   """
   name: str
   config: Mapping[str, Any]
   kernel: Kernel
+  stages: tuple['Attack', ...] = dataclasses.field(default=(), compare=False)
 
   def __post_init__(self):
     if not isinstance(self.name, str) or not self.name:
@@ -61,6 +65,10 @@ class Attack:
                        f'{self.kernel!r}.')
     object.__setattr__(self, 'config',
                        types.MappingProxyType(dict(self.config)))
+    object.__setattr__(self, 'stages', tuple(self.stages))
+    if not all(isinstance(s, Attack) for s in self.stages):
+      raise ValueError(f'Attack stages must be Attack records, got '
+                       f'{self.stages!r}.')
 
   def __call__(self, variables, x, y, key, eps):
     """Delegates to `kernel(variables, x, y, key, eps)`."""
