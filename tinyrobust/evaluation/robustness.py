@@ -6,11 +6,15 @@ search's adversarial term and the int8 evaluation's crafting):
 1. `prepare_run` validates (`inputs.check_eval_inputs`: options, shapes,
    labels against the dataset's and the model's class count, all before any
    compilation) and builds the attacks (`tinyrobust.attacks.config`);
-2. `RobustnessEvaluator`, built once per (apply_fn, attacks, eps grid),
-   caches one jitted sweep per attack (`vmap` over eps); `run` iterates
-   `sharding.padded_batches` (sharded over all devices) and returns integer
-   counts, `craft` returns the adversarial inputs of the same batches and
-   random keys;
+2. `RobustnessEvaluator`, built once per (apply_fn, attacks, eps grid);
+   its `run` returns integer counts through one of two engines:
+   'scheduler' (the default, `tinyrobust.evaluation.scheduler`: eps in
+   ascending order, each stage only on the points still robust, compacted
+   into padded buckets, host-driven steps on CPU, per-example worst case
+   over eps, resumable with `state_path`) or 'sweep' (one jitted call per
+   batch, `vmap` over eps, every attack on every point: the per-eps raw
+   outcome, and what `precompile` compiles ahead); `craft` returns the
+   sweep's adversarial inputs of `run`'s batches and random keys;
 3. `summary.summarize` turns counts into rates, flags and table rows (the
    metric definitions are in `tinyrobust.evaluation.summary`).
 
@@ -42,7 +46,10 @@ from tinyrobust import sharding
 from tinyrobust.attacks import config as attack_config_lib
 from tinyrobust.evaluation import inputs
 from tinyrobust.evaluation import sanity
+from tinyrobust.evaluation import scheduler
 from tinyrobust.evaluation import summary
+
+ENGINES = ('scheduler', 'sweep')
 
 
 class RobustnessEvaluator:
@@ -56,11 +63,17 @@ class RobustnessEvaluator:
     eps_grid: the radii, float array.
     batch_size: requested examples per step (capped at the data size).
     mesh: the 1-D device mesh the batch axis is sharded over.
+    engine: 'scheduler' (default) or 'sweep' (see the module docstring).
   """
 
   def __init__(self, apply_fn: Callable, attacks: Mapping[str, Callable],
                eps_grid: Sequence[float], *, batch_size: int,
-               devices: Sequence[jax.Device] | None = None):
+               devices: Sequence[jax.Device] | None = None,
+               engine: str = 'scheduler'):
+    if engine not in ENGINES:
+      raise ValueError(f'Unknown evaluation engine {engine!r}. Valid: '
+                       f'{", ".join(ENGINES)}.')
+    self.engine = engine
     self.apply_fn = apply_fn
     self.attacks = {n: attacks_lib.as_attack(n, a) for n, a in
                     attacks.items()}
@@ -69,6 +82,9 @@ class RobustnessEvaluator:
     self.mesh = sharding.batch_mesh(devices)
     self._fns = {n: self._sweep_fn(a) for n, a in self.attacks.items()}
     self._craft_fns = {}
+    self._scheduler = scheduler.Scheduler(
+        apply_fn, self.attacks, self.eps_grid, batch_size=self.batch_size,
+        devices=devices)
 
   def _shardings(self):
     """in_shardings of `(variables, x, y, key, grid)`, and the `[E, B]`
@@ -141,8 +157,17 @@ class RobustnessEvaluator:
 
     `variables` may be abstract (`jax.eval_shape` of the model's init), so a
     search compiles a candidate's attacks in a thread while it trains; `run`
-    then finds them in JAX's compilation cache.
+    then finds them in JAX's compilation cache. The 'scheduler' engine
+    runs each stage once on zeros for every bucket size the run can use
+    (`scheduler.Scheduler.warm_sizes`), which compiles host-driven chunks
+    too; `order` and `on_done` then apply to the whole warm-up.
     """
+    if self.engine == 'scheduler':
+      seconds = self._scheduler.precompile(variables, x)
+      for name in self.attacks:
+        if on_done is not None:
+          on_done(name)
+      return seconds
     start = time.perf_counter()
     rep = sharding.replicated(self.mesh)
     batch = sharding.batch_sharding(self.mesh)
@@ -163,12 +188,15 @@ class RobustnessEvaluator:
     return time.perf_counter() - start
 
   def run(self, variables, x: np.ndarray, y: np.ndarray, *,
-          seed: int) -> dict[str, dict[str, Any]]:
+          seed: int, state_path: str | None = None
+          ) -> dict[str, dict[str, Any]]:
     """Counts per attack over all of `(x, y)`.
 
-    Random starts use `fold_in(fold_in(key(seed), attack_index),
-    batch_index)`, so results are deterministic for a seed and batch size,
-    whatever the device count.
+    'scheduler' engine: `scheduler.Scheduler.run` (keys, per-example worst
+    case over eps, the raw per-eps audit, resumable from `state_path`).
+    'sweep' engine: random starts use `fold_in(fold_in(key(seed),
+    attack_index), batch_index)`, so results are deterministic for a seed
+    and batch size, whatever the device count; `state_path` is refused.
 
     Returns:
       name -> {'clean_correct', 'clean_nonfinite', 'robust' [E],
@@ -177,6 +205,12 @@ class RobustnessEvaluator:
       'examples': per-example booleans {'clean' [N], 'robust' [E, N],
       'consistent' [E, N]} (for paired bootstrap intervals).
     """
+    if self.engine == 'scheduler':
+      return self._scheduler.run(variables, x, y, seed=seed,
+                                 state_path=state_path)
+    if state_path is not None:
+      raise ValueError("state_path needs engine='scheduler' (the sweep "
+                       'engine is not resumable).')
     variables, grid = self._placed(variables, x)
     out = {}
     for a_idx, (name, fn) in enumerate(self._fns.items()):
@@ -256,6 +290,7 @@ class RobustnessRun:
   seconds: dict[str, float]
   examples: dict[str, dict[str, np.ndarray]]
   indices: np.ndarray | None
+  timing: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
 
 def evaluate_robustness(apply_fn: Callable, variables: Any, dataset, *,
@@ -321,6 +356,7 @@ def evaluate_robustness_timed(apply_fn: Callable, variables: Any, dataset, *,
 def prepare_run(apply_fn: Callable, variables: Any, dataset, *, attacks,
                 eps_grid, batch_size: int, seed: int, devices=None,
                 clip: Any = 'dataset', max_examples: int | None = None,
+                engine: str = 'scheduler',
                 **attack_settings) -> tuple[RobustnessEvaluator, np.ndarray,
                                             np.ndarray, Any]:
   """Checks an evaluation and builds its evaluator, compiling nothing.
@@ -342,13 +378,13 @@ def prepare_run(apply_fn: Callable, variables: Any, dataset, *, attacks,
     kernels = attack_config_lib.build_attacks(apply_fn, attacks, clip=clip,
                                               **attack_settings)
   return (RobustnessEvaluator(apply_fn, kernels, grid, batch_size=batch_size,
-                              devices=devices), x, y, clip)
+                              devices=devices, engine=engine), x, y, clip)
 
 
 def robustness_run(apply_fn: Callable, variables: Any, dataset, *, attacks,
                    eps_grid, batch_size: int, seed: int, devices=None,
                    evaluator: RobustnessEvaluator | None = None,
-                   sanity_checks: bool = True,
+                   sanity_checks: bool = True, state_path: str | None = None,
                    **attack_settings) -> RobustnessRun:
   """`evaluate_robustness` with timings and per-example outcomes (kept out
   of the results so that they stay deterministic and small).
@@ -356,7 +392,8 @@ def robustness_run(apply_fn: Callable, variables: Any, dataset, *, attacks,
   `evaluator`: the one `prepare_run` built for the same arguments (e.g.
   precompiled while the model trained). `sanity_checks=False` skips the
   model checks and the noise baseline (a search's per-trial objective; the
-  non-finite and monotonicity flags stay).
+  non-finite and monotonicity flags stay). `state_path`: resume from and
+  save to this file (scheduler engine; see `scheduler`).
   """
   built, x, y, clip = prepare_run(
       apply_fn, variables, dataset, attacks=attacks, eps_grid=eps_grid,
@@ -369,7 +406,7 @@ def robustness_run(apply_fn: Callable, variables: Any, dataset, *, attacks,
                      f'{evaluator.eps_grid.tolist()}, but this evaluation asks'
                      f' for {list(built.attacks)} at '
                      f'{built.eps_grid.tolist()}.')
-  counts = evaluator.run(variables, x, y, seed=seed)
+  counts = evaluator.run(variables, x, y, seed=seed, state_path=state_path)
   noise_counts, model_flags = None, ()
   if sanity_checks:
     noise_counts, model_flags = _sanity_runs(
@@ -391,6 +428,9 @@ def robustness_run(apply_fn: Callable, variables: Any, dataset, *, attacks,
   return RobustnessRun(
       results=out, seconds={n: float(c['seconds']) for n, c in counts.items()},
       examples={n: c['examples'] for n, c in counts.items()},
+      timing={n: {k: c[k] for k in ('seconds', 'stage_seconds',
+                                    'compile_seconds') if k in c}
+              for n, c in counts.items()},
       indices=inputs.subset_indices(
           len(inputs.unpack_dataset(dataset)[1]),
           attack_settings.get('max_examples'), int(seed)))

@@ -325,6 +325,45 @@ class Scheduler:
       self._jitted[id(kernel)] = (kernel, jax.jit(kernel))
     return self._jitted[id(kernel)][1]
 
+  def warm_sizes(self, n: int) -> list[int]:
+    """Bucket sizes a run over `n` points can use: exactly
+    `bucket_sizes(n, step)` when one attack pass over every point is all
+    there is (one-stage attacks, one nonzero eps), else every power of two
+    in [min_bucket, step] and the step itself."""
+    step = sharding.step_batch_size(self.batch_size, n, self.mesh)
+    nonzero = np.unique(self.eps_grid[self.eps_grid > 0])
+    cascade = any(getattr(a, 'stages', None) for a in self.attacks.values())
+    if len(nonzero) <= 1 and not cascade:
+      return sorted(set(bucket_sizes(n, step, min_bucket=self.min_bucket,
+                                     multiple=self.mesh.size)))
+    return sorted({bucket_sizes(r, step, min_bucket=self.min_bucket,
+                                multiple=self.mesh.size)[-1]
+                   for r in range(1, step + 1)})
+
+  def precompile(self, variables, x: np.ndarray) -> float:
+    """Compiles every stage (and the prediction) for the bucket sizes a run
+    over `x` can use, by running them once on zeros; returns the seconds.
+
+    `variables` may be abstract (`jax.eval_shape` of the init, as a search
+    passes while the candidate trains): zeros of their shapes stand in.
+    """
+    start = time.perf_counter()
+    zeros = lambda a: jnp.zeros(a.shape, a.dtype)
+    variables = jax.device_put(jax.tree.map(zeros, variables),
+                               sharding.replicated(self.mesh))
+    eps = jnp.asarray(float(self.eps_grid.max()), x.dtype)
+    step = sharding.step_batch_size(self.batch_size, len(x), self.mesh)
+    for size in sorted(set(self.warm_sizes(len(x))) | {step}):
+      xb = self._put(np.zeros((size,) + x.shape[1:], x.dtype))
+      yb = self._put(np.zeros(size, np.int32))
+      jax.block_until_ready(self._predict(variables, xb))
+      for attack in self.attacks.values():
+        for _, kernel in stages_of(attack):
+          out = self._callable(kernel)(variables, xb, yb,
+                                       jax.random.key(0), eps)
+          jax.block_until_ready(out)
+    return time.perf_counter() - start
+
   def _put(self, a: np.ndarray) -> jax.Array:
     return jax.device_put(a, sharding.batch_sharding(self.mesh))
 

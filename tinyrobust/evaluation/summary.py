@@ -97,6 +97,8 @@ def summarize(counts: Mapping[str, Mapping[str, Any]],
         'per_eps': per_eps_rates(eps_grid, c['robust'], c['consistent'],
                                  c['adv_nonfinite'], n),
     }
+    for p, raw in zip(per_attack[name]['per_eps'], c.get('raw_robust', ())):
+      p['raw_robust_correct'] = float(raw)  # scheduler: see its docstring
     stages = rec.config.get('stages')
     for p, by in zip(per_attack[name]['per_eps'],
                      c.get('broken_by') or ()):
