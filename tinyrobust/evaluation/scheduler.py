@@ -69,6 +69,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tinyrobust import sharding
+from tinyrobust.attacks import loops
 from tinyrobust.attacks import registry as attack_registry
 
 STATE_VERSION = 1
@@ -150,9 +151,13 @@ def host_driven(kernel: Callable) -> bool:
   (`loop='host'`, or `'auto'` on CPU): the scheduler then calls it eagerly,
   since under `jax.jit` it would fall back to a rolled loop. Every other
   kernel is called through one cached `jax.jit` per stage."""
-  loop = dict(getattr(kernel, 'config', None) or {}).get('loop')
-  return loop == 'host' or (loop == 'auto' and
-                            jax.default_backend() == 'cpu')
+  config = dict(getattr(kernel, 'config', None) or {})
+  if 'loop' not in config:  # a plain kernel: no host-driven steps
+    return False
+  try:
+    return loops.host_mode(config['loop'])
+  except ValueError:
+    return False
 
 
 @dataclasses.dataclass
