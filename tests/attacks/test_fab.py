@@ -123,6 +123,21 @@ def test_fab_finds_the_closed_form_minimum(linear, norm, clip):
     assert np.asarray(x_adv).min() >= 0.0 and np.asarray(x_adv).max() <= 1.0
 
 
+def test_fab_minimises_the_scaled_norm(linear):
+  """With eps_scale s the L-inf ball is |d_i| <= eps s_i: the minimal
+  distance is |f_y - f_k| / ||(w_y - w_k) * s||_1."""
+  v, x, y = linear
+  s = np.linspace(0.5, 2.0, D).astype(np.float32)
+  r = _distances({'w': v['w'] * s[:, None], 'b': v['b']}, x / s, y,
+                 'linf').min(1)
+  atk = attacks.get_attack('fab', _linear, norm='linf', eps_scale=s,
+                           steps=60)
+  x_adv = atk(v, x, y, jax.random.key(0), 10.0)
+  size = _size((x_adv - x) / s, 'linf')
+  assert np.all(size >= r * (1 - 1e-5)) and np.all(size <= r * 1.01), (
+      size / r)
+
+
 @pytest.mark.parametrize('norm', ['linf', 'l2'])
 def test_fab_t_reaches_the_first_target_boundary(linear, norm):
   """FAB-T keeps the first target that succeeds: the runner-up class on the

@@ -34,9 +34,20 @@ pass's example that is, else `x`, so an evaluator counting misclassified
 outputs counts FAB's successes at this eps. With `return_info`,
 `info['distance']` is the smallest adversarial distance found over the
 passes run (0 for points misclassified clean, inf when none was found),
-whatever eps. Passes run over the whole batch under `lax.scan`; once every
-point is done the remaining passes are skipped with `lax.cond` (under a
-`vmap` over eps that skip is a select, so everything runs).
+whatever eps. Passes run over the whole batch; once every point is done the
+remaining passes are skipped (a Python `if` when the steps are host-driven,
+`lax.cond` inside `lax.scan` otherwise; under a `vmap` over eps that skip
+is a select, so everything runs).
+
+Steps run through `loops.run_loop` (`loop='auto'`: host-driven jitted
+chunks with a donated carry on CPU, `lax.fori_loop` on GPU/TPU and under an
+outer jit/vmap); every mode gives the same result for the same key (up to
+float rounding of differently fused programs).
+
+Cost per step: one forward and one input gradient for FAB-T (the target's
+logit difference), K input gradients (one VJP per class) for untargeted
+FAB, plus one forward to test the new iterate, and a sort of the 2B x D
+projection breakpoints.
 """
 
 from __future__ import annotations
