@@ -7,6 +7,7 @@ import pytest
 
 from tinyrobust import attacks
 from tinyrobust.attacks import snr
+from tinyrobust.evaluation import robustness_run
 
 T = 1600
 
@@ -101,7 +102,6 @@ def test_bad_inputs_raise(kwargs):
 
 
 def test_relative_attack_runs_in_the_evaluator_with_a_db_grid():
-  from tinyrobust.evaluation import robustness_run  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(2)
   x = (_sines(rng.uniform(0.1, 0.9, size=24)) * rng.choice(
       [-1.0, 1.0], size=(24, 1))).astype(np.float32)
@@ -113,7 +113,7 @@ def test_relative_attack_runs_in_the_evaluator_with_a_db_grid():
   run = robustness_run(lambda v, a: a @ v, w, (x, y), attacks={'pgd': rel},
                        eps_grid=attacks.ratio_from_snr_db(db), batch_size=32,
                        seed=0, clip=(-1.0, 1.0), sanity_checks=False)
-  robust = [p['robust_correct'] for p in run.results['attacks']['pgd'][
-      'per_eps']]
+  robust = [p['robust_correct']
+            for p in run.results['attacks']['pgd']['per_eps']]
   assert robust[0] == 24 and robust == sorted(robust, reverse=True)
   assert robust[-1] < 24
