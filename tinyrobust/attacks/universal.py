@@ -1,12 +1,13 @@
 """Universal adversarial perturbations: one `delta` for every input.
 
 Method: stochastic projected gradient ascent on the batch loss ("SGD-UAP",
-Shafahi et al., "Universal Adversarial Training", AAAI 2020, Algorithm 1 /
-the attack of their Section 3), not Moosavi-Dezfooli et al.'s DeepFool-based
-iterative algorithm. Starting from `delta = 0`, each step takes a minibatch
-of the training split and moves `delta` along the steepest-ascent direction
-of the mean loss (optionally Shafahi's clamped cross-entropy
-`min(CE, clamp)`, so examples already fooled stop dominating):
+the stochastic-gradient universal perturbation of Shafahi et al.,
+"Universal Adversarial Training", AAAI 2020), not Moosavi-Dezfooli et al.'s
+DeepFool-based iterative algorithm (CVPR 2017). Starting from `delta = 0`,
+each step takes a minibatch of the training split and moves `delta` along
+the steepest-ascent direction of the mean loss (optionally Shafahi's
+clamped cross-entropy `min(CE, clamp)`, so examples already fooled stop
+dominating):
 
     g     = grad_delta mean_{i in batch} L(f(clip(x_i + delta)), y_i)
     delta = Proj_eps(delta + alpha * direction(g))
