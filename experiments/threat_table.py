@@ -8,7 +8,7 @@ robust accuracy at two eps values per space, for
 * int8-litert: the int8 TFLite flatbuffer in LiteRT, on the examples
   crafted on float32 (transfer);
 * int8-fakequant: white-box on the fake-quantised JAX model
-  (`tinyrobust.quantize`);
+  (`tinyrobust.hardware.fakequant`);
 * fakequant->litert: LiteRT on the examples crafted on the fake-quant model.
 
 Eps: input space in each model's own input units (the configs' grids:

@@ -1,7 +1,7 @@
 """Deployed (int8) robustness: LiteRT and the fake-quantised model next to
-float32, on the same examples."""
+float32, on the same examples. (Fake-quant against LiteRT and an integer
+closed form: tests/hardware/test_fakequant.py.)"""
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,10 +9,7 @@ import pytest
 
 from tinyrobust import evaluation
 from tinyrobust import models
-from tinyrobust import quantize
 from tinyrobust.evaluation import deployed
-from tinyrobust.hardware import export
-from tinyrobust.hardware import litert
 
 pytest.importorskip('ai_edge_litert')
 
@@ -62,38 +59,6 @@ def test_integer_exact_model_gives_float32_predictions():
   assert len(rows) == 4 * 2 * 2  # evaluations x attacks x eps
   assert {(r['crafted_on'], r['precision']) for r in rows} == {
       tuple(k.split('->')) for k in ev}
-
-
-class ConvNet(nn.Module):
-  @nn.compact
-  def __call__(self, x, train=False):
-    x = nn.relu(nn.Conv(4, (3, 3))(x))
-    x = nn.relu(nn.Conv(6, (3, 3), strides=2)(x))
-    return nn.Dense(3)(jnp.mean(x, axis=(1, 2)))
-
-
-def test_fake_quant_matches_litert_to_one_step_on_a_conv_net():
-  model = ConvNet()
-  v = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
-  x = np.random.default_rng(0).normal(size=(64, 8, 8, 1)).astype(np.float32)
-  fb = export.export_tflite(model, v, (8, 8, 1), quantize='int8',
-                            representative_data=x)
-  fq = quantize.calibrate(model, v, x)
-  runner = litert.LiteRT(fb)
-  assert fq.input_quantization == pytest.approx(
-      runner.inp['quantization'], rel=1e-5)
-  step = runner.out['quantization'][0]
-  lite = runner(x)
-  got = np.asarray(jax.jit(fq.apply)(v, x))
-  assert np.max(np.abs(got - lite)) <= step * 1.001
-  # The float model is further away: the simulation is not a no-op.
-  ref = np.asarray(model.apply(v, x))
-  assert np.max(np.abs(ref - lite)) > np.max(np.abs(got - lite))
-  # Batched LiteRT equals one example at a time; gradients pass the STE.
-  np.testing.assert_array_equal(runner.run_quantized(runner.quantize_input(
-      x[:5])), runner._one(runner.quantize_input(x[:5])))
-  g = jax.grad(lambda a: fq.apply(v, a).sum())(x[:2])
-  assert np.all(np.isfinite(g)) and np.abs(g).sum() > 0
 
 
 def test_bad_precision_is_named_before_any_work():

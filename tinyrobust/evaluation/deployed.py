@@ -47,13 +47,13 @@ import jax
 import numpy as np
 
 from tinyrobust import hardware
-from tinyrobust import quantize as fakequant
 from tinyrobust.attacks import config as attack_config_lib
 from tinyrobust.evaluation import inputs
 from tinyrobust.evaluation import robustness
 from tinyrobust.evaluation import summary
 from tinyrobust.evaluation.threat_space import check_precisions
 from tinyrobust.evaluation.threat_space import PRECISIONS
+from tinyrobust.hardware import fakequant
 from tinyrobust.hardware import litert
 
 TFLM_SAMPLES = 8  # clean + as many adversarial inputs run through TFLM

@@ -10,12 +10,17 @@ equations holding their flattened body (`scan` knows its trip count; a
 Every value gets an integer id; `Value.dynamic` says whether it depends on the
 input `x` (weights, constants and anything computed only from them are folded
 away by the TFLite converter, so they cost no activation memory or FLOPs).
+
+`flatten` is the one jaxpr flattener of the package: the counters use it via
+`trace_model`, and the fake-quantised forward pass (`fakequant.py`) evaluates
+its `Graph` (each `Eqn` keeps its primitive, `Graph.consts` the literals and
+closed-over constants).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import numpy as np
@@ -51,6 +56,7 @@ class Eqn:
   name: str  # Flax module path from the name stack, e.g. 'CNN/Conv_0'
   body: 'Graph | None' = None
   trips: int = 1  # how many times `body` runs (scan length)
+  prim: Any = None  # the JAX primitive, to evaluate the equation
 
 
 @dataclasses.dataclass
@@ -61,6 +67,8 @@ class Graph:
   inputs: list[int]
   outputs: list[int]
   notes: list[str]
+  # value id -> concrete value, for literals and closed-over constants
+  consts: dict[int, Any] = dataclasses.field(default_factory=dict)
 
 
 def _unwrap(j):
@@ -77,6 +85,7 @@ class _Builder:
     self.values: list[Value] = []
     self.eqns: list[Eqn] = []
     self.notes: list[str] = []
+    self.consts: dict[int, Any] = {}
 
   def new(self, aval, dynamic: bool) -> int:
     shape = tuple(int(d) for d in getattr(aval, 'shape', ()))
@@ -84,16 +93,22 @@ class _Builder:
     self.values.append(Value(shape, dtype, dynamic))
     return len(self.values) - 1
 
+  def const(self, aval, value) -> int:
+    """A new value holding a literal or closed-over constant."""
+    i = self.new(aval, False)
+    self.consts[i] = value
+    return i
+
   def read(self, env, atom) -> int:
     if isinstance(atom, jax.extend.core.Literal):
-      return self.new(atom.aval, False)
+      return self.const(atom.aval, atom.val)
     return env[atom]
 
   def run(self, jaxpr, consts, in_ids: list[int]) -> list[int]:
     """Appends `jaxpr`'s equations; returns the ids of its outputs."""
     env = {}
     for v, c in zip(jaxpr.constvars, consts):
-      env[v] = self.new(jax.typeof(c), False)
+      env[v] = self.const(jax.typeof(c), c)
     for v, i in zip(jaxpr.invars, in_ids):
       env[v] = i
     for e in jaxpr.eqns:
@@ -109,7 +124,8 @@ class _Builder:
         dyn = any(self.values[i].dynamic for i in ins)
         outs = [self.new(o.aval, dyn) for o in e.outvars]
         self.eqns.append(Eqn(name, dict(e.params), ins, outs,
-                             str(e.source_info.name_stack)))
+                             str(e.source_info.name_stack),
+                             prim=e.primitive))
       for v, i in zip(e.outvars, outs):
         env[v] = i
     return [self.read(env, a) for a in jaxpr.outvars]
@@ -135,11 +151,13 @@ class _Builder:
                       self.values[i].dynamic or (k >= n_const and dyn_in))
               for k, i in enumerate(body_ins)]
     sub_out = sub.run(jaxpr, consts, sub_in)
-    body = Graph(sub.values, sub.eqns, sub_in, sub_out, sub.notes)
+    body = Graph(sub.values, sub.eqns, sub_in, sub_out, sub.notes,
+                 sub.consts)
     self.notes.extend(sub.notes)
     outs = [self.new(o.aval, dyn_in) for o in e.outvars]
     self.eqns.append(Eqn(e.primitive.name, dict(e.params), ins, outs,
-                         str(e.source_info.name_stack), body, trips))
+                         str(e.source_info.name_stack), body, trips,
+                         e.primitive))
     return outs
 
 
@@ -173,12 +191,30 @@ def trace_model(model, variables, input_shape) -> Graph:
   x = jax.ShapeDtypeStruct((1,) + tuple(input_shape), np.float32)
   closed = jax.make_jaxpr(
       lambda v, x: model.apply(v, x, train=False))(variables, x)
-  b = _Builder()
   jaxpr = _dce(closed.jaxpr)
   n_var = len(jaxpr.invars) - 1
-  in_ids = [b.new(v.aval, i == n_var) for i, v in enumerate(jaxpr.invars)]
-  outs = b.run(jaxpr, list(closed.consts), in_ids)
-  return Graph(b.values, b.eqns, in_ids, outs, b.notes)
+  return flatten(jaxpr, list(closed.consts),
+                 [i == n_var for i in range(len(jaxpr.invars))])
+
+
+def flatten(jaxpr, consts: Sequence[Any], dynamic: Sequence[bool]) -> Graph:
+  """One flat `Graph` of a jaxpr: call-like sub-jaxprs inlined, loops one
+  `Eqn` with their flattened `body`.
+
+  Args:
+    jaxpr: a `Jaxpr` (or a `ClosedJaxpr`, whose own consts are then used).
+    consts: the values of its constvars.
+    dynamic: per invar, whether it depends on the model input.
+
+  Returns:
+    The `Graph`; `inputs` are the invars' ids, in order.
+  """
+  if hasattr(jaxpr, 'jaxpr') and hasattr(jaxpr, 'consts'):
+    jaxpr, consts = jaxpr.jaxpr, list(jaxpr.consts)
+  b = _Builder()
+  in_ids = [b.new(v.aval, bool(d)) for v, d in zip(jaxpr.invars, dynamic)]
+  outs = b.run(jaxpr, list(consts), in_ids)
+  return Graph(b.values, b.eqns, in_ids, outs, b.notes, b.consts)
 
 
 def has_loops(closed_jaxpr) -> bool:
