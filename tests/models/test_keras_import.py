@@ -60,3 +60,50 @@ def test_leftover_keras_layers_and_bad_sources_are_errors(tmp_path):
     keras_import.load('kws_lstmm', model)
   with pytest.raises(ValueError, match='keras.Model or a path'):
     keras_import.read_layers(3)
+
+
+def _small_sequential():
+  """Lambda (which Keras' safe mode will not load back), Conv1D, BN,
+  Bidirectional LSTM and Dense, with non-trivial BN statistics."""
+  k = ko.keras()
+  L = k.layers
+  model = k.Sequential([L.Input((8, 3)), L.Lambda(lambda t: t * 2.0),
+                        L.Conv1D(4, 3), L.BatchNormalization(),
+                        L.Bidirectional(L.LSTM(5)), L.Dense(2)])
+  ko.randomize_bn(model)
+  return model
+
+
+def _same_layers(got, want):
+  assert [(l.class_name, l.weight_names) for l in got] == [
+      (l.class_name, l.weight_names) for l in want]
+  for a, b in zip(got, want):
+    for x, y in zip(a.weights, b.weights):
+      np.testing.assert_array_equal(x, y)
+
+
+def test_keras_file_keras_cannot_load_is_read_with_h5py(tmp_path):
+  """Keras refuses the Lambda layer; the archive's arrays are read by the
+  layers' classes and positions, the same as from the live model."""
+  model = _small_sequential()
+  path = str(tmp_path / 'lambda.keras')
+  model.save(path)
+  want = keras_import.read_layers(model)
+  assert [l.class_name for l in want] == ['Conv1D', 'BatchNormalization',
+                                          'LSTM', 'LSTM', 'Dense']
+  _same_layers(keras_import.read_layers(path), want)
+
+
+def test_savedmodel_of_a_sequential_model_reads_like_the_model(tmp_path):
+  """Keras 3 prefixes a Sequential model's variables with its name
+  ('sequential/conv1d/kernel'); the layers, the Bidirectional halves and
+  Keras' array order come out as from the model itself."""
+  from tinyrobust import tf_setup  # pylint: disable=g-import-not-at-top
+  tf = tf_setup.import_tf()
+  model = _small_sequential()
+  path = str(tmp_path / 'sm')
+  tf.saved_model.save(model, path)
+  want = [l._replace(class_name='') for l in keras_import.read_layers(model)]
+  got = keras_import.read_layers(path)
+  assert got[0].weight_paths[0].startswith(model.name + '/')
+  _same_layers([l._replace(class_name='') for l in got], want)

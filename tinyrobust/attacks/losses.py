@@ -32,6 +32,35 @@ def softmax_mse(logits: jax.Array, y: jax.Array) -> jax.Array:
   return jnp.mean(jnp.square(p - onehot), axis=-1)
 
 
+KERAS_EPSILON = 1e-7  # keras.backend.epsilon()
+
+
+def keras_clipped_cross_entropy(logits: jax.Array, y: jax.Array
+                                ) -> jax.Array:
+  """Keras' categorical cross-entropy on softmax outputs, [B].
+
+  `-log clip(p_y, 1e-7, 1 - 1e-7)` with `p = softmax(logits)` renormalised
+  to sum 1, as `keras.losses.CategoricalCrossentropy()` (from_logits=False)
+  computes it on a model's softmax output tensor in eager mode (Keras 2 and
+  3): the loss of the Keras-based robustness study this toolkit reproduces
+  (its attacks took gradients of that loss of the softmax model).
+
+  Gradient masking: where `p_y > 1 - 1e-7` (in float32, from a logit
+  margin of about 16) the clip is active and the gradient is exactly zero, so FGSM/PGD cannot move very confident examples and
+  report them robust. Use it to reproduce such numbers; use 'ce' (on
+  logits, never saturates), 'margin' or 'dlr' to measure robustness.
+  The clip passes gradient on `[1e-7, 1 - 1e-7]` and zero outside, as
+  `tf.clip_by_value`.
+  """
+  p = jax.nn.softmax(_f32(logits), axis=-1)
+  p = p / jnp.sum(p, axis=-1, keepdims=True)
+  p_y = jnp.take_along_axis(p, y[:, None], axis=-1)[:, 0]
+  lo = jnp.asarray(KERAS_EPSILON, p.dtype)
+  hi = jnp.asarray(1.0 - KERAS_EPSILON, p.dtype)
+  p_y = jnp.where(p_y < lo, lo, jnp.where(p_y > hi, hi, p_y))
+  return -jnp.log(p_y)
+
+
 def label_margin(logits: jax.Array, y: jax.Array) -> jax.Array:
   """`z_y - max_{j != y} z_j`, [B]: positive iff the model predicts `y`."""
   z = _f32(logits)
@@ -82,6 +111,7 @@ LOSSES: dict[str, LossFn] = {
     'mse': softmax_mse,
     'margin': margin_loss,
     'dlr': dlr_loss,
+    'keras_clipped_ce': keras_clipped_cross_entropy,
 }
 
 

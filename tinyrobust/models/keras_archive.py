@@ -10,7 +10,8 @@ snake-cased class name, numbered per class in model order ('dense',
 'dense_1'), not the layer's name.
 
 Standard layers get their Keras 3 variable names from the class (table
-`_VAR_NAMES`); a layer that nests others keeps every array with its path
+`_VAR_NAMES`; a recurrent cell nested in a `Bidirectional` wrapper by its
+position); a layer that nests others keeps every array with its path
 ('tcn/residual_block_0/conv1D_0/vars/0'), for a path-aware importer
 (`keras_tcn`). Other classes with weights are a ValueError naming them.
 """
@@ -67,6 +68,15 @@ def _own_vars(group) -> list[np.ndarray]:
   return [np.asarray(v[k]) for k in sorted(v, key=int)]
 
 
+def _nested_name(path: str) -> str:
+  """'<...>/cell/vars/1' (a recurrent cell, e.g. in a Bidirectional
+  wrapper) -> 'recurrent_kernel'; other nested arrays keep their index."""
+  parts = path.split('/')
+  if len(parts) >= 3 and parts[-3] == 'cell':
+    return _VAR_NAMES['LSTM'][int(parts[-1])]
+  return parts[-1]
+
+
 def _layer(group, lyr: dict) -> KerasLayer | None:
   cls, cfg = lyr.get('class_name', ''), lyr.get('config', {})
   name = cfg.get('name', lyr.get('name', ''))
@@ -79,7 +89,7 @@ def _layer(group, lyr: dict) -> KerasLayer | None:
     return None
   if nested and not own:
     return KerasLayer(name, cls, [a for _, a in nested],
-                      [p.split('/')[-1] for p, _ in nested],
+                      [_nested_name(p) for p, _ in nested],
                       tuple(p for p, _ in nested), cfg)
   names = (_bn_names(cfg) if cls == 'BatchNormalization'
            else _VAR_NAMES.get(cls))

@@ -62,6 +62,7 @@ from tinyrobust.models.keras_weights import KerasLayer
 
 IMPORTERS = registry.Registry('keras importer')
 INFERENCE = registry.Registry('keras option inference')
+_CONTAINERS = ('Functional', 'Sequential', 'Model')
 
 
 def register_importer(*model_names: str):
@@ -83,8 +84,7 @@ def register_inference(*model_names: str):
 def _from_keras_model(model) -> list[KerasLayer]:
   out = []
   for layer in model.layers:
-    if hasattr(layer, 'layers') and layer.__class__.__name__ in (
-        'Functional', 'Sequential', 'Model'):
+    if hasattr(layer, 'layers') and layer.__class__.__name__ in _CONTAINERS:
       out.extend(_from_keras_model(layer))
       continue
     ws = layer.weights
@@ -115,7 +115,7 @@ def _h5_configs(f) -> dict[str, tuple[str, dict]]:
     for lyr in c.get('config', {}).get('layers', []):
       found[lyr.get('config', {}).get('name', lyr.get('name'))] = (
           lyr['class_name'], lyr.get('config', {}))
-      if lyr['class_name'] in ('Functional', 'Sequential', 'Model'):
+      if lyr['class_name'] in _CONTAINERS:
         walk(lyr)
 
   walk(cfg)
@@ -144,11 +144,29 @@ def read_h5(path: str) -> list[KerasLayer]:
     for name in _decode(g.attrs['layer_names']):
       wnames = _decode(g[name].attrs.get('weight_names', []))
       cls, config = configs.get(name, ('', None))
-      out.append(KerasLayer(name, cls, [np.asarray(g[name][w])
-                                        for w in wnames],
-                            [keras_weights.short(w) for w in wnames],
-                            tuple(wnames), config))
+      layer = KerasLayer(name, cls, [np.asarray(g[name][w]) for w in wnames],
+                         [keras_weights.short(w) for w in wnames],
+                         tuple(wnames), config)
+      out.extend(_split_nested_model(layer, configs)
+                 if cls in _CONTAINERS else [layer])
     return keras_weights.finish(out)
+
+
+def _split_nested_model(layer: KerasLayer, configs: dict
+                        ) -> list[KerasLayer]:
+  """A nested model's one HDF5 group -> its layers, by weight name
+  (`keras_weights.owner`), classes from the file's model config."""
+  groups: dict[str, list[int]] = {}
+  for i, path in enumerate(layer.weight_paths):
+    groups.setdefault(keras_weights.owner(path), []).append(i)
+  out = []
+  for own, idx in groups.items():
+    name = own.split('/')[-1]
+    cls, config = configs.get(name, ('', None))
+    out.append(KerasLayer(name, cls, [layer.weights[i] for i in idx],
+                          [layer.weight_names[i] for i in idx],
+                          tuple(layer.weight_paths[i] for i in idx), config))
+  return out
 
 
 def _read_keras_file(path: str) -> list[KerasLayer]:
@@ -358,9 +376,9 @@ def importable() -> list[str]:
 
 def _num_classes(layers: Sequence[KerasLayer]) -> int:
   for lyr in reversed(layers):
-    if keras_kind(lyr) == 'dense' and lyr.weights and \
-        lyr.weights[0].ndim == 2:
-      return int(lyr.weights[0].shape[-1])
+    kernel = dict(zip(lyr.weight_names, lyr.weights)).get('kernel')
+    if keras_kind(lyr) == 'dense' and kernel is not None and kernel.ndim == 2:
+      return int(kernel.shape[-1])
   raise ValueError('Cannot infer num_classes: the Keras model has no Dense '
                    'layer; pass num_classes=.')
 

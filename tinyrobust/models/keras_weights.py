@@ -49,6 +49,22 @@ def natural_key(text: str) -> tuple:
                for t in re.split(r'(\d+)', text))
 
 
+def owner(name: str) -> str:
+  """The Keras layer a weight belongs to, from its full name: the name
+  minus the weight's own, a recurrent cell ('lstm/lstm_cell'), a
+  Bidirectional half ('bidirectional/forward_lstm') or keras-tcn blocks
+  ('tcn/residual_block_0/conv1D_0'); container prefixes stay
+  ('sequential/dense/kernel' -> 'sequential/dense')."""
+  parts = name.split(':')[0].split('/')[:-1]
+  for i, part in enumerate(parts):
+    if re.match(r'residual_block_\d+$', part) or part.startswith(
+        ('forward_', 'backward_')):
+      return '/'.join(parts[:i])
+  if parts and (parts[-1] == 'cell' or parts[-1].endswith('_cell')):
+    parts = parts[:-1]
+  return '/'.join(parts)
+
+
 def is_preprocessing(weight_names: Sequence[str]) -> bool:
   """Normalization layers (mean, variance, count): the zoo models hold
   their input preprocessing as constants, documented per model."""

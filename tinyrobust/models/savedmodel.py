@@ -19,13 +19,16 @@ Which arrays, in which order, under which names:
   or its object path when the checkpoint has none
   ('layer_with_weights-0/kernel');
 * arrays are ordered by checkpoint key (Keras 2: `layer_with_weights-<i>`,
-  Keras 3 `model.export`: `variables/<i>`, both model order, first), a
-  variable tracked under several keys is taken once, and they are grouped
-  into layers by the first part of their name, in order of first
-  appearance, so the result maps like a weights-only HDF5 file
-  (`keras_import`). Layer classes are unknown; Bidirectional wrappers are
-  split by their forward/backward paths and Keras 3 depthwise kernels are
-  recognised by layer name (`keras_weights.label_depthwise`).
+  Keras 3 `model.export`: `variables/<i>`, both model order, first); a
+  variable tracked under several keys is taken once; arrays are grouped
+  into layers by the layer part of their name (`keras_weights.owner`:
+  'sequential/dense/kernel' -> 'sequential/dense', 'lstm/lstm_cell/kernel'
+  -> 'lstm'), in order of first appearance, each layer's arrays in Keras'
+  order (kernel, bias, gamma, beta, moving mean and variance), so the
+  result maps like a weights-only HDF5 file (`keras_import`). Layer
+  classes are unknown; Bidirectional wrappers are split by their
+  forward/backward paths and Keras 3 depthwise kernels are recognised by
+  layer name (`keras_weights.label_depthwise`).
 """
 
 from __future__ import annotations
@@ -39,6 +42,10 @@ from tinyrobust.models import keras_weights
 from tinyrobust.models.keras_weights import KerasLayer
 
 _SKIP_CHILDREN = ('keras_api', 'signatures')
+# Keras' own variable order within a layer (checkpoint keys sort by name).
+_KERAS_ORDER = ('kernel', 'depthwise_kernel', 'pointwise_kernel',
+                'recurrent_kernel', 'bias', 'gamma', 'beta', 'moving_mean',
+                'moving_variance')
 _VALUE = '/.ATTRIBUTES/VARIABLE_VALUE'
 
 
@@ -86,6 +93,18 @@ def _name(key: str, full_name: str) -> str:
   return key[:-len(_VALUE)] if key.endswith(_VALUE) else key
 
 
+def _keras_order(arrays: list[tuple[str, np.ndarray]]):
+  """A layer's (name, array) pairs in Keras' variable order: sublayers
+  in order of appearance, each as `_KERAS_ORDER`."""
+  prefixes: dict[str, int] = {}
+  for name, _ in arrays:
+    prefixes.setdefault(name.rsplit('/', 1)[0], len(prefixes))
+  rank = lambda n: (_KERAS_ORDER.index(n) if n in _KERAS_ORDER
+                    else len(_KERAS_ORDER))
+  return sorted(arrays, key=lambda na: (
+      prefixes[na[0].rsplit('/', 1)[0]], rank(keras_weights.short(na[0]))))
+
+
 def _rank(key: str) -> int:
   """Keys whose order is the model's first (Keras 2 `layer_with_weights-i`,
   Keras 3 export `variables/i`), the optimizer's list of trained variables
@@ -125,11 +144,13 @@ def read_savedmodel(path: str) -> list[KerasLayer]:
     if name in done:  # one variable tracked under several keys
       continue
     done.add(name)
-    layer = name.split('/')[0] if '/' in name else ''
-    layers.setdefault(layer, []).append((name, reader.get_tensor(key)))
+    layers.setdefault(keras_weights.owner(name), []).append(
+        (name, reader.get_tensor(key)))
   if not layers:
     raise ValueError(f'SavedModel {path!r} holds no float model variables.')
-  out = [KerasLayer(layer, '', [np.asarray(a) for _, a in arrays],
+  layers = {k: _keras_order(v) for k, v in layers.items()}
+  out = [KerasLayer(layer.split('/')[-1], '',
+                    [np.asarray(a) for _, a in arrays],
                     [keras_weights.short(n) for n, _ in arrays],
                     tuple(n for n, _ in arrays))
          for layer, arrays in layers.items()]
