@@ -50,6 +50,7 @@ from tinyrobust.checkpoints import MUTABLE_FIELDS
 from tinyrobust.checkpoints import prepare_workdir
 from tinyrobust.checkpoints import restore_checkpoint
 from tinyrobust.checkpoints import save_checkpoint
+from tinyrobust.data import augment as augment_lib
 from tinyrobust.models import conventions
 
 OPTIMIZERS = registry.Registry('optimizer')
@@ -231,7 +232,6 @@ def check_config(config) -> None:
     raise ValueError(f'train.learning_rate must be a number > 0, got {lr!r}.')
   aug = config.data.get('augment', 'none')
   if aug and aug != 'none':
-    from tinyrobust.data import augment as augment_lib  # pylint: disable=g-import-not-at-top
     augment_lib.check_augment(aug)
 
 
@@ -368,7 +368,6 @@ def train_and_evaluate(
   state, best, start_epoch = restore_checkpoint(workdir, state, best)
   augment = None
   if config.data.get('augment', 'none') not in ('none', '', None):
-    from tinyrobust.data import augment as augment_lib  # pylint: disable=g-import-not-at-top
     augment = augment_lib.get_augment(config.data.augment)
   train_step = jax.jit(make_train_step(
       model, tx, num_classes=num_classes,

@@ -29,6 +29,9 @@ from typing import Any
 import numpy as np
 
 from tinyrobust import config_io
+from tinyrobust import models
+from tinyrobust import train
+from tinyrobust.nas import candidate
 
 TASKS = ('image', 'kws', 'har')
 KINDS = ('tiny', 'large')
@@ -147,9 +150,6 @@ def check_study_config(config, *, build: bool = True) -> None:
 
 
 def _check_models_fit_data(config) -> None:
-  from tinyrobust import models  # pylint: disable=g-import-not-at-top
-  from tinyrobust import train  # pylint: disable=g-import-not-at-top
-  from tinyrobust.nas import candidate  # pylint: disable=g-import-not-at-top
   for task, label, entry in entries(config):
     cfg = entry.config
     train.check_config(cfg)

@@ -31,7 +31,12 @@ import ml_collections
 import numpy as np
 
 from tinyrobust import config_io
+from tinyrobust import evaluate
+from tinyrobust import hardware
 from tinyrobust import io
+from tinyrobust import train
+from tinyrobust.nas import candidate
+from tinyrobust.nas import executors as executors_lib
 from tinyrobust.studies.robustness import config as study_config
 from tinyrobust.studies.robustness import report
 
@@ -95,7 +100,6 @@ class ModelJob:
                         'profile_cached': prof.get('cached', False)}}
 
   def _train(self, cfg, wd: str):
-    from tinyrobust import train  # pylint: disable=g-import-not-at-top
     cfg = ml_collections.ConfigDict(config_io.config_json(cfg))
     cfg.train.progress_bar = False
     if not train.is_finished(wd):
@@ -105,8 +109,6 @@ class ModelJob:
     return final, model, variables, run_cfg
 
   def _attack(self, config, task: str, model, variables, run_cfg, wd: str):
-    from tinyrobust import evaluate  # pylint: disable=g-import-not-at-top
-    from tinyrobust.nas import candidate  # pylint: disable=g-import-not-at-top
     acfg = evaluate.attack_config(config)
     tcfg = config.tasks[task]
     grid = study_config.input_eps(tcfg, task)
@@ -141,8 +143,6 @@ class ModelJob:
     return {'cached': False}
 
   def _profile(self, config, model, variables, run_cfg, wd: str):
-    from tinyrobust import hardware  # pylint: disable=g-import-not-at-top
-    from tinyrobust.nas import candidate  # pylint: disable=g-import-not-at-top
     path = os.path.join(wd, 'profile.json')
     if os.path.exists(path):
       return {**io.read_json(path), 'cached': True}
@@ -172,7 +172,6 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, *,
   Returns:
     The report summary (tables and findings), also in `summary.json`.
   """
-  from tinyrobust.nas import executors as executors_lib  # pylint: disable=g-import-not-at-top
   config = resolve_config(config)
   study_config.check_study_config(config)
   io.check_writable_dir(workdir, create=True)
@@ -208,7 +207,6 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, *,
 
 def resolve_config(config) -> ml_collections.ConfigDict:
   """A copy with `study`, `attack` and `hardware` defaults filled."""
-  from tinyrobust import evaluate  # pylint: disable=g-import-not-at-top
   d = config_io.config_json(config)
   s = default_study_config().to_dict()
   s.update(d.get('study') or {})

@@ -26,15 +26,21 @@ with a bootstrap interval, and `summary.json`.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, Callable
 
 import ml_collections
 
 from tinyrobust import config_io
+from tinyrobust import hardware
 from tinyrobust import io
+from tinyrobust.nas import candidate
+from tinyrobust.nas import costs
+from tinyrobust.nas import search
+from tinyrobust.nas import spaces
+from tinyrobust.studies.search import definitions
 from tinyrobust.studies.search import report
-from tinyrobust.studies.search.definitions import ARMS
-from tinyrobust.studies.search.definitions import METRICS
+
 
 def run_config(config, model: str, board: str, arm: str, seed: int
                ) -> ml_collections.ConfigDict:
@@ -50,17 +56,11 @@ def run_config(config, model: str, board: str, arm: str, seed: int
 
 
 def _default_search(cfg, workdir):
-  from tinyrobust.nas import search  # pylint: disable=g-import-not-at-top
   return search.run_search(cfg, workdir)
 
 
 def _default_handcrafted(cfg, model_kwargs, workdir):
   """Trains the hand-set model with the search's final budget."""
-  import time  # pylint: disable=g-import-not-at-top
-  from tinyrobust.nas import candidate  # pylint: disable=g-import-not-at-top
-  from tinyrobust.nas import costs  # pylint: disable=g-import-not-at-top
-  from tinyrobust.nas import search  # pylint: disable=g-import-not-at-top
-  from tinyrobust.nas import spaces  # pylint: disable=g-import-not-at-top
   cfg = search.resolve_config(cfg)
   s = cfg.search
   space = spaces.get_space(s.space or cfg.model.name,
@@ -77,7 +77,7 @@ def _default_handcrafted(cfg, model_kwargs, workdir):
 def _row(model, board, arm, seed, summary) -> dict[str, Any]:
   final = summary.get('final') or {}
   row = {'model': model, 'board': board, 'arm': arm, 'seed': seed}
-  for k in METRICS[:-1]:
+  for k in definitions.METRICS[:-1]:
     v = final.get(k)
     row[k] = float(v) if v is not None else float('nan')
   row['search_s'] = float(summary.get('search_s_this_run') or 0.0)
@@ -123,7 +123,6 @@ def run_search_study(config, workdir: str, *,
 
 def check_search_study_config(config) -> None:
   """Bad models, boards, arms or seeds: errors before any search."""
-  from tinyrobust import hardware  # pylint: disable=g-import-not-at-top
   s = config.get('search_study')
   if s is None:
     raise ValueError('A search study config needs a `search_study` section.')
@@ -134,10 +133,10 @@ def check_search_study_config(config) -> None:
                        f'{sorted(config.searches)}).')
   for b in s.boards:
     hardware.get_board(b)
-  bad = [a for a in s.arms if a not in ARMS]
+  bad = [a for a in s.arms if a not in definitions.ARMS]
   if bad or not s.arms:
     raise ValueError(f'search_study.arms {list(s.arms)}: valid arms are '
-                     f'{ARMS}.')
+                     f'{definitions.ARMS}.')
   n = s.n_seeds
   if isinstance(n, bool) or not isinstance(n, int) or n < 1:
     raise ValueError(f'search_study.n_seeds must be an integer >= 1, got '
