@@ -21,7 +21,6 @@ printed is read from the JSON files this script writes.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import time
@@ -30,6 +29,8 @@ from absl import app
 from absl import flags
 
 from experiments import trained_runs
+from tinyrobust import runs
+from tinyrobust.attacks import config as attack_config_lib
 
 _RUNS = flags.DEFINE_string('runs', '/tmp/threat_runs',
                             'Folder of the trained runs (one per model).')
@@ -59,11 +60,6 @@ def _budget() -> dict[str, int]:
 
 def _evaluate(model_name: str) -> dict:
   """FGSM, PGD-10 and AutoAttack on one model (cached in --out)."""
-  from tinyrobust import config_io  # pylint: disable=g-import-not-at-top
-  from tinyrobust import data  # pylint: disable=g-import-not-at-top
-  from tinyrobust import evaluate  # pylint: disable=g-import-not-at-top
-  from tinyrobust.evaluation import threat_space as threat_model  # pylint: disable=g-import-not-at-top
-  from tinyrobust import train  # pylint: disable=g-import-not-at-top
   path = os.path.join(_OUT.value, f'{model_name}.json')
   if os.path.exists(path):
     with open(path) as f:
@@ -71,28 +67,25 @@ def _evaluate(model_name: str) -> dict:
     if cached.get('budget') == _budget():
       return cached
   cfg_name, eps = MODELS[model_name]
-  model, variables, config = train.load_trained(
+  model, variables, config = runs.trained_run(
       trained_runs.trained(cfg_name, _RUNS.value))
-  name = config.data.name
-  options = config_io.to_dict(config.data.get('options'))
-  threat = threat_model.check_threat(  # images: eps as a share of [0, 1]
-      {'space': 'input', 'eps_units': 'pixel' if name == 'cifar10' else ''},
-      name, options)
-  ds = data.load(name, 'test', **options)
-  apply_fn = functools.partial(model.apply, train=False)
-  prob = threat_model.attack_problem(threat, ds, apply_fn, name=name,
-                                     options=options)
+  target = runs.attack_target(model, config, threat={  # images: eps as a
+      'space': 'input',                                # share of [0, 1]
+      'eps_units': 'pixel' if config.data.name == 'cifar10' else ''})
+  acfg = attack_config_lib.attack_config({'attack': {
+      'attacks': list(ATTACKS), 'eps_grid': list(eps), 'batch_size': 100,
+      'pgd_steps': 10, 'max_examples': _MAX.value,
+      'options': {'autoattack': _budget()}}})
   start = time.time()
-  run = evaluate.robustness_run(
-      apply_fn, variables, (prob.x, prob.y), attacks=list(ATTACKS),
-      eps_grid=list(eps), batch_size=100, seed=0, pgd_steps=10,
-      clip=prob.clip, max_examples=_MAX.value,
-      options={'autoattack': _budget()})
+  prob = target.problem
+  run = runs.robustness(prob.apply_fn, variables, (prob.x, prob.y), acfg,
+                        seed=0, clip=prob.clip)
   res = run.results
   res.pop('rows')
+  meta = target.dataset.meta
   res.update(model=model_name, eps_units=prob.eps_units, budget=_budget(),
              attack_seconds=run.seconds, seconds=time.time() - start,
-             protocol=ds.meta.get('protocol', '') if ds.meta else '')
+             protocol=meta.get('protocol', '') if meta else '')
   os.makedirs(_OUT.value, exist_ok=True)
   with open(path, 'w') as f:
     json.dump(res, f, indent=1, default=float)

@@ -29,7 +29,6 @@ Every number printed is read from the JSON files this script writes.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import time
@@ -38,6 +37,8 @@ from absl import app
 from absl import flags
 
 from experiments import trained_runs
+from tinyrobust import runs
+from tinyrobust.attacks import config as attack_config_lib
 
 _RUNS = flags.DEFINE_string('runs', '/tmp/threat_runs',
                             'Folder of the trained runs (one per model).')
@@ -63,37 +64,25 @@ COLUMNS = (('float32->float32', 'float32'),
 
 def _evaluate(model_name: str, space: str) -> dict:
   """One model and space, all precisions (cached in --out)."""
-  from tinyrobust import config_io  # pylint: disable=g-import-not-at-top
-  from tinyrobust import data  # pylint: disable=g-import-not-at-top
-  from tinyrobust.evaluation import deployed  # pylint: disable=g-import-not-at-top
-  from tinyrobust.evaluation import threat_space as threat_model  # pylint: disable=g-import-not-at-top
-  from tinyrobust import train  # pylint: disable=g-import-not-at-top
   path = os.path.join(_OUT.value, f'{model_name}_{space}.json')
   if os.path.exists(path):
     with open(path) as f:
       return json.load(f)
   cfg_name, sig_eps, in_eps = MODELS[model_name]
-  model, variables, config = train.load_trained(
+  model, variables, config = runs.trained_run(
       trained_runs.trained(cfg_name, _RUNS.value))
-  name = config.data.name
-  options = config_io.to_dict(config.data.get('options'))
-  threat = threat_model.check_threat(
-      {'space': space, 'precisions': PRECISIONS}, name, options)
-  ds = data.load(name, 'test', **options)
-  prob = threat_model.attack_problem(
-      threat, ds, functools.partial(model.apply, train=False), name=name,
-      options=options)
+  target = runs.attack_target(
+      model, config, threat={'space': space, 'precisions': PRECISIONS})
+  acfg = attack_config_lib.attack_config({'attack': {
+      'attacks': ['pgd'], 'batch_size': 100, 'max_examples': _MAX.value,
+      'pgd_steps': _STEPS.value,
+      'eps_grid': [0.0] + list(sig_eps if space == 'signal' else in_eps)}})
   start = time.time()
-  res = deployed.evaluate_deployed(
-      model, variables, (prob.x, prob.y),
-      x_train=data.load(name, 'train', **options).x, attacks=['pgd'],
-      eps_grid=[0.0] + list(sig_eps if space == 'signal' else in_eps),
-      batch_size=100, seed=0, max_examples=_MAX.value, clip=prob.clip,
-      eps_scale=prob.eps_scale, frontend=prob.frontend,
-      precisions=PRECISIONS, pgd_steps=_STEPS.value)
+  res = runs.deployed(model, variables, target, acfg, seed=0)
+  prob = target.problem
   res.update(model=model_name, space=space, eps_units=prob.eps_units,
              info=prob.info, seconds=time.time() - start,
-             acc_std_g=_acc_std(ds))
+             acc_std_g=_acc_std(target.dataset))
   res.pop('rows')
   os.makedirs(_OUT.value, exist_ok=True)
   with open(path, 'w') as f:

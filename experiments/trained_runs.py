@@ -10,6 +10,9 @@ from __future__ import annotations
 import importlib
 import os
 
+from tinyrobust import modes
+from tinyrobust import train
+
 
 def config(name: str, variant: str = 'quick'):
   """The training config `experiments/configs/train/<name>.py:<variant>`."""
@@ -19,8 +22,6 @@ def config(name: str, variant: str = 'quick'):
 
 def trained(name: str, runs: str, variant: str = 'quick') -> str:
   """The run folder of training config `name`, trained if missing."""
-  from tinyrobust import modes  # pylint: disable=g-import-not-at-top
-  from tinyrobust import train  # pylint: disable=g-import-not-at-top
   workdir = os.path.join(runs, name)
   if not train.is_finished(workdir):
     cfg = config(name, variant)

@@ -168,60 +168,6 @@ def test_attack_config_merges_defaults():
     attack_config_lib.attack_config(c)
 
 
-def test_attack_mode(tmp_path, monkeypatch):
-  """A trained-run stand-in: real model, real digits test split."""
-  from tinyrobust import models  # pylint: disable=g-import-not-at-top
-  from tinyrobust import train  # pylint: disable=g-import-not-at-top
-  model = models.get_model('mlp', num_classes=10, hidden=(16,))
-  variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
-  config = ml_collections.ConfigDict({
-      'seed': 1,
-      'data': {'name': 'digits', 'options': {'seed': 0}},
-      'model': {'name': 'mlp'},
-      'attack': {'attacks': ['fgsm', 'pgd'], 'eps_grid': [0.0, 0.1],
-                 'pgd_steps': 2, 'batch_size': 32, 'max_examples': 50},
-  })
-  monkeypatch.setattr(train, 'load_trained',
-                      lambda workdir: (model, variables, config))
-  from tinyrobust import modes  # pylint: disable=g-import-not-at-top
-  res = modes.attack(None, str(tmp_path))
-  assert res['denominator'] == 50 and res['clip'] == [0.0, 1.0]
-  assert os.path.exists(tmp_path / 'attack_results.json')
-  assert os.path.exists(tmp_path / 'attack_results.csv')
-  assert res['run']['dataset'] == 'digits'
-  assert res['threat'] == {'space': 'input', 'eps_units': 'pixel/255',
-                           'clip': None, 'precisions': ['float32'],
-                           'gyro_per_g': None, 'info': {}}
-  assert {r['precision'] for r in res['rows']} == {'float32'}
-  from tinyrobust import io as io_lib  # pylint: disable=g-import-not-at-top
-  from tinyrobust import results as results_lib  # pylint: disable=g-import-not-at-top
-  recs = io_lib.read_jsonl(str(tmp_path / 'results.jsonl'))
-  assert len(recs) == 2 * 2  # attacks x eps
-  for r in recs:
-    results_lib.validate(r)
-    assert r['threat_model']['space'] == 'input' and r['mcu'] is None
-    assert r['dataset']['num_examples'] == 50
-  pgd = [r for r in recs if r['attack']['name'] == 'pgd']
-  assert pgd[1]['robust_accuracy'] == res['attacks']['pgd']['per_eps'][1][
-      'robust_accuracy'] and pgd[1]['attack']['config']['steps'] == 2
-  # int8 next to float32 on the same examples; a bad threat option is named
-  # before any attack runs.
-  config.threat = {'precisions': ['float32', 'int8-litert'],
-                   'eps_units': 'pixel'}
-  res = modes.attack(None, str(tmp_path))
-  dep = res['deployed']
-  assert dep['num_examples'] == 50
-  f32 = dep['evaluations']['float32->float32']['fgsm']
-  q = dep['evaluations']['float32->int8-litert']['fgsm']
-  assert f32['clean_accuracy'] == pytest.approx(res['clean_accuracy'])
-  assert q['agreement_clean'] >= 0.9
-  assert res['rows'][0]['eps_units'] == 'pixel'
-  assert {r['precision'] for r in res['rows']} == {'float32', 'int8-litert'}
-  config.threat = {'space': 'signal', 'eps_units': 'g'}  # not a pixel unit
-  with pytest.raises(ValueError, match="'g'.*'signal'.*'digits'"):
-    modes.attack(None, str(tmp_path))
-
-
 _SHARDED_SCRIPT = textwrap.dedent("""
     import json, os
     os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=4'
