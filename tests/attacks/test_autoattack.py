@@ -165,12 +165,19 @@ def test_rand_version_is_apgd_ce_and_dlr_with_eot_20():
   assert all(dict(s.config)['eot_iter'] == 20 for s in aa.stages)
   with pytest.raises(ValueError, match='version'):
     attacks.make_autoattack(f, version='plus')
+  # A random model in the standard version: APGD stages take its draws,
+  # FAB-T and Square the fixed draw.
+  g = lambda v, x, key: x @ v
+  std = attacks.make_autoattack(g, random_apply=True)
+  assert [dict(s.config).get('random_apply') for s in std.stages] == [
+      True, True, None, None]
 
 
 def test_rand_version_runs_a_random_model_with_eot(digits_mlp):
   """A model with test-time noise: the EOT stages see its draws, the
   cascade's decisions the fixed draw key(0)."""
   f, v, x, y = digits_mlp
+  x, y = x[:64], y[:64]
 
   def noisy(v, xs, key):
     return f(v, xs + 0.01 * jax.random.normal(key, xs.shape))
@@ -190,8 +197,8 @@ def test_stages_run_one_after_another_give_the_cascade(digits_mlp):
   """The stage records, each run on the whole batch with the cascade's
   keys and kept per example at the first success, reproduce the cascade."""
   f, v, x, y = digits_mlp
-  kw = dict(attacks=['fab-t', 'apgd-ce', 'square'], steps=5, queries=30,
-            n_target_classes=3, clip=(0.0, 1.0))
+  kw = dict(attacks=['fab-t', 'apgd-ce'], steps=5, n_target_classes=2,
+            clip=(0.0, 1.0))
   aa = attacks.make_autoattack(f, return_info=True, **kw)
   assert [s.name for s in aa.stages] == kw['attacks']
   key = jax.random.key(2)
@@ -199,7 +206,7 @@ def test_stages_run_one_after_another_give_the_cascade(digits_mlp):
   broken = ~_robust(f, v, x, y)
   x_out = np.asarray(x).copy()
   by = np.where(broken, 0, -1)
-  for i, (stage, k) in enumerate(zip(aa.stages, jax.random.split(key, 3))):
+  for i, (stage, k) in enumerate(zip(aa.stages, jax.random.split(key, 2))):
     x_i = np.asarray(stage(v, x, y, k, EPS))
     new = ~_robust(f, v, x_i, y) & ~broken
     x_out[new], by[new] = x_i[new], i + 1

@@ -75,8 +75,9 @@ _BUDGET = {'apgd-ce': ('steps', 'restarts', 'eot_iter'),
            'fab-t': ('steps', 'n_target_classes', 'restarts'),
            'square': ('queries',)}
 # Options that change what a stage computes: an error if its factory does
-# not take them (the others only change how it runs and are dropped).
-_SEMANTIC = {'eot_iter': 1, 'random_apply': False}
+# not take them (the others only change how it runs and are dropped; a
+# stage without `random_apply` attacks the fixed draw of the model).
+_SEMANTIC = {'eot_iter': 1}
 
 
 def _num_classes(apply_fn: ApplyFn, variables, x) -> int:
@@ -245,8 +246,10 @@ def make_autoattack(apply_fn: ApplyFn, *, norm: str = 'linf',
     queries: Square's queries (5000).
     restarts: APGD-CE/-DLR and FAB restarts (1 in both versions).
     eot_iter: EOT draws per APGD gradient (None: 1 for 'standard', 20 for
-      'rand').
-    random_apply: the model takes a key (see the module docstring).
+      'rand'); FAB and Square take none.
+    random_apply: the model takes a key (see the module docstring); the
+      APGD stages average their gradients over its draws, the others
+      (FAB, Square) attack the fixed draw `key(0)`.
     loop, chunk: how every stage's steps run (`loops.run_loop`), for the
       stages whose factory takes them; 'auto' drives the steps from the
       host on CPU (the cascade then skips a stage with a Python `if`).
