@@ -42,15 +42,16 @@ def keras_clipped_cross_entropy(logits: jax.Array, y: jax.Array
   `-log clip(p_y, 1e-7, 1 - 1e-7)` with `p = softmax(logits)` renormalised
   to sum 1, as `keras.losses.CategoricalCrossentropy()` (from_logits=False)
   computes it on a model's softmax output tensor in eager mode (Keras 2 and
-  3): the loss of the Keras-based robustness study this toolkit reproduces
-  (its attacks took gradients of that loss of the softmax model).
+  3). It is the study's loss where its Keras models were compiled with
+  `loss='categorical_crossentropy'` on a softmax output and its attacks
+  took gradients of that loss; use it to reproduce such numbers.
 
   Gradient masking: where `p_y > 1 - 1e-7` (in float32, from a logit
-  margin of about 16) the clip is active and the gradient is exactly zero, so FGSM/PGD cannot move very confident examples and
-  report them robust. Use it to reproduce such numbers; use 'ce' (on
-  logits, never saturates), 'margin' or 'dlr' to measure robustness.
-  The clip passes gradient on `[1e-7, 1 - 1e-7]` and zero outside, as
-  `tf.clip_by_value`.
+  margin of about 16) the clip is active and the gradient is exactly
+  zero, so FGSM/PGD cannot move very confident examples and report them
+  robust. To measure robustness use 'ce' (on logits, never saturates),
+  'margin' or 'dlr'. The clip passes the gradient on `[1e-7, 1 - 1e-7]`
+  and zero outside, as `tf.clip_by_value`.
   """
   p = jax.nn.softmax(_f32(logits), axis=-1)
   p = p / jnp.sum(p, axis=-1, keepdims=True)
