@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from tinyrobust import registry
+from tinyrobust.data import speech_commands
 
 AugmentFn = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -80,7 +81,6 @@ def time_shift(key: jax.Array, x: jax.Array, *,
 
 
 def _background_noise_factory():
-  from tinyrobust.data import speech_commands  # pylint: disable=g-import-not-at-top
   return speech_commands.make_background_noise
 
 

@@ -25,6 +25,7 @@ import functools
 import numpy as np
 
 from tinyrobust import io
+from tinyrobust import tf_setup
 from tinyrobust.data import base
 from tinyrobust.data import signal
 from tinyrobust.data import sources
@@ -152,8 +153,7 @@ def _stream(split, batch_size, shuffle_seed, drop_remainder, source='auto',
                                  tfds_data_dir=tfds_data_dir,
                                  download=download, filename=FILENAME,
                                  data_dir=data_dir)
-  from tinyrobust.tf_setup import import_tf  # pylint: disable=g-import-not-at-top
-  tf = import_tf()
+  tf = tf_setup.import_tf()
   ds = builder.as_dataset(split=_tfds_split(split, val_fraction),
                           as_supervised=True, shuffle_files=False)
   ds = ds.map(lambda x, y: (tf.cast(x, tf.float32) / 255.0, y))

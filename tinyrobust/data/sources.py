@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 
+from tinyrobust import tf_setup
 from tinyrobust.data import base
 
 SOURCE_KINDS = ('auto', 'local', 'tfds')
@@ -99,8 +100,7 @@ def tfds_builder(dataset: str, tfds_name: str, *, tfds_data_dir: str | None,
     DataNotFoundError: not prepared and `download=False`, or the download
       failed (e.g. no network); the message lists what would work.
   """
-  from tinyrobust.tf_setup import import_tf  # pylint: disable=g-import-not-at-top
-  import_tf()
+  tf_setup.import_tf()
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   builder = tfds.builder(tfds_name, data_dir=tfds_data_dir)
   if download:

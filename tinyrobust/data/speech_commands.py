@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tinyrobust import io
+from tinyrobust import tf_setup
 from tinyrobust.data import audio
 from tinyrobust.data import base
 from tinyrobust.data import signal
@@ -126,8 +127,7 @@ def _local(path, split, seed, val_fraction, test_fraction, drop_duplicates,
 
 
 def _tfds_ds(builder, split):
-  from tinyrobust.tf_setup import import_tf  # pylint: disable=g-import-not-at-top
-  tf = import_tf()
+  tf = tf_setup.import_tf()
 
   def fix(a, y):
     a = a[:NUM_SAMPLES]

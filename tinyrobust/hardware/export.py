@@ -25,6 +25,7 @@ from typing import Any, Iterator
 import jax
 import numpy as np
 
+from tinyrobust import tf_setup
 from tinyrobust.hardware import graph as graph_lib
 from tinyrobust.hardware import shapes
 
@@ -173,8 +174,7 @@ def export_tflite(model, variables, input_shape, *, quantize: str | None = None,
                      f'op(s) {bad_ops} (JAX primitives with no TFLite '
                      'builtin equivalent); replace them in the model.')
   from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top
-  from tinyrobust.tf_setup import import_tf  # pylint: disable=g-import-not-at-top
-  tf = import_tf()
+  tf = tf_setup.import_tf()
   if unroll_loops is None:
     unroll_loops = quantize == 'int8' and graph_lib.has_loops(closed)
   if unroll_loops:

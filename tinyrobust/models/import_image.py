@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tinyrobust.models import keras_import
+from tinyrobust.models import registry as model_registry
 
 IMAGE_MODELS = ('efficientnet_b0', 'efficientnet_b4', 'efficientnetv2_b0',
                 'efficientnetv2_b3', 'resnet50', 'vgg19')
@@ -210,10 +211,9 @@ def load(name: str, source: Any, **kwargs) -> tuple[nn.Module, dict]:
 
 def _importer(name: str):
   def fn(layers, variables, **model_kwargs):
-    from tinyrobust import models  # pylint: disable=g-import-not-at-top
     params = variables['params']
     k = int(params[head_name(params)]['kernel'].shape[-1])
-    module = models.get_model(name, k, **model_kwargs)
+    module = model_registry.get_model(name, k, **model_kwargs)
     return import_layers(module, layers, variables, init_head=True)
   fn.__name__ = f'import_{name}'
   fn.__doc__ = f'keras.applications {name}, with or without its head.'

@@ -53,6 +53,7 @@ import numpy as np
 
 from tinyrobust.models import keras_import
 from tinyrobust.models import keras_weights
+from tinyrobust.models import registry as model_registry
 from tinyrobust.models.keras_weights import KerasLayer
 
 _BLOCK = re.compile(r'residual_block_(\d+)$')
@@ -61,8 +62,7 @@ _NORM = re.compile(r'norm_(\d+)$')
 _VARS = {'conv': ('kernel', 'bias'),
          'batch': ('gamma', 'beta', 'moving_mean', 'moving_variance'),
          'layer': ('gamma', 'beta')}
-KERAS_TCN_DEFAULTS = {'dilations': (1, 2, 4, 8, 16, 32), 'nb_stacks': 1,
-                      'padding': 'causal', 'use_skip_connections': True}
+KERAS_TCN_DILATIONS = (1, 2, 4, 8, 16, 32)  # keras-tcn's TCN default
 _KERAS_EPSILON = 1e-3
 Blocks = dict[int, dict[str, dict[str, np.ndarray]]]
 
@@ -90,12 +90,12 @@ def _sublayer(rest: Sequence[str], norms: list[str]) -> str | None:
   return None
 
 
-def _name_raw(sub: str, group: dict, norm_part: str) -> dict:
+def _name_raw(sub: str, group: dict) -> dict:
   """Index-named arrays ('0', '1') of a `.keras` archive -> Keras names."""
   if not all(k.isdigit() for k in group):
     return group
   kind = ('conv' if _CONV.match(sub) else
-          'batch' if 'batch' in norm_part else 'layer')
+          'batch' if 'batch' in sub else 'layer')
   names = _VARS[kind]
   if len(group) > len(names):
     raise ValueError(f'keras-tcn sublayer {sub!r} has {len(group)} arrays; '
@@ -137,7 +137,7 @@ def parse(layer: KerasLayer) -> Blocks:
       name = sub
       if sub in ordered:  # Keras-named norm: its rank in the block
         name = f'norm_{ordered.index(sub)}'
-      out[name] = _name_raw(sub, group, sub)
+      out[name] = _name_raw(sub, group)
     _fold_weight_norm(out)
   return blocks
 
@@ -179,7 +179,7 @@ def _kernel(blocks: Blocks, b: int, sub: str) -> np.ndarray:
 def shape_of(blocks: Blocks) -> TcnShape:
   """Filters, kernel size, blocks, input channels and norm of parsed
   keras-tcn weights; ValueError on gaps or per-block widths."""
-  n = len(blocks)
+  n = max(blocks) + 1 if blocks else 0
   missing = sorted(set(range(n)) - set(blocks))
   if missing or not blocks:
     raise ValueError(f'keras-tcn blocks {sorted(blocks)}: residual blocks '
@@ -250,7 +250,7 @@ def infer_options(layers: Sequence[KerasLayer], model_kwargs: dict
     _agree(kw, key, value, 'config')
     kw[key] = value
   if 'dilations' not in kw:
-    kw['dilations'] = KERAS_TCN_DEFAULTS['dilations']
+    kw['dilations'] = KERAS_TCN_DILATIONS
   dil = tuple(kw['dilations'])
   if 'nb_stacks' not in kw and shape.blocks % len(dil) == 0:
     kw['nb_stacks'] = shape.blocks // len(dil)
@@ -305,11 +305,10 @@ def import_tcn(layers: Sequence[KerasLayer], variables: Any,
                **model_kwargs) -> dict:
   """keras-tcn `TCN` + Dense (module doc) into the zoo tcn's `variables`;
   a TCN written out as plain Keras layers maps by the generic mapping."""
-  from tinyrobust import models  # pylint: disable=g-import-not-at-top
   variables = keras_import.unfreeze(variables)
   params = variables['params']
   k = int(params['classifier']['kernel'].shape[-1])
-  module = models.get_model('tcn', k, **model_kwargs)
+  module = model_registry.get_model('tcn', k, **model_kwargs)
   tcns = [layer for layer in layers if is_tcn(layer)]
   if not tcns:
     shape = (1,) + tuple(module.example_input_shape())

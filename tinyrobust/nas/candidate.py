@@ -48,7 +48,11 @@ import ml_collections
 import numpy as np
 
 from tinyrobust import config_io
+from tinyrobust import data as data_lib
 from tinyrobust import evaluation
+from tinyrobust import hardware
+from tinyrobust import models
+from tinyrobust import train
 from tinyrobust.attacks import config as attack_config_lib
 from tinyrobust.nas import costs as costs_lib
 from tinyrobust.nas import objective as objective_lib
@@ -57,7 +61,6 @@ from tinyrobust.nas import spaces as spaces_lib
 
 @functools.lru_cache(maxsize=8)
 def _load_split(name: str, split: str, options_json: str):
-  from tinyrobust import data as data_lib  # pylint: disable=g-import-not-at-top
   return data_lib.load(name, split, **json.loads(options_json))
 
 
@@ -187,11 +190,9 @@ class CandidateEvaluator:
   def _train(self, cfg, workdir):
     if self.train_fn is not None:
       return self.train_fn(cfg, workdir)
-    from tinyrobust import train  # pylint: disable=g-import-not-at-top
     return train.train_and_evaluate(cfg, workdir)
 
   def _model(self, cfg, num_classes: int):
-    from tinyrobust import models  # pylint: disable=g-import-not-at-top
     return models.get_model(self.space.model, num_classes,
                             **config_io.to_dict(cfg.model.get('kwargs')))
 
@@ -202,7 +203,6 @@ class CandidateEvaluator:
                                     epochs=1))
 
   def _costs(self, cfg) -> tuple[dict[str, Any], dict]:
-    from tinyrobust import hardware  # pylint: disable=g-import-not-at-top
     s = self.config.search
     train_ds = load_split(cfg, 'train')
     c = costs_lib.candidate_costs(
