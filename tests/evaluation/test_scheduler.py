@@ -37,12 +37,15 @@ def _kernels():
                                     random_start=False)}
 
 
-def test_bucket_sizes_are_full_steps_then_a_power_of_two():
-  assert scheduler.bucket_sizes(600, 256) == [256, 256, 128]
-  assert scheduler.bucket_sizes(3, 256) == [8]
+def test_bucket_sizes_are_full_steps_then_step_over_a_power_of_four():
+  assert scheduler.bucket_sizes(600, 256) == [256, 256, 256]
+  assert scheduler.bucket_sizes(560, 256) == [256, 256, 64]
+  assert scheduler.bucket_sizes(3, 256) == [16]
   assert scheduler.bucket_sizes(0, 256) == []
   assert scheduler.bucket_sizes(200, 256) == [256]
   assert scheduler.bucket_sizes(9, 64, min_bucket=8, multiple=3) == [18]
+  assert scheduler.bucket_sizes(3, 4) == [4]
+  assert scheduler.bucket_sizes(9, 64, growth=2) == [16]
 
 
 def test_equals_masked_evaluator_for_deterministic_kernels():

@@ -112,16 +112,21 @@ def _timed(times: dict[str, list[float]], stage: str):
 
 
 def bucket_sizes(n_open: int, step: int, *, min_bucket: int = 8,
-                 multiple: int = 1) -> list[int]:
+                 multiple: int = 1, growth: int = 4) -> list[int]:
   """Bucket sizes for `n_open` points: full `step`s, then the remainder
-  padded to a power of two in [min_bucket, step], rounded up to `multiple`
-  (the device count)."""
+  padded to the smallest allowed size that holds it. Allowed sizes are
+  `step / growth**k` down to `min_bucket`, rounded up to `multiple` (the
+  device count): with growth 4 a stage compiles for at most
+  `log4(step / min_bucket) + 1` shapes and pads at most 4x (compile time,
+  not padding, dominates small evaluations on CPU)."""
   sizes = [step] * (n_open // step)
   rest = n_open - step * len(sizes)
   if rest:
-    size = max(min_bucket, 1 << math.ceil(math.log2(rest)))
-    size = int(math.ceil(min(size, step) / multiple) * multiple)
-    sizes.append(size)
+    allowed, size = [], step
+    while size >= min_bucket or not allowed:
+      allowed.append(int(math.ceil(size / multiple) * multiple))
+      size //= growth
+    sizes.append(min(a for a in allowed if a >= rest))
   return sizes
 
 
