@@ -11,7 +11,9 @@ Layout (`train.train_and_evaluate` writes it, `train.load_trained` reads it):
 An epoch commits in one order (`save_checkpoint`): best.ckpt, latest.ckpt,
 then the record's line; `restore_checkpoint` reconciles the journal with
 the checkpoint, so a run killed anywhere resumes with every finished epoch
-recorded once. `state` is a `train.TrainState` (any flax pytree).
+recorded once. A journal with finished epochs but no latest.ckpt (deleted)
+is an error naming both files (`check_journal_without_checkpoint`), never a
+silent restart; `RESTART_FILES` are what starting over moves aside. `state` is a `train.TrainState` (any flax pytree).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from tinyrobust import io
 
 LATEST, BEST, METRICS, FINAL = ('latest.ckpt', 'best.ckpt', 'metrics.jsonl',
                                 'final_metrics.json')
+# What `train_and_evaluate(restart=True)` moves aside (`workdir.set_aside`).
+RESTART_FILES = (METRICS, LATEST, BEST, FINAL, 'config.json')
 # Fields that may change when a run is resumed (they do not change results).
 MUTABLE_FIELDS = ('train.progress_bar', 'train.eval_batch_size')
 
@@ -76,6 +80,7 @@ def restore_checkpoint(workdir: str, state: Any, best: dict[str, Any]
   """
   path = os.path.join(workdir, LATEST)
   if not os.path.exists(path):
+    check_journal_without_checkpoint(workdir)
     return state, best, 0
   raw = io.load_pytree(path)
   template = {'state': flax.serialization.to_state_dict(state),
@@ -93,6 +98,34 @@ def restore_checkpoint(workdir: str, state: Any, best: dict[str, Any]
   logging.info('Resumed %s at epoch %d (step %d).', workdir, epoch + 1,
                int(state.step))
   return state, best, epoch + 1
+
+
+def check_journal_without_checkpoint(workdir: str) -> None:
+  """A run with no latest.ckpt must have no finished epoch in its journal.
+
+  Raises:
+    ValueError: metrics.jsonl records finished epochs (or the final record)
+      but latest.ckpt is gone: naming both files and the two ways on
+      (restore the checkpoint; or start over, moving the old files aside).
+  """
+  path = os.path.join(workdir, METRICS)
+  records = io.read_jsonl(path) if os.path.exists(path) else []
+  epochs = [r.get('epoch') for r in records if not r.get('final')]
+  final = any(r.get('final') for r in records)
+  if not epochs and not final:
+    return
+  ints = [e for e in epochs if isinstance(e, int)]
+  what = (f'{len(epochs)} finished epoch(s) (last: epoch '
+          f'{max(ints) if ints else "-"})'
+          + (' and the final record' if final else ''))
+  raise ValueError(
+      f'{path} records {what}, but {os.path.join(workdir, LATEST)} is '
+      'missing: the run cannot resume where its journal stops, and training '
+      'from epoch 1 would append a second history to it. Either restore '
+      f'{LATEST} (e.g. from a backup) to resume, or start over: rerun with '
+      '--restart (python -m experiments.main; train_and_evaluate(..., '
+      'restart=True)), which moves metrics.jsonl, the checkpoints, '
+      f'{FINAL} and config.json aside into {workdir}/replaced_<time>/.')
 
 
 def _reconcile_metrics(path: str, epoch: int, record) -> None:

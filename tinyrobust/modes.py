@@ -11,7 +11,8 @@
               without vs with the adversarial term -> report.md
 
 Each mode is `fn(config, workdir)` registered in `MODES`; this module only
-dispatches. The pipeline on a trained run (load it, its threat model and
+dispatches, holding the workdir's lock and checking its mode stamp
+(`tinyrobust.workdir`: one writer, one mode per workdir). The pipeline on a trained run (load it, its threat model and
 data, evaluate, write records; profile) is `tinyrobust.runs`.
 """
 
@@ -23,15 +24,34 @@ from tinyrobust import nas
 from tinyrobust import registry
 from tinyrobust import runs
 from tinyrobust import train as train_lib
+from tinyrobust import workdir as workdir_lib
 from tinyrobust.studies import robustness as robustness_study
 from tinyrobust.studies import search as search_study_lib
 
 MODES = registry.Registry('mode')
 
 
-def run(mode: str, config, workdir: str) -> Any:
-  """Runs the registered mode `mode`."""
-  return MODES.lookup(mode)(config, workdir)
+def run(mode: str, config, workdir: str, *, restart: bool = False) -> Any:
+  """Runs the registered mode `mode` holding `workdir`.
+
+  The workdir is locked and its mode stamp checked first
+  (`tinyrobust.workdir.hold`): a second run on it fails at once naming the
+  holder, and a workdir of another mode is refused naming both.
+
+  Args:
+    mode: a name of `MODES`.
+    config: the run's config (None for attack/profile: the run's own).
+    workdir: the run's directory.
+    restart: --mode=train only: start the training run over, moving its
+      journal, checkpoints and config aside (`train_and_evaluate`).
+  """
+  fn = MODES.lookup(mode)
+  if restart and mode != 'train':
+    raise ValueError(f'--restart starts a training run over; it does not '
+                     f'apply to --mode={mode}.')
+  with workdir_lib.hold(workdir, mode):
+    return fn(config, workdir, restart=True) if restart else fn(config,
+                                                                workdir)
 
 
 def _require_config(config, mode: str) -> None:
@@ -40,9 +60,12 @@ def _require_config(config, mode: str) -> None:
 
 
 @MODES.register('train')
-def train(config, workdir: str):
-  """Trains `config`'s model in `workdir` (resumes a killed run)."""
+def train(config, workdir: str, *, restart: bool = False):
+  """Trains `config`'s model in `workdir` (resumes a killed run; starts
+  over with `restart`)."""
   _require_config(config, 'train')
+  if restart:
+    return train_lib.train_and_evaluate(config, workdir, restart=True)
   return train_lib.train_and_evaluate(config, workdir)
 
 

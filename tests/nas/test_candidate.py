@@ -11,6 +11,7 @@ import pytest
 from tinyrobust import models
 from tinyrobust.nas import candidate
 from tinyrobust.nas import costs
+from tinyrobust.nas import failures
 from tinyrobust.nas import journal as journal_lib
 from tinyrobust.nas import search
 from tinyrobust.nas import spaces
@@ -125,7 +126,10 @@ def test_nan_model_trial_is_recorded_as_failed_with_the_reason(tmp_path):
   budget = costs.board_budget('', flash_max_bytes=400e3, sram_max_bytes=64e3)
   evaluator = candidate.CandidateEvaluator(config, str(tmp_path), space,
                                            budget, train_fn=nan_train)
-  search.run_search(config, str(tmp_path), evaluate_fn=evaluator, space=space)
+  with pytest.raises(failures.SearchFailedError,
+                     match='No trial of the search.*non-finite'):
+    search.run_search(config, str(tmp_path), evaluate_fn=evaluator,
+                      space=space)
   results = journal_lib.Journal(str(tmp_path)).replay().results
   trained = [r for r in results if r['status'] != 'infeasible']
   assert trained, [r['status'] for r in results]

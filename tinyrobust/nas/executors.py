@@ -9,7 +9,10 @@ A *job* is `{'trial': int, 'params': dict}`. `evaluate_fn(params, trial)`
 returns an outcome dict (`status`, `terms`, `metrics`, `timings`; see
 `search.py`). `run_job` wraps it: it times the call and turns any
 `Exception` (a TFLite export error, a NaN loss) into a `'failed'` outcome
-holding the error text, so one bad candidate never stops the search.
+holding the error text and its `failure_kind` (`failures.py`: the candidate
+or the environment), so one bad candidate never stops the search; a worker
+process that dies under a job (process pool, Ray) is an environmental
+failure of that job.
 `KeyboardInterrupt`/`SystemExit` are not caught: a killed search stops, and
 the journal's pending suggestions are re-submitted on restart.
 
@@ -31,6 +34,7 @@ import traceback
 from typing import Any, Callable, Iterator, Sequence
 
 from tinyrobust import registry
+from tinyrobust.nas import failures
 
 
 EvaluateFn = Callable[[dict[str, Any], int], dict[str, Any]]
@@ -46,6 +50,7 @@ def run_job(evaluate_fn: EvaluateFn, job: dict[str, Any]) -> dict[str, Any]:
   except Exception as err:  # pylint: disable=broad-except
     out = {'status': 'failed', 'terms': None, 'metrics': {},
            'error': f'{type(err).__name__}: {err}',
+           'failure_kind': failures.failure_kind(err),
            'traceback': traceback.format_exc(limit=8)}
   timings = dict(out.get('timings') or {})
   timings['total_s'] = time.perf_counter() - t0
@@ -84,8 +89,15 @@ class ProcessExecutor:
           self.num_workers, mp_context=multiprocessing.get_context('spawn'))
     futures = {self._pool.submit(run_job, evaluate_fn, job): job
                for job in jobs}
+    broken = False
     for fut in concurrent.futures.as_completed(futures):
-      yield futures[fut], fut.result()
+      try:
+        out = fut.result()
+      except concurrent.futures.BrokenExecutor as err:  # BrokenProcessPool
+        out, broken = failures.killed_worker_outcome(err), True
+      yield futures[fut], out
+    if broken:  # a killed worker breaks the pool: the next batch gets a new one
+      self.close()
 
   def close(self) -> None:
     if self._pool is not None:
@@ -126,7 +138,12 @@ class RayExecutor:
     waiting = list(refs)
     while waiting:
       done, waiting = ray.wait(waiting, num_returns=1)
-      yield refs[done[0]], ray.get(done[0])
+      try:
+        out = ray.get(done[0])
+      except Exception as err:  # pylint: disable=broad-except
+        # run_job catches the job's own errors: this is a dead worker/node.
+        out = failures.killed_worker_outcome(err)
+      yield refs[done[0]], out
 
   def close(self) -> None:
     if self._started:

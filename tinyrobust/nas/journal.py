@@ -9,7 +9,8 @@ Two kinds of lines, both keyed by an integer `trial` id:
   it finishes. `status` is one of `STATUSES`:
   'ok' (trained and evaluated), 'infeasible' (over the board's flash or SRAM
   budget, never trained) or 'failed' (an exception, e.g. a TFLite export
-  error or a NaN loss; `error` holds its text).
+  error or a NaN loss; `error` holds its text and `failure_kind` says
+  whether it is about the candidate or the environment, `failures.py`).
 
 Lines are written whole, flushed and fsynced one at a time
 (`io.append_jsonl`), so a kill loses at most the trial in flight. `replay`
@@ -21,7 +22,9 @@ only reads (it skips a torn tail without touching the file).
 Non-finite floats are written as the strings 'inf' / 'nan' and read back as
 floats. `replay` returns the finished results in trial order and the
 suggested-but-unfinished candidates, which a resumed search re-submits
-instead of asking for new ones.
+instead of asking for new ones; a trial that failed for an environmental
+reason (missing data, out of memory, a killed worker) counts as unfinished,
+so it runs again.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from typing import Any, Mapping
 
 from tinyrobust import io
 from tinyrobust import results
+from tinyrobust.nas import failures
 
 FILENAME = 'trials.jsonl'
 STATUSES = ('ok', 'infeasible', 'failed')
@@ -76,6 +80,8 @@ class Replay:
   """What a journal holds: finished results and pending suggestions."""
   results: list[dict[str, Any]]
   pending: list[dict[str, Any]]
+  # Environmental failures (`failures.is_retried`), also in `pending`.
+  retried: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
   @property
   def next_trial(self) -> int:
@@ -133,6 +139,12 @@ class Journal:
         results[int(r['trial'])] = r  # a re-run's later line wins
       elif r.get('event') == 'suggest':
         suggested[int(r['trial'])] = r
+    retried = [results.pop(t) for t in sorted(results)
+               if failures.is_retried(results[t])]
+    for r in retried:  # environmental failures run again, same parameters
+      suggested.setdefault(int(r['trial']), {
+          'event': 'suggest', 'trial': int(r['trial']), 'params': r['params'],
+          'weights': r.get('weights'), 'batch': r.get('batch', 0)})
     pending = [suggested[t] for t in sorted(suggested) if t not in results]
-    return Replay([results[t] for t in sorted(results)], pending)
+    return Replay([results[t] for t in sorted(results)], pending, retried)
 

@@ -8,7 +8,9 @@
     -> pareto.csv + pareto.png + summary.json (`nas/report.py`)
 
 Resume: the workdir's `trials.jsonl` is replayed first. Finished trials
-(ok / infeasible / failed) go into the designer and are never run again;
+(ok / infeasible / failed because of the candidate) go into the designer and
+are never run again; trials that failed because of the environment (missing
+data, out of memory, a killed worker: `failures.py`) run again;
 suggested-but-unfinished ones are re-submitted (as a batch of their own,
 before any new suggestion), so a killed and restarted search proposes exactly
 what an uninterrupted one would have. The settings that define the search
@@ -43,6 +45,7 @@ from tinyrobust.attacks import config as attack_config_lib
 from tinyrobust.nas import costs as costs_lib
 from tinyrobust.nas import designer as designer_lib
 from tinyrobust.nas import executors as executors_lib
+from tinyrobust.nas import failures
 from tinyrobust.nas import journal as journal_lib
 from tinyrobust.nas import objective as objective_lib
 from tinyrobust.nas import report as report_lib
@@ -198,6 +201,10 @@ def run_search(config: ml_collections.ConfigDict, workdir: str, *,
 
   Returns:
     The summary written to `summary.json`.
+
+  Raises:
+    failures.SearchFailedError: no trial succeeded (nothing is written
+      then but the journal; the reasons are counted in the message).
   """
   config = resolve_config(config)
   s = config.search
@@ -235,6 +242,12 @@ def run_search(config: ml_collections.ConfigDict, workdir: str, *,
   finally:
     if own_executor:
       executor.close()
+  failures.check_outcome(results, workdir)
+  retry = [r for r in results if failures.is_retried(r)]
+  if retry:
+    report_lib.log(f'{len(retry)} trial(s) failed for environmental reasons '
+                   f'({failures.reasons(retry)}); run the search again to '
+                   'retry them.')
   return report_lib.finalize(config, workdir, results, weights, evaluate_fn,
                              search_s=time.perf_counter() - t_start,
                              budget=budget)
@@ -254,7 +267,9 @@ def _make_designer(s, space, weights, replay):
     designer.add_pending(p['trial'], p['params'])
   if replay.results or replay.pending:
     report_lib.log(f'resumed: {len(replay.results)} finished trial(s) '
-                   f'replayed, {len(replay.pending)} unfinished re-submitted')
+                   f'replayed, {len(replay.pending)} unfinished re-submitted'
+                   + (f' ({len(replay.retried)} after an environmental '
+                      'failure)' if replay.retried else ''))
   return designer
 
 
