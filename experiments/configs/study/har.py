@@ -14,7 +14,7 @@ recording into train and test). Inputs are standardised with training
 statistics, so eps is in train-std units per channel or feature. Variants:
 `quick` (this CPU: the training configs' quick windows; tiny models as
 their quick configs, large models CNN and LSTM (no CNN-LSTM) for 5 epochs
-with the CNN at 32 filters; FGSM and PGD-10 on 200 test windows over 5 eps
+with the CNN at 32 filters; FGSM, PGD-10 and AutoAttack (`parts.AUTOATTACK_QUICK`) on 200 test windows over 5 eps
 values), default / `full`
 (each training config's schedule; use a GPU).
 """
@@ -30,11 +30,10 @@ def get_config(arg=None):
   # quick: the tiny models train as their quick configs do (seconds to
   # minutes); the large ones get 5 epochs, far less than they would want.
   short = {'epochs': 5} if q else None
-  c = parts.study_base()
-  # The attack sweep vmaps the eps grid over each batch: 64 windows x 5 eps
-  # keeps the raw-window CNNs' activations in memory; one compiled PGD step.
+  c = parts.study_base(quick=q)
+  # 64 windows per attacked bucket keep the raw-window CNNs' activations
+  # small (the scheduler attacks one eps at a time, steps host-driven).
   c.attack.batch_size = 64
-  c.attack.options.pgd = {'loop': 'fori'}
   if q:
     c.attack.max_examples = 200
   c.tasks.har = parts.task('train-std', (0.0, 0.1, 0.2, 0.4, 0.8) if q else

@@ -12,7 +12,7 @@ model trains as its own training command does (`train/cifar10_<model>.py`;
 the large ones `train/cifar10_large.py:model=<model>`). Inputs are [N, 32, 32, 3] in [0, 1]; the eps grid is in
 pixel/255 (the study's 0-255 grid, `study.config.STUDY_IMAGE_EPS_PIXEL`).
 Variants: `quick` (this CPU: 2 epochs per model on the offline 10k-image
-subset, large models at 32x32, FGSM and PGD-10 on 500 test images over 5 eps
+subset, large models at 32x32, FGSM, PGD-10 and AutoAttack (`parts.AUTOATTACK_QUICK`) on 500 test images over 5 eps
 values), default / `full` (each training config's full schedule, all 2,000
 test images, the study's eps grid; use a GPU).
 """
@@ -27,7 +27,7 @@ def get_config(arg=None):
   q = args.quick
   variant = 'quick' if q else None
   short = {'epochs': 2} if q else None
-  c = parts.study_base()
+  c = parts.study_base(quick=q)
   if q:
     c.attack.max_examples = 500
   c.tasks.image = parts.task(

@@ -10,7 +10,7 @@ trains as its own training command does (`train/speech_commands_<model>.py`;
 the large ones `train/speech_commands_large.py:model=kws_<model>`). Offline only the official test set exists; it is split by
 speaker (0.7/0.1/0.2), so no speaker is in two splits. Inputs: [N, 49, 10]
 MFCCs (the MLPerf Tiny front-end); eps in MFCC units, the model's input as in
-the study. Variants: `quick` (this CPU: 3 epochs per model, FGSM and PGD-10
+the study. Variants: `quick` (this CPU: 3 epochs per model, FGSM, PGD-10, AutoAttack (`parts.AUTOATTACK_QUICK`)
 over 5 eps values on 400 seeded test clips), default / `full` (each training config's schedule; use a
 GPU).
 """
@@ -24,12 +24,11 @@ def get_config(arg=None):
   q = args.quick
   variant = 'quick' if q else None
   short = {'epochs': 3} if q else None
-  c = parts.study_base()
-  # The eps-vmapped PGD sweep of the recurrent models (LSTM(500) over 49
-  # frames) holds every step's activations: at the default attack batch it
-  # needed >17 GB; 64 clips x 5 eps and one compiled PGD step fit in ~2 GB.
+  c = parts.study_base(quick=q)
+  # The recurrent models' backward pass (LSTM(500) over 49 frames) holds
+  # every step's activations: 64 clips per attacked bucket fit in ~2 GB
+  # (the scheduler attacks one eps at a time, steps host-driven).
   c.attack.batch_size = 64
-  c.attack.options.pgd = {'loop': 'fori'}
   if q:
     c.attack.max_examples = 400
   c.tasks.kws = parts.task('mfcc', (0.0, 0.25, 0.5, 1.0, 2.0) if q else

@@ -8,11 +8,26 @@ import ml_collections
 from experiments.configs import common
 
 
-def study_base() -> ml_collections.ConfigDict:
-  """Base config plus the study's sections (attacks FGSM and PGD-10)."""
+# AutoAttack budgets: the paper's standard one (APGD-CE 100 steps, APGD-T
+# and FAB-T 9 targets x 100 steps, Square 5,000 queries) for the full
+# studies; a stated reduced one for the quick variants on a 2-core CPU.
+AUTOATTACK_STANDARD = {'version': 'standard', 'steps': 100,
+                       'n_target_classes': 9, 'queries': 5000}
+AUTOATTACK_QUICK = {'version': 'standard', 'steps': 25,
+                    'n_target_classes': 3, 'queries': 500}
+
+
+def study_base(quick: bool = False, autoattack: bool = True
+               ) -> ml_collections.ConfigDict:
+  """Base config plus the study's sections: FGSM, PGD-10 and (unless
+  `autoattack=False`) AutoAttack, standard version, at `AUTOATTACK_QUICK`'s
+  reduced budget when `quick`."""
   c = common.base_config()
-  c.attack.attacks = ('fgsm', 'pgd')
+  c.attack.attacks = ('fgsm', 'pgd') + (('autoattack',) if autoattack else ())
   c.attack.pgd_steps = 10
+  if autoattack:
+    c.attack.options.autoattack = dict(
+        AUTOATTACK_QUICK if quick else AUTOATTACK_STANDARD)
   c.hardware = ml_collections.ConfigDict({'measure': True})
   c.study = ml_collections.ConfigDict({'executor': 'sequential',
                                        'num_workers': 1, 'bootstrap': 1000})
