@@ -216,6 +216,13 @@ def _ce(logits, labels, num_classes, label_smoothing):
   return optax.softmax_cross_entropy(logits, onehot)
 
 
+def _eval_variables(state) -> dict[str, Any]:
+  v = {'params': state.params}
+  if state.batch_stats is not None:
+    v['batch_stats'] = state.batch_stats
+  return v
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Defence:
   """A configured adversarial-training method (built by `build`).
@@ -286,9 +293,7 @@ class Defence:
     """
     s = self.settings
     eps = eps_at(s['eps'], self.ramp_steps, state.step)
-    variables = {'params': state.params}
-    if state.batch_stats is not None:
-      variables['batch_stats'] = state.batch_stats
+    variables = _eval_variables(state)
     akey = jax.random.fold_in(key, ATTACK_STREAM)
     trades = s['method'] == 'trades'
     x_adv = jax.lax.stop_gradient(
@@ -315,11 +320,11 @@ class Defence:
     x = x if self.frontend is None else self.frontend(x)
     return self.model.apply(variables, x, train=False)
 
-  def epoch_check(self, variables, best: dict[str, Any],
-                  step: int) -> dict[str, Any]:
-    """PGD accuracy on the fixed validation batch at the full eps, and the
-    catastrophic-overfitting flag (`collapse.collapsed` against the best
-    so far in `best`); warns (`collapse.CatastrophicOverfittingWarning`)
+  def epoch_check(self, state, best: dict[str, Any]) -> dict[str, Any]:
+    """PGD accuracy of `state` (the trainer's `TrainState` after an
+    epoch, in eval mode) on the fixed validation batch at the full eps, and
+    the catastrophic-overfitting flag (`collapse.collapsed` against the
+    best so far in `best`); warns (`collapse.CatastrophicOverfittingWarning`)
     when it fires.
 
     Returns:
@@ -327,8 +332,8 @@ class Defence:
       'val_pgd_best' (best so far, this epoch included), 'collapsed',
       'train_eps' (the eps of the epoch's last step), 'check_seconds'.
     """
-    t0 = time.time()
-    s = self.settings
+    t0, s, step = time.time(), self.settings, int(state.step)
+    variables = _eval_variables(state)
     x_adv = self.check_attack(variables, self.check_x, self.check_y,
                               self.check_key, s['eps'])
     logits = jax.jit(self._eval_logits)(variables, x_adv)

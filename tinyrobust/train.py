@@ -34,12 +34,14 @@ import numpy as np
 import optax
 import tqdm
 
+from tinyrobust import adversarial
 from tinyrobust import config_io
 from tinyrobust import data as data_lib
 from tinyrobust import io
 from tinyrobust import models
 from tinyrobust import registry
 from tinyrobust import sharding
+from tinyrobust import workdir as workdir_lib
 # The workdir names, re-exported (`train.FINAL`, `train.is_finished`, ...).
 from tinyrobust.checkpoints import BEST
 from tinyrobust.checkpoints import FINAL
@@ -48,6 +50,7 @@ from tinyrobust.checkpoints import LATEST
 from tinyrobust.checkpoints import METRICS
 from tinyrobust.checkpoints import MUTABLE_FIELDS
 from tinyrobust.checkpoints import prepare_workdir
+from tinyrobust.checkpoints import RESTART_FILES
 from tinyrobust.checkpoints import restore_checkpoint
 from tinyrobust.checkpoints import save_checkpoint
 from tinyrobust.data import augment as augment_lib
@@ -141,7 +144,8 @@ def _loss(logits, labels, num_classes, label_smoothing):
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
                     num_classes: int, total_steps: int,
                     label_smoothing: float = 0.0,
-                    augment: Callable | None = None):
+                    augment: Callable | None = None,
+                    defence: adversarial.Defence | None = None):
   """Returns `train_step(state, x, y, key) -> (state, metrics)` (pure)."""
   project = conventions.hook(model, 'project_params')
   extra_kwargs = conventions.hook(model, 'train_kwargs')
@@ -165,6 +169,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
       loss = _loss(logits, y, num_classes, label_smoothing).mean()
       return loss, (logits, new_vars.get('batch_stats'))
 
+    if defence is not None:
+      loss_fn = defence.objective(state, x, y, key, dropout_key, kwargs)
     (loss, (logits, new_bs)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -233,6 +239,7 @@ def check_config(config) -> None:
   aug = config.data.get('augment', 'none')
   if aug and aug != 'none':
     augment_lib.check_augment(aug)
+  adversarial.check_config(config)
 
 
 def check_model_builds(model: nn.Module, example_shape) -> None:
@@ -322,15 +329,18 @@ def final_report(config, workdir: str, best: dict[str, Any],
   return final
 
 
-def _setup(config, workdir: str):
+def _setup(config, workdir: str, restart: bool = False):
   """Checks, data, model, optimizer and pinned workdir of a run."""
-  config = ml_collections.ConfigDict(config_io.config_json(config))
+  config = adversarial.canonical_config(
+      ml_collections.ConfigDict(config_io.config_json(config)))
   check_config(config)
   splits = load_splits(config)
   if config.model.get('num_classes', None) is None:
     config.model.num_classes = splits['train'].num_classes
   model, num_classes = build_model(config)
   check_model_builds(model, splits['train'].x.shape[1:])
+  if restart:
+    workdir_lib.set_aside(workdir, RESTART_FILES)
   prepare_workdir(config, workdir)
   return config, splits, model, num_classes
 
@@ -338,6 +348,7 @@ def _setup(config, workdir: str):
 def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str, *,
     callbacks: Sequence[Callable[[int, TrainState], None]] = (),
+    restart: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
   """Trains `config.model` on `config.data`, checkpointing in `workdir`.
 
@@ -347,13 +358,16 @@ def train_and_evaluate(
       from its last completed epoch.
     callbacks: functions `cb(epoch, state)` called after each epoch's
       checkpoint (used for logging or to interrupt a run in tests).
+    restart: start over: the workdir's journal, checkpoints, final metrics
+      and config move aside to `<workdir>/replaced_<time>/` (after the
+      config's checks) instead of resuming.
 
   Returns:
     (metrics, variables): final metrics (best validation accuracy, test
     accuracy of the best-on-validation variables, protocol) and those
     eval-mode variables.
   """
-  config, splits, model, num_classes = _setup(config, workdir)
+  config, splits, model, num_classes = _setup(config, workdir, restart)
   train_ds, val_ds, test_ds = splits['train'], splits['val'], splits['test']
   tcfg = config.train
   mesh = sharding.batch_mesh()
@@ -364,7 +378,10 @@ def train_and_evaluate(
   init_key, data_key, train_key, _ = jax.random.split(
       jax.random.key(int(config.seed)), 4)
   state = create_train_state(model, tx, train_ds, init_key)
-  best = {'val_accuracy': -1.0, 'epoch': -1, 'variables': _variables(state)}
+  defence = adversarial.build(config, model, splits, num_classes=num_classes,
+                              steps_per_epoch=steps_per_epoch)
+  best = {'val_accuracy': -1.0, 'epoch': -1, 'variables': _variables(state),
+          **(defence.best_template if defence else {})}
   state, best, start_epoch = restore_checkpoint(workdir, state, best)
   augment = None
   if config.data.get('augment', 'none') not in ('none', '', None):
@@ -372,27 +389,30 @@ def train_and_evaluate(
   train_step = jax.jit(make_train_step(
       model, tx, num_classes=num_classes,
       total_steps=int(tcfg.epochs) * steps_per_epoch,
-      label_smoothing=_get(tcfg, 'label_smoothing', 0.0), augment=augment),
-                       donate_argnums=0)
+      label_smoothing=_get(tcfg, 'label_smoothing', 0.0), augment=augment,
+      defence=defence), donate_argnums=0)
   eval_step = jax.jit(make_eval_step(model, num_classes))
   eval_bs = int(_get(tcfg, 'eval_batch_size', 512))
   for epoch in range(start_epoch, int(tcfg.epochs)):
     t0 = time.time()
     state, train_m = train_epoch(
-        train_step, state, train_ds, epoch=epoch, batch_size=batch_size,
+        train_step, state,
+        defence.train_data(train_ds) if defence else train_ds, epoch=epoch, batch_size=batch_size,
         steps_per_epoch=steps_per_epoch, data_key=data_key,
         train_key=train_key, mesh=mesh,
         show_bar=_get(tcfg, 'progress_bar', True))
     val_m = evaluate_dataset(eval_step, _variables(state), val_ds, eval_bs,
                              mesh)
-    if val_m['accuracy'] > best['val_accuracy']:
+    check = defence.epoch_check(state, best) if defence else {}
+    if adversarial.improves(best, val_m['accuracy'], check):
       best = {'val_accuracy': val_m['accuracy'], 'epoch': epoch,
-              'variables': jax.device_get(_variables(state))}
+              'variables': jax.device_get(_variables(state)),
+              **adversarial.best_fields(check)}
     record = {'epoch': epoch + 1, 'step': int(state.step),
               'train_loss': train_m['loss'],
               'train_accuracy': train_m['accuracy'],
               'val_loss': val_m['loss'], 'val_accuracy': val_m['accuracy'],
-              'seconds': time.time() - t0}
+              'seconds': time.time() - t0, **check}
     save_checkpoint(workdir, state, epoch, best, record)
     logging.info('epoch %d/%d: %s', epoch + 1, tcfg.epochs, record)
     for cb in callbacks:
@@ -415,7 +435,15 @@ def load_trained(workdir: str):
     if not os.path.exists(p):
       raise ValueError(f'{workdir!r} is not a trained run: {p} is missing. '
                        'Train first with --mode=train.')
-  config = ml_collections.ConfigDict(io.read_json(cfg_path))
+  raw_cfg = io.read_json(cfg_path)
+  missing = [k for k in ('data', 'model', 'train') if not isinstance(
+      raw_cfg, dict) or not isinstance(raw_cfg.get(k), dict)]
+  if missing or 'name' not in raw_cfg['model']:
+    raise ValueError(f'{cfg_path} is not a training config: it lacks '
+                     f'{", ".join(missing) or "model.name"} (has '
+                     f'{sorted(raw_cfg) if isinstance(raw_cfg, dict) else raw_cfg!r}'
+                     '). Restore the file the run wrote, or retrain.')
+  config = ml_collections.ConfigDict(raw_cfg)
   model, _ = build_model(config)
   raw = io.load_pytree(ckpt_path)
   variables = jax.tree_util.tree_map(jnp.asarray, raw)

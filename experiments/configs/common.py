@@ -18,6 +18,7 @@ from typing import Any, Iterable, Mapping
 
 import ml_collections
 
+from tinyrobust import adversarial
 from tinyrobust.attacks import config as attack_config_lib
 
 
@@ -105,6 +106,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.label_smoothing = 0.0
   c.train.grad_clip_norm = 0.0   # 0 = no clipping
   c.train.progress_bar = True    # may change on resume
+  # Adversarial training (PGD-AT, TRADES, FGSM-RS), off by default; fields in
+  # tinyrobust.adversarial.default_config. An off section is dropped from the
+  # pinned config.json (runs pinned before it existed resume).
+  c.train.adversarial = adversarial.default_config()
   # Robustness evaluation (--mode=attack, studies, the search's adversarial
   # term); fields documented in tinyrobust.attacks.config.default_attack_config.
   c.attack = attack_config_lib.default_attack_config()
