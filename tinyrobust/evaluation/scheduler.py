@@ -53,13 +53,7 @@ counts as an uninterrupted one (AutoAttack's `state_path`).
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import hashlib
-import json
 import math
-import os
-import threading
 import time
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -71,44 +65,11 @@ import numpy as np
 from tinyrobust import sharding
 from tinyrobust.attacks import loops
 from tinyrobust.attacks import registry as attack_registry
+from tinyrobust.evaluation import scheduler_state
 
-STATE_VERSION = 1
-_COMPILE_EVENTS = ('/jax/core/compile/jaxpr_trace_duration',
-                   '/jax/core/compile/jaxpr_to_mlir_module_duration',
-                   '/jax/core/compile/backend_compile_duration')
-_NONE = np.iinfo(np.int32).max  # "not decided" in `decided_at`
-
-
-class _CompileClock:
-  """Sums JAX's compile-event durations on this thread (one listener)."""
-
-  _lock = threading.Lock()
-  _installed = False
-  _local = threading.local()
-
-  @classmethod
-  def _listener(cls, name: str, secs: float, **_) -> None:
-    if name in _COMPILE_EVENTS:
-      cls._local.total = getattr(cls._local, 'total', 0.0) + secs
-
-  @classmethod
-  def now(cls) -> float:
-    with cls._lock:
-      if not cls._installed:
-        jax.monitoring.register_event_duration_secs_listener(cls._listener)
-        cls._installed = True
-    return getattr(cls._local, 'total', 0.0)
-
-
-@contextlib.contextmanager
-def _timed(times: dict[str, list[float]], stage: str):
-  """Adds (wall, compile) seconds of the block to `times[stage]`."""
-  t0, c0 = time.perf_counter(), _CompileClock.now()
-  yield
-  wall, comp = time.perf_counter() - t0, _CompileClock.now() - c0
-  acc = times.setdefault(stage, [0.0, 0.0])
-  acc[0] += wall
-  acc[1] += comp
+_NONE = scheduler_state.NONE
+_AttackState = scheduler_state.AttackState
+_timed = scheduler_state.timed
 
 
 def bucket_sizes(n_open: int, step: int, *, min_bucket: int = 8,
@@ -163,122 +124,6 @@ def host_driven(kernel: Callable) -> bool:
     return loops.host_mode(config['loop'])
   except ValueError:
     return False
-
-
-@dataclasses.dataclass
-class _AttackState:
-  """One attack's progress, all host numpy (what a state file holds).
-
-  decided_at [N]: eps index (in ascending order) of the first witness, or
-    `_NONE`. stage_of [N]: index into ('clean', *stages) of the stage that
-    found it, -1 if none. nonfinite [N]: the witness had non-finite output.
-    inconsistent [N]: the witness changed the prediction (False for a
-    cascade's clean misclassification, whose adversarial input is x).
-    cursor: (eps index, stage index, next bucket); stage_open [N]: the open
-    set when the current stage started (buckets are rebuilt from it).
-  """
-  decided_at: np.ndarray
-  stage_of: np.ndarray
-  nonfinite: np.ndarray
-  inconsistent: np.ndarray
-  stage_open: np.ndarray
-  cursor: list[int]
-  audit_attacked: np.ndarray
-  audit_regressed: np.ndarray
-  times: dict[str, list[float]]
-  done: bool = False
-
-  @classmethod
-  def fresh(cls, n: int, n_eps: int) -> '_AttackState':
-    return cls(decided_at=np.full(n, _NONE, np.int32),
-               stage_of=np.full(n, -1, np.int32),
-               nonfinite=np.zeros(n, bool), inconsistent=np.zeros(n, bool),
-               stage_open=np.zeros(n, bool), cursor=[0, 0, 0],
-               audit_attacked=np.zeros(n_eps, np.int64),
-               audit_regressed=np.zeros(n_eps, np.int64), times={})
-
-  ARRAYS = ('decided_at', 'stage_of', 'nonfinite', 'inconsistent',
-            'stage_open', 'audit_attacked', 'audit_regressed')
-
-
-def _fingerprint(x, y, attacks, grid, seed, step, audit, min_bucket) -> str:
-  h = hashlib.sha256()
-  h.update(np.ascontiguousarray(x).tobytes())
-  h.update(np.ascontiguousarray(y).astype(np.int64).tobytes())
-  meta = {'attacks': {n: _jsonable(dict(a.config)) for n, a in
-                      attacks.items()},
-          'stages': {n: [s for s, _ in stages_of(a)] for n, a in
-                     attacks.items()},
-          'grid': [float(e) for e in grid], 'seed': int(seed),
-          'step': int(step), 'audit': int(audit),
-          'min_bucket': int(min_bucket), 'version': STATE_VERSION}
-  h.update(json.dumps(meta, sort_keys=True, default=str).encode())
-  return h.hexdigest()
-
-
-def _jsonable(obj):
-  if isinstance(obj, Mapping):
-    return {str(k): _jsonable(v) for k, v in obj.items()}
-  if isinstance(obj, (list, tuple)):
-    return [_jsonable(v) for v in obj]
-  if isinstance(obj, np.ndarray):
-    return obj.tolist()
-  if isinstance(obj, (np.floating, np.integer)):
-    return obj.item()
-  return obj
-
-
-class _StateFile:
-  """Atomic save/load of every attack's `_AttackState` (one .npz)."""
-
-  def __init__(self, path: str | None, fingerprint: str, names, n: int,
-               n_eps: int, save_every: float):
-    self.path, self.fingerprint = path, fingerprint
-    self.names, self.n, self.n_eps = list(names), n, n_eps
-    self.save_every = float(save_every)
-    self._last = time.monotonic()
-
-  def load(self) -> dict[str, _AttackState]:
-    fresh = {m: _AttackState.fresh(self.n, self.n_eps) for m in self.names}
-    if self.path is None or not os.path.exists(self.path):
-      return fresh
-    try:
-      with np.load(self.path, allow_pickle=False) as z:
-        meta = json.loads(str(z['meta']))
-        arrays = {k: np.asarray(z[k]) for k in z.files if k != 'meta'}
-    except (OSError, ValueError, KeyError) as e:
-      raise ValueError(f'Evaluation state {self.path!r} is unreadable ({e}); '
-                       'delete it to start the evaluation over.') from e
-    if meta.get('fingerprint') != self.fingerprint:
-      raise ValueError(
-          f'Evaluation state {self.path!r} belongs to another evaluation '
-          '(different examples, attacks, eps grid, seed or batch size); '
-          'delete it or pass another state_path.')
-    for i, m in enumerate(self.names):
-      st = fresh[m]
-      for k in _AttackState.ARRAYS:
-        setattr(st, k, arrays[f'{i}.{k}'])
-      st.cursor = list(meta['cursor'][m])
-      st.done = bool(meta['done'][m])
-      st.times = {k: list(v) for k, v in meta['times'][m].items()}
-    return fresh
-
-  def save(self, states: Mapping[str, _AttackState], *, force: bool = False
-           ) -> None:
-    if self.path is None:
-      return
-    if not force and time.monotonic() - self._last < self.save_every:
-      return
-    arrays = {f'{i}.{k}': getattr(states[m], k)
-              for i, m in enumerate(self.names) for k in _AttackState.ARRAYS}
-    meta = {'fingerprint': self.fingerprint, 'version': STATE_VERSION,
-            'cursor': {m: list(map(int, s.cursor)) for m, s in states.items()},
-            'done': {m: bool(s.done) for m, s in states.items()},
-            'times': {m: s.times for m, s in states.items()}}
-    tmp = f'{self.path}.tmp{os.getpid()}.npz'
-    np.savez(tmp, meta=np.asarray(json.dumps(meta)), **arrays)
-    os.replace(tmp, self.path)
-    self._last = time.monotonic()
 
 
 class Scheduler:
@@ -414,10 +259,11 @@ class Scheduler:
     clean_pred, clean_fin = self._clean(variables, x, y)
     ok = (clean_pred == y) & clean_fin
     step = sharding.step_batch_size(self.batch_size, n, self.mesh)
-    store = _StateFile(
-        state_path, _fingerprint(x, y, self.attacks, self.eps_grid, seed,
-                                 step, self.audit, self.min_bucket),
-        self.attacks, n, len(self.eps_grid), save_every)
+    fingerprint = scheduler_state.fingerprint(
+        x, y, self.attacks, self.eps_grid, seed, step, self.audit,
+        self.min_bucket, stages_of)
+    store = scheduler_state.StateFile(state_path, fingerprint, self.attacks,
+                                      n, len(self.eps_grid), save_every)
     states = store.load()
     out = {}
     for a_idx, (name, attack) in enumerate(self.attacks.items()):

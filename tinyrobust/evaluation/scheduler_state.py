@@ -1,0 +1,180 @@
+"""The scheduler's per-example state, its state file and its compile clock.
+
+`AttackState` is what a resumable evaluation saves for each attack (numpy
+arrays of per-example decisions plus a cursor); `StateFile` writes it
+atomically to one `.npz` (arrays plus a JSON `meta` entry holding a
+fingerprint of the examples, attacks, eps grid, seed and batch size, so a
+state file of another evaluation is refused, never silently reused).
+`timed` adds a block's wall and compile seconds (JAX's compile events) to a
+stage's totals.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import threading
+import time
+from typing import Callable, Mapping
+
+import jax
+import numpy as np
+
+STATE_VERSION = 1
+COMPILE_EVENTS = ('/jax/core/compile/jaxpr_trace_duration',
+                  '/jax/core/compile/jaxpr_to_mlir_module_duration',
+                  '/jax/core/compile/backend_compile_duration')
+NONE = np.iinfo(np.int32).max  # "not decided" in `decided_at`
+
+
+class _CompileClock:
+  """Sums JAX's compile-event durations on this thread (one listener)."""
+
+  _lock = threading.Lock()
+  _installed = False
+  _local = threading.local()
+
+  @classmethod
+  def _listener(cls, name: str, secs: float, **_) -> None:
+    if name in COMPILE_EVENTS:
+      cls._local.total = getattr(cls._local, 'total', 0.0) + secs
+
+  @classmethod
+  def now(cls) -> float:
+    with cls._lock:
+      if not cls._installed:
+        jax.monitoring.register_event_duration_secs_listener(cls._listener)
+        cls._installed = True
+    return getattr(cls._local, 'total', 0.0)
+
+
+@contextlib.contextmanager
+def timed(times: dict[str, list[float]], stage: str):
+  """Adds (wall, compile) seconds of the block to `times[stage]`."""
+  t0, c0 = time.perf_counter(), _CompileClock.now()
+  yield
+  wall, comp = time.perf_counter() - t0, _CompileClock.now() - c0
+  acc = times.setdefault(stage, [0.0, 0.0])
+  acc[0] += wall
+  acc[1] += comp
+
+
+@dataclasses.dataclass
+class AttackState:
+  """One attack's progress, all host numpy (what a state file holds).
+
+  decided_at [N]: eps index (in ascending order) of the first witness, or
+    `NONE`. stage_of [N]: index into ('clean', *stages) of the stage that
+    found it, -1 if none. nonfinite [N]: the witness had non-finite output.
+    inconsistent [N]: the witness changed the prediction (False for a
+    cascade's clean misclassification, whose adversarial input is x).
+    cursor: (eps index, stage index, next bucket); stage_open [N]: the open
+    set when the current stage started (buckets are rebuilt from it).
+  """
+  decided_at: np.ndarray
+  stage_of: np.ndarray
+  nonfinite: np.ndarray
+  inconsistent: np.ndarray
+  stage_open: np.ndarray
+  cursor: list[int]
+  audit_attacked: np.ndarray
+  audit_regressed: np.ndarray
+  times: dict[str, list[float]]
+  done: bool = False
+
+  @classmethod
+  def fresh(cls, n: int, n_eps: int) -> 'AttackState':
+    return cls(decided_at=np.full(n, NONE, np.int32),
+               stage_of=np.full(n, -1, np.int32),
+               nonfinite=np.zeros(n, bool), inconsistent=np.zeros(n, bool),
+               stage_open=np.zeros(n, bool), cursor=[0, 0, 0],
+               audit_attacked=np.zeros(n_eps, np.int64),
+               audit_regressed=np.zeros(n_eps, np.int64), times={})
+
+  ARRAYS = ('decided_at', 'stage_of', 'nonfinite', 'inconsistent',
+            'stage_open', 'audit_attacked', 'audit_regressed')
+
+
+def fingerprint(x, y, attacks, grid, seed, step, audit, min_bucket,
+                stages_of: Callable) -> str:
+  """sha256 of everything a resumed run must share with the saved one."""
+  h = hashlib.sha256()
+  h.update(np.ascontiguousarray(x).tobytes())
+  h.update(np.ascontiguousarray(y).astype(np.int64).tobytes())
+  meta = {'attacks': {n: jsonable(dict(a.config)) for n, a in
+                      attacks.items()},
+          'stages': {n: [s for s, _ in stages_of(a)] for n, a in
+                     attacks.items()},
+          'grid': [float(e) for e in grid], 'seed': int(seed),
+          'step': int(step), 'audit': int(audit),
+          'min_bucket': int(min_bucket), 'version': STATE_VERSION}
+  h.update(json.dumps(meta, sort_keys=True, default=str).encode())
+  return h.hexdigest()
+
+
+def jsonable(obj):
+  if isinstance(obj, Mapping):
+    return {str(k): jsonable(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [jsonable(v) for v in obj]
+  if isinstance(obj, np.ndarray):
+    return obj.tolist()
+  if isinstance(obj, (np.floating, np.integer)):
+    return obj.item()
+  return obj
+
+
+class StateFile:
+  """Atomic save/load of every attack's `AttackState` (one .npz)."""
+
+  def __init__(self, path: str | None, fingerprint: str, names, n: int,
+               n_eps: int, save_every: float):
+    self.path, self.fingerprint = path, fingerprint
+    self.names, self.n, self.n_eps = list(names), n, n_eps
+    self.save_every = float(save_every)
+    self._last = time.monotonic()
+
+  def load(self) -> dict[str, AttackState]:
+    fresh = {m: AttackState.fresh(self.n, self.n_eps) for m in self.names}
+    if self.path is None or not os.path.exists(self.path):
+      return fresh
+    try:
+      with np.load(self.path, allow_pickle=False) as z:
+        meta = json.loads(str(z['meta']))
+        arrays = {k: np.asarray(z[k]) for k in z.files if k != 'meta'}
+    except (OSError, ValueError, KeyError) as e:
+      raise ValueError(f'Evaluation state {self.path!r} is unreadable ({e}); '
+                       'delete it to start the evaluation over.') from e
+    if meta.get('fingerprint') != self.fingerprint:
+      raise ValueError(
+          f'Evaluation state {self.path!r} belongs to another evaluation '
+          '(different examples, attacks, eps grid, seed or batch size); '
+          'delete it or pass another state_path.')
+    for i, m in enumerate(self.names):
+      st = fresh[m]
+      for k in AttackState.ARRAYS:
+        setattr(st, k, arrays[f'{i}.{k}'])
+      st.cursor = list(meta['cursor'][m])
+      st.done = bool(meta['done'][m])
+      st.times = {k: list(v) for k, v in meta['times'][m].items()}
+    return fresh
+
+  def save(self, states: Mapping[str, AttackState], *, force: bool = False
+           ) -> None:
+    if self.path is None:
+      return
+    if not force and time.monotonic() - self._last < self.save_every:
+      return
+    arrays = {f'{i}.{k}': getattr(states[m], k)
+              for i, m in enumerate(self.names) for k in AttackState.ARRAYS}
+    meta = {'fingerprint': self.fingerprint, 'version': STATE_VERSION,
+            'cursor': {m: list(map(int, s.cursor)) for m, s in states.items()},
+            'done': {m: bool(s.done) for m, s in states.items()},
+            'times': {m: s.times for m, s in states.items()}}
+    tmp = f'{self.path}.tmp{os.getpid()}.npz'
+    np.savez(tmp, meta=np.asarray(json.dumps(meta)), **arrays)
+    os.replace(tmp, self.path)
+    self._last = time.monotonic()
