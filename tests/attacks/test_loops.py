@@ -262,3 +262,38 @@ def test_eot_random_model_modes_identical_and_vmappable(digits_mlp):
       v, x, y, key, jnp.array([0.0, 0.05]))
   np.testing.assert_array_equal(swept[0], x)
   np.testing.assert_allclose(swept[1], host, atol=1e-6)
+
+
+@pytest.mark.parametrize('norm', ['linf', 'l2'])
+def test_square_loop_modes_identical_and_stop(digits_mlp, norm):
+  apply_fn, v, x, y = digits_mlp
+  x, y = x[:32].reshape(32, 8, 8, 1), y[:32]
+  flat = lambda v_, z: apply_fn(v_, z.reshape(z.shape[0], -1))
+  eps = 0.1 if norm == 'linf' else 1.0
+  key = jax.random.key(8)
+  modes = ('host', 'fori') + (('unroll',) if norm == 'linf' else ())
+  outs = [attacks.make_square(flat, norm=norm, queries=12, clip=(0.0, 1.0),
+                              loop=loop, chunk=2, return_info=True)(
+                                  v, x, y, key, eps)
+          for loop in modes]
+  _assert_same([o[0] for o in outs])
+  _assert_same([o[1]['queries'] for o in outs])
+  assert bool(jnp.any(outs[0][1]['success']))
+
+
+def test_square_host_stops_when_no_point_is_left(digits_mlp):
+  """eps = 1 in L-inf breaks every digit within 3 queries (window sides 7
+  then 5 of the 6 sizes of 500 queries): the other sizes never compile."""
+  apply_fn, v, x, y = digits_mlp
+  counted, calls = _counting(apply_fn)
+  attack = attacks.make_square(counted, queries=500, clip=(0.0, 1.0),
+                               loop='host', chunk=2, return_info=True)
+  _, info = attack(v, x[:16], y[:16], jax.random.key(0), 1.0)
+  assert bool(jnp.all(info['success']))
+  assert int(jnp.max(info['queries'])) <= 3
+  # Traced: class count, start, the sizes-7 and -5 chunks (1 + 2 steps),
+  # valid check and info = 7; a run through all sizes traces >= 8 more.
+  assert len(calls) <= 7
+  n = len(calls)
+  attack(v, x[16:32], y[16:32], jax.random.key(1), 1.0)
+  assert len(calls) == n
