@@ -120,6 +120,8 @@ def host_driven(kernel: Callable) -> bool:
   config = dict(getattr(kernel, 'config', None) or {})
   if 'loop' not in config:  # a plain kernel: no host-driven steps
     return False
+  if config.get('steps') == 1 and config.get('restarts', 1) == 1:
+    return False  # FGSM: one jitted program beats host-driven pieces
   try:
     return loops.host_mode(config['loop'])
   except ValueError:
