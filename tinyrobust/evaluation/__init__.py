@@ -8,10 +8,16 @@
     sanity.py       every sanity flag (model checks, noise baseline, flags
                     read from the counts)
     records.py      write_results, print_results
+    threat_space.py the `threat` section: input or signal space, precisions
+                    (each dataset's signal space: `tinyrobust.data.signal`)
+    deployed.py     float32 vs int8 (LiteRT, fake-quant) on the same examples
+    scheduler.py    the host-side scheduler engine of the evaluator
 
-The `attack` config section is read by `tinyrobust.attacks.config`.
+The `attack` config section is read by `tinyrobust.attacks.config`; the
+pipeline on a trained run is `tinyrobust.runs`.
 """
 
+from tinyrobust.evaluation.deployed import evaluate_deployed
 from tinyrobust.evaluation.inputs import check_eval_inputs
 from tinyrobust.evaluation.inputs import model_num_classes
 from tinyrobust.evaluation.inputs import subset_indices
@@ -25,14 +31,20 @@ from tinyrobust.evaluation.robustness import RobustnessEvaluator
 from tinyrobust.evaluation.robustness import robustness_run
 from tinyrobust.evaluation.robustness import RobustnessRun
 from tinyrobust.evaluation.sanity import sanity_flags
+from tinyrobust.evaluation.scheduler import Scheduler
 from tinyrobust.evaluation.summary import metrics_at
 from tinyrobust.evaluation.summary import outcomes
 from tinyrobust.evaluation.summary import summarize
+from tinyrobust.evaluation.threat_space import attack_problem
+from tinyrobust.evaluation.threat_space import check_threat
+from tinyrobust.evaluation.threat_space import PRECISIONS
+from tinyrobust.evaluation.threat_space import Problem
 
 __all__ = [
-    'check_eval_inputs', 'evaluate_robustness', 'evaluate_robustness_timed',
-    'metrics_at', 'model_num_classes', 'outcomes', 'prepare_run',
-    'print_results', 'RESULTS_NAME', 'RobustnessEvaluator', 'robustness_run',
-    'RobustnessRun', 'sanity_flags', 'subset_indices', 'summarize',
-    'write_results',
+    'attack_problem', 'check_eval_inputs', 'check_threat',
+    'evaluate_deployed', 'evaluate_robustness', 'evaluate_robustness_timed',
+    'metrics_at', 'model_num_classes', 'outcomes', 'PRECISIONS',
+    'prepare_run', 'print_results', 'Problem', 'RESULTS_NAME',
+    'RobustnessEvaluator', 'robustness_run', 'RobustnessRun', 'sanity_flags',
+    'Scheduler', 'subset_indices', 'summarize', 'write_results',
 ]

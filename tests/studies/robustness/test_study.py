@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from experiments.configs.study import parts
-from tinyrobust import evaluate
+from tinyrobust import evaluation
 from tinyrobust import train
 from tinyrobust.studies.robustness import config as study_config
 from tinyrobust.studies.robustness import runner
@@ -70,8 +70,8 @@ def test_study_end_to_end_then_cached(tmp_path, monkeypatch):
   assert row['ci95_low_points'] <= row['gap_points'] <= row['ci95_high_points']
   # A re-run trains nothing and attacks nothing.
   attacked = []
-  real = evaluate.robustness_run
-  monkeypatch.setattr(evaluate, 'robustness_run',
+  real = evaluation.robustness_run
+  monkeypatch.setattr(evaluation, 'robustness_run',
                       lambda *a, **k: attacked.append(1) or real(*a, **k))
   spy2 = Spy()
   again = runner.run_study(_config(), wd, train_fn=spy2)

@@ -12,9 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from tinyrobust import evaluate
+from tinyrobust import config_io
 from tinyrobust import io
 from tinyrobust import results as results_lib
+from tinyrobust.attacks import config as attack_config_lib
 from tinyrobust.studies.robustness import config as study_config
 from tinyrobust.studies.robustness import tables
 
@@ -140,7 +141,7 @@ def _figures(config, workdir, t1, curve_rows) -> list[str]:
 
 def _protocol(config, results, outcomes) -> str:
   lines = []
-  acfg = evaluate.attack_config(config)
+  acfg = attack_config_lib.attack_config(config)
   for task, tcfg in config.tasks.items():
     u = study_config.unit(task, tcfg.eps_units)
     lines.append(f'- **{task}**: eps grid {list(tcfg.eps_grid)} in '
@@ -156,6 +157,16 @@ def _protocol(config, results, outcomes) -> str:
       f'PGD {acfg.pgd_steps} steps x {acfg.pgd_restarts} restart(s) with '
       'random start and step 2.5*eps/steps; inputs clipped to the data '
       'range where it has one; models in eval mode.')
+  for name, opts in sorted(config_io.to_dict(acfg.get('options')).items()):
+    if opts:  # e.g. the AutoAttack budget (version, steps, targets, queries)
+      lines.append(f'  - {name}: ' + ', '.join(
+          f'{k} {v}' for k, v in sorted(opts.items())) + '.')
+  lines.append(
+      '- Evaluation engine: per attack, eps in ascending order, each stage '
+      'only on the points still robust; an adversarial example found at a '
+      'smaller eps counts at every larger eps, so each number is the '
+      'per-example worst case over the attack at all eps up to that one '
+      '(AutoAttack: clean errors are done before any stage).')
   lines.append(
       '- Metrics: clean accuracy = pred(x) == y; robust accuracy = pred(x) '
       '== y and pred(x_adv) == y (clean errors count as non-robust); '

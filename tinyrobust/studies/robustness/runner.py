@@ -7,11 +7,12 @@ a Ray cluster or several processes. A job works in
 
   train    the model's training run (`train.train_and_evaluate`, which
            resumes a killed run; a finished one is loaded, never re-run)
-  attack   FGSM/PGD over the task's eps grid on the test split ->
+  attack   FGSM/PGD over the task's eps grid on the test split
+           (`runs.robustness`) ->
            attack_results.json/.csv and attack_examples.npz (per-example
            outcomes for the bootstrap); skipped when the stored results
            were made with the same attack settings
-  profile  `hardware.profile` -> profile.json; skipped when present
+  profile  `runs.profile_model` -> profile.json; skipped when present
 
 so a re-run of a finished study recomputes nothing and a killed study
 resumes with its finished models untouched. JAX's persistent compilation
@@ -31,10 +32,12 @@ import ml_collections
 import numpy as np
 
 from tinyrobust import config_io
-from tinyrobust import evaluate
-from tinyrobust import hardware
+from tinyrobust import evaluation
 from tinyrobust import io
+from tinyrobust import runs
 from tinyrobust import train
+from tinyrobust import workdir as workdir_lib
+from tinyrobust.attacks import config as attack_config_lib
 from tinyrobust.nas import candidate
 from tinyrobust.nas import executors as executors_lib
 from tinyrobust.studies.robustness import config as study_config
@@ -78,11 +81,17 @@ class ModelJob:
     return ml_collections.ConfigDict(self.config_dict)
 
   def __call__(self, params: dict[str, Any], trial: int) -> dict[str, Any]:
+    # The model directory's own lock: parallel jobs never share one.
+    wd = study_config.model_dir(self.workdir, params['task'], params['label'])
+    with workdir_lib.lock_dir(wd):
+      return self._run(params, trial, wd)
+
+  def _run(self, params: dict[str, Any], trial: int, wd: str
+           ) -> dict[str, Any]:
     del trial
     task, label = params['task'], params['label']
     config = self.config
     entry = config.tasks[task].models[label]
-    wd = study_config.model_dir(self.workdir, task, label)
     timings = {}
     t0 = time.perf_counter()
     final, model, variables, run_cfg = self._train(entry.config, wd)
@@ -109,24 +118,19 @@ class ModelJob:
     return final, model, variables, run_cfg
 
   def _attack(self, config, task: str, model, variables, run_cfg, wd: str):
-    acfg = evaluate.attack_config(config)
+    acfg = attack_config_lib.attack_config(config)
     tcfg = config.tasks[task]
     grid = study_config.input_eps(tcfg, task)
     settings = {'attack': acfg.to_dict(), 'eps_grid': grid.tolist(),
                 'seed': int(config.seed)}
-    path = os.path.join(wd, evaluate.RESULTS_NAME + '.json')
+    path = os.path.join(wd, evaluation.RESULTS_NAME + '.json')
     if os.path.exists(path) and io.read_json(path).get(
         'study_settings') == io.to_jsonable(settings):
       return {'cached': True}
     ds = candidate.load_split(run_cfg, 'test')
-    run = evaluate.robustness_run(
-        functools.partial(model.apply, train=False), variables, ds,
-        attacks=list(acfg.attacks), eps_grid=grid.tolist(),
-        batch_size=int(acfg.batch_size), seed=int(config.seed),
-        norm=acfg.norm, loss=acfg.loss, pgd_steps=int(acfg.pgd_steps),
-        pgd_restarts=int(acfg.pgd_restarts),
-        options=config_io.to_dict(acfg.get('options')),
-        max_examples=acfg.get('max_examples'))
+    run = runs.robustness(functools.partial(model.apply, train=False),
+                          variables, ds, acfg, seed=int(config.seed),
+                          eps_grid=grid.tolist())
     res = run.results
     res['study_settings'] = settings
     res['eps_units'] = tcfg.eps_units
@@ -139,7 +143,7 @@ class ModelJob:
            for k, v in ex.items()},
         indices=(run.indices if run.indices is not None
                  else np.arange(len(ds.y))))
-    evaluate.write_results(res, wd)
+    evaluation.write_results(res, wd)
     return {'cached': False}
 
   def _profile(self, config, model, variables, run_cfg, wd: str):
@@ -148,18 +152,10 @@ class ModelJob:
       return {**io.read_json(path), 'cached': True}
     hw = config_io.to_dict(config.get('hardware'))
     ds = candidate.load_split(run_cfg, 'train')
-    try:
-      prof = hardware.profile(model, variables, tuple(ds.x.shape[1:]),
-                              measure=bool(hw.get('measure', True)),
-                              representative_data=hardware.representative(
-                                  ds.x), boards=hw.get('boards'))
-    except Exception as err:  # pylint: disable=broad-except
-      # A model the TFLite converter cannot export still gets its analytic
-      # counts; the report shows the export error instead of flash/SRAM.
-      prof = hardware.count(model, variables, tuple(ds.x.shape[1:]))
-      prof['export_error'] = f'{type(err).__name__}: {err}'
-      for p in ('float32', 'int8'):
-        prof.pop(p, None)
+    # A model the TFLite converter cannot export still gets its analytic
+    # counts; the report shows the export error instead of flash/SRAM.
+    prof = runs.profile_model(model, variables, ds.x, hw,
+                              count_on_export_error=True)
     io.write_json(path, prof)
     return prof
 
@@ -211,7 +207,8 @@ def resolve_config(config) -> ml_collections.ConfigDict:
   s = default_study_config().to_dict()
   s.update(d.get('study') or {})
   d['study'] = s
-  d['attack'] = evaluate.attack_config(ml_collections.ConfigDict(d)).to_dict()
+  d['attack'] = attack_config_lib.attack_config(
+      ml_collections.ConfigDict(d)).to_dict()
   d.setdefault('hardware', {'measure': True})
   d.setdefault('seed', 0)
   return ml_collections.ConfigDict(d)
