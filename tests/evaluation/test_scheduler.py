@@ -113,15 +113,19 @@ def test_audit_reattacks_earlier_witnesses_without_updating():
   assert out['raw_robust'] == [float(r) for r in out['robust']]
 
 
-def _crash_after(attack, calls: list[int]):
-  """The same attack record whose kernel raises once `calls[0]` is spent."""
+class _Killed(scheduler.Scheduler):
+  """A scheduler whose process "dies" (KeyboardInterrupt) at the call after
+  `calls` bucket attacks."""
 
-  def kernel(*args):
-    calls[0] -= 1
-    if calls[0] < 0:
+  def __init__(self, *args, calls: int, **kwargs):
+    super().__init__(*args, **kwargs)
+    self._left = calls
+
+  def _attack_bucket(self, *args):
+    if self._left == 0:
       raise KeyboardInterrupt('killed')
-    return attack.kernel(*args)
-  return registry.Attack(attack.name, dict(attack.config), kernel)
+    self._left -= 1
+    return super()._attack_bucket(*args)
 
 
 @pytest.mark.parametrize('kill_after', [2, 5, 9])
@@ -132,10 +136,9 @@ def test_killed_and_resumed_gives_the_same_counts(tmp_path, kill_after):
   x, y, v = _digits()
   ref_sch = scheduler.Scheduler(_linear, _kernels(), GRID, batch_size=128)
   ref = ref_sch.run(v, x, y, seed=3)
-  budget = [kill_after]
-  kernels = {n: _crash_after(a, budget) for n, a in _kernels().items()}
   state = str(tmp_path / 'state.npz')
-  killed = scheduler.Scheduler(_linear, kernels, GRID, batch_size=128)
+  killed = _Killed(_linear, _kernels(), GRID, batch_size=128,
+                   calls=kill_after)
   with pytest.raises(KeyboardInterrupt):
     killed.run(v, x, y, seed=3, state_path=state, save_every=0)
   resumed = scheduler.Scheduler(_linear, _kernels(), GRID, batch_size=128)
