@@ -166,7 +166,7 @@ def test_killed_adversarial_training_resumes_bit_identically(tmp_path):
       drop(io.read_jsonl(os.path.join(cut_dir, 'metrics.jsonl')))
   eps = [r['train_eps'] for r in io.read_jsonl(
       os.path.join(full_dir, 'metrics.jsonl'))[:-1]]
-  # 39 steps per epoch (1,257 / 32), ramp R = round(1.5 * 39) = 58 steps:
+  # 39 steps per epoch (1,258 / 32), ramp R = round(1.5 * 39) = 58 steps:
   # epoch 1 ends at eps 0.1 * 39 / 58, the ramp is over within epoch 2.
   assert eps[0] == pytest.approx(0.1 * 39 / 58) and eps[1:] == [
       pytest.approx(0.1)] * 2
