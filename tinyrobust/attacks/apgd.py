@@ -127,8 +127,7 @@ def _loss_fn(loss: str):
 
 def _model(apply_fn: ApplyFn, random_apply: bool):
   """`(model(variables, x, key), fixed(variables, x))`: the model with a key
-  (ignored unless `random_apply`) and one fixed draw (key 0) for the uses
-  outside the gradient loop (targets, pass selection, info)."""
+  (ignored unless `random_apply`) and one fixed draw (key 0)."""
   if not random_apply:
     return (lambda variables, x, key: apply_fn(variables, x)), apply_fn
   fixed = lambda variables, x: apply_fn(variables, x, jax.random.key(0))
@@ -137,10 +136,9 @@ def _model(apply_fn: ApplyFn, random_apply: bool):
 
 def _evaluator(apply_fn: ApplyFn, loss: str, *, eot_iter: int,
                random_apply: bool):
-  """`evaluate(variables, x, y, target, key) -> (loss [B], grad,
-  misclassified [B])`. With `eot_iter > 1` the loss and gradient are means
-  over `eot_iter` draws (keys split from `key`, in a rolled `fori_loop`) and
-  `misclassified` is the last draw's (as AutoAttack's APGD)."""
+  """`evaluate(variables, x, y, target, key) -> (loss [B], grad, miscl [B])`;
+  with `eot_iter > 1` loss and gradient are means over draws (keys split
+  from `key`, a rolled loop), `miscl` the last draw's (as AutoAttack)."""
   loss_fn = _loss_fn(loss)
   model, _ = _model(apply_fn, random_apply)
 
@@ -261,8 +259,8 @@ def _apgd_pass(apply_fn: ApplyFn, threat: threat_lib.Threat, *, loss: str,
   return run
 
 
-def _targets(logits: jax.Array, y: jax.Array, *, loss: str,
-             n_target_classes: int, restarts: int) -> jax.Array:
+def _targets(logits, y, *, loss: str, n_target_classes: int,
+             restarts: int) -> jax.Array:
   """`[P, B]` per-pass targets: for 'dlr-targeted' the 2nd .. (n+1)-th most
   likely classes on the clean input, each `restarts` times; else y."""
   if loss != 'dlr-targeted':
@@ -371,13 +369,11 @@ def make_apgd(apply_fn: ApplyFn, *, norm: str = 'linf', steps: int = 100,
     random_apply: the model is stochastic and takes its randomness as a
       key: `apply_fn(variables, x, key) -> logits` (e.g. test-time dropout,
       `lambda v, x, k: module.apply(v, x, rngs={'dropout': k})`, or a random
-      input transformation `lambda v, x, k: f(v, transform(k, x))`). Draw d
-      of step i gets `fold_in(fold_in(pass_key, EOT_SALT), i + 1)` split
-      `eot_iter` ways (i = -1 for the start). The clean-input targets, the
-      choice between passes and the returned info use one fixed draw (key
-      0). Without it the model is deterministic and `eot_iter > 1` only
-      repeats the same gradient (useful only if `apply_fn` draws its own
-      randomness on the host, e.g. through `jax.pure_callback`).
+      input transformation `lambda v, x, k: f(v, transform(k, x))`); step i
+      splits `fold_in(fold_in(pass_key, EOT_SALT), i + 1)` `eot_iter` ways
+      (0 for the start). Targets, the choice between passes and the info
+      use one fixed draw (key 0). Without it `eot_iter > 1` repeats the same
+      gradient (unless `apply_fn` draws randomness on the host).
     loop: how the steps run, as in `make_pgd` ('auto': host-driven chunks
       on CPU, with the passes a Python loop; `lax.fori_loop` and `lax.scan`
       over passes on GPU/TPU or under an outer jit/vmap). Every mode gives
@@ -426,9 +422,8 @@ def make_apgd_ce(apply_fn: ApplyFn, *, norm: str = 'linf', steps: int = 100,
 
 def make_apgd_dlr(apply_fn: ApplyFn, *, norm: str = 'linf', steps: int = 100,
                   restarts: int = 1, rho: float = 0.75, clip=None,
-                  eps_scale=None, eot_iter: int = 1,
-                  random_apply: bool = False, loop='auto', chunk=None,
-                  return_info: bool = False):
+                  eps_scale=None, eot_iter: int = 1, random_apply=False,
+                  loop='auto', chunk=None, return_info: bool = False):
   """APGD with the DLR loss ('apgd-dlr', K >= 3); see `make_apgd`."""
   return make_apgd(apply_fn, norm=norm, steps=steps, loss='dlr',
                    restarts=restarts, rho=rho, clip=clip, eps_scale=eps_scale,
