@@ -98,7 +98,9 @@ def test_unit_eps_scale_is_the_old_behaviour(norm):
     new = attacks.make_pgd(apply_fn, eps_scale=scale, **kw)(
         _vars(), x, y, KEY, eps)
     np.testing.assert_array_equal(new, old)
-  # A scalar clip equals the same clip given per channel.
+  # A scalar clip equals the same clip given per channel (on data inside
+  # it: a clip that excludes the data is refused).
+  x = jnp.clip(x, -1.0, 1.0)
   a = attacks.make_fgsm(apply_fn, norm=norm, clip=(-1.0, 1.0))
   b = attacks.make_fgsm(apply_fn, norm=norm, clip=(-np.ones(C), np.ones(C)))
   np.testing.assert_array_equal(a(_vars(), x, y, KEY, 0.3),

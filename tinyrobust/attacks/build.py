@@ -11,7 +11,9 @@ share:
 * with `return_info`, per-example diagnostics ('success', 'margin',
   'prediction', 'linf', 'l2', 'valid', plus any the core adds);
 * with concrete inputs, `checks.check_inputs` (finite x, eps >= 0, labels in
-  range for the model's class count), then a cached `jax.jit` of the whole
+  range for the model's class count) and `checks.check_in_clip` (the
+  examples attacked at eps > 0 lie inside the clip range), then a cached
+  `jax.jit` of the whole
   kernel, or, when the kernel's step loop resolves to 'host'
   (`loops.host_mode`), the kernel run from Python: its core drives the steps
   with `loops.run_loop` and its other pieces (start, bookkeeping, the final
@@ -169,11 +171,15 @@ def build_attack(name: str, config: Mapping[str, Any], apply_fn: ApplyFn,
   def attack(variables, x, y, key, eps):
     """`x_adv = attack(variables, x [B, ...], y [B], key, eps [] or [B])`."""
     checks.check_shapes(x, y, eps)
+    if isinstance(eps, (list, tuple)):  # a per-example list: an array
+      eps = np.asarray(eps, np.float32)
     if threat is not None:
       threat.check_example_shape(tuple(jnp.shape(x)[1:]))
     if checks.is_traced(x, y, eps):
       return kernel(variables, x, y, key, eps)
     checks.check_inputs(x, y, eps, num_classes=num_classes(variables, x))
+    if threat is not None:
+      checks.check_in_clip(x, threat.lo, threat.hi, eps=eps)
     if loops.host_mode(loop, variables, key):
       return kernel(variables, jnp.asarray(x), jnp.asarray(y), key,
                     jnp.asarray(eps))

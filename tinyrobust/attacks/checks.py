@@ -27,9 +27,21 @@ def is_traced(*arrays: Any) -> bool:
 
 def check_shapes(x: Any, y: Any, eps: Any) -> None:
   """Static checks on shapes/dtypes of `x [B, ...]`, `y [B]`, eps `[]`/`[B]`."""
+  if eps is None:
+    raise ValueError('eps must be a real number or array (scalar or [B]), '
+                     'got None.')
+  if isinstance(eps, (list, tuple)):
+    try:
+      eps = np.asarray(eps)
+    except ValueError as err:
+      raise ValueError(f'eps must be a real number or array (scalar or [B]), '
+                       f'got the ragged list {eps!r}.') from err
   x_shape, y_shape, e_shape = np.shape(x), np.shape(y), np.shape(eps)
   if len(x_shape) < 1:
     raise ValueError(f'x must have a leading batch axis, got shape {x_shape}.')
+  if x_shape[0] == 0:
+    raise ValueError(f'x is an empty batch (shape {x_shape}): an attack '
+                     'needs at least one example.')
   if not np.issubdtype(np.result_type(x), np.floating):
     raise ValueError(f'x must be a floating-point array, got dtype '
                      f'{np.result_type(x)}.')
@@ -77,6 +89,67 @@ def check_inputs(x: Any, y: Any, eps: Any,
       allowed = f'[0, {num_classes})' if num_classes is not None else '>= 0'
       raise ValueError(f'labels must be in {allowed}, got values in '
                        f'[{lo}, {hi}].')
+
+
+# Clean inputs may exceed the clip range by this fraction of (hi - lo)
+# (float rounding of data stored in other units).
+CLIP_TOLERANCE = 1e-6
+
+
+def check_in_clip(x: Any, lo: Any, hi: Any, *, eps: Any = None,
+                  name: str = 'clip') -> None:
+  """The clean inputs must lie inside the clip range.
+
+  Args:
+    x: `[B, ...]` concrete inputs.
+    lo, hi: the clip bounds (scalars or arrays broadcastable to one
+      example, e.g. `[C]` per channel); None for no clip.
+    eps: the attack's radius (scalar or `[B]`), or None: examples attacked
+      at eps == 0 are returned exactly as they are, so only the others are
+      checked.
+    name: how the caller calls the range (in the message).
+
+  Raises:
+    ValueError: some values of `x` lie outside `[lo, hi]` by more than
+      `CLIP_TOLERANCE * (hi - lo)`, naming the range, the data's min/max
+      per channel (last axis) and the count of offending values. Clipping
+      such data would move x_adv outside the eps ball around x.
+  """
+  if lo is None or hi is None:
+    return
+  x = np.asarray(x)
+  if eps is not None:
+    e = np.asarray(eps)
+    x = x[e > 0] if e.ndim else (x if e > 0 else x[:0])
+  if not x.size:
+    return
+  lo64, hi64 = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+  tol = CLIP_TOLERANCE * (hi64 - lo64)
+  outside = (x < lo64 - tol) | (x > hi64 + tol)
+  bad = int(np.count_nonzero(outside))
+  if not bad:
+    return
+  flat = x.reshape(-1, x.shape[-1]) if x.ndim > 1 else x.reshape(-1, 1)
+  mins, maxs = flat.min(0), flat.max(0)
+  show = min(len(mins), 8)
+  per = ', '.join(f'[{float(a):.4g}, {float(b):.4g}]'
+                  for a, b in zip(mins[:show], maxs[:show]))
+  more = f' (first {show} of {len(mins)} channels)' if len(mins) > show else ''
+  rng = _range_text(lo64, hi64)
+  raise ValueError(
+      f'{name}={rng} does not contain the data: {bad} of {x.size} input '
+      f'values lie outside it (tolerance {CLIP_TOLERANCE:g} of the range); '
+      f'the data spans, per channel (min, max): {per}{more}. Clipping would '
+      'move x_adv far outside the eps ball around x: give a clip range '
+      'that contains the clean inputs (in their units), or none.')
+
+
+def _range_text(lo: np.ndarray, hi: np.ndarray) -> str:
+  if lo.ndim == 0 and hi.ndim == 0:
+    return f'({float(lo):g}, {float(hi):g})'
+  lo_b, hi_b = np.broadcast_arrays(lo, hi)
+  return (f'(lo={np.round(lo_b.reshape(-1)[:8], 4).tolist()}, '
+          f'hi={np.round(hi_b.reshape(-1)[:8], 4).tolist()})')
 
 
 def check_static_options(*, norm: str, loss: str, steps: Any,

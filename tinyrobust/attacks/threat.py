@@ -147,7 +147,7 @@ def _where(shape: tuple[int, ...], idx: tuple[int, ...]) -> str:
 
 
 def check_clip(clip: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
-  """`clip` = None or `(lo, hi)`, scalars or arrays, finite, lo <= hi.
+  """`clip` = None or `(lo, hi)`, scalars or arrays, finite, lo < hi.
 
   Returns:
     `(lo, hi)` as float64 arrays broadcast to a common shape, or
@@ -173,6 +173,11 @@ def check_clip(clip: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
     idx = _first_bad(lo > hi) if lo.ndim else ()
     raise ValueError(f'clip needs lo <= hi, got lo={float(lo[idx])} > '
                      f'hi={float(hi[idx])}{_where(lo.shape, idx)}.')
+  if np.any(lo == hi):
+    idx = _first_bad(lo == hi) if lo.ndim else ()
+    raise ValueError(f'clip needs lo < hi, got lo = hi = {float(lo[idx])}'
+                     f'{_where(lo.shape, idx)} in clip={clip!r}: an empty '
+                     'range pins every input to one value.')
   return np.array(lo), np.array(hi)
 
 

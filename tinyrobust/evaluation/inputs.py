@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
+import flax
 import jax
 import numpy as np
 
 from tinyrobust import attacks as attacks_lib
+from tinyrobust.attacks import checks as attack_checks
+from tinyrobust.attacks import threat as threat_lib
 
 
 def subset_indices(n: int, max_examples: int | None,
@@ -64,10 +67,23 @@ def unpack_dataset(dataset):
 
 def model_num_classes(apply_fn: Callable, variables: Any,
                       example_shape: Sequence[int], dtype=np.float32) -> int:
-  """Classes the model outputs, from an abstract call; checks `[B, K]`."""
-  out = jax.eval_shape(apply_fn, variables,
-                       jax.ShapeDtypeStruct((2,) + tuple(example_shape),
-                                            dtype))
+  """Classes the model outputs, from an abstract call; checks `[B, K]`.
+
+  Raises:
+    ValueError: the model's parameters do not match `variables` (a
+      checkpoint of another architecture: Flax's scope error, quoted), or
+      the output is not `[B, K]`.
+  """
+  try:
+    out = jax.eval_shape(apply_fn, variables,
+                         jax.ShapeDtypeStruct((2,) + tuple(example_shape),
+                                              dtype))
+  except flax.errors.FlaxError as err:
+    raise ValueError(
+        f'The variables do not fit the model ({type(err).__name__}: '
+        f'{str(err).splitlines()[0]}): they were made for another '
+        'architecture or options (check the checkpoint against the config '
+        'that builds the model).') from err
   shape = getattr(out, 'shape', None)
   if shape is None or len(shape) != 2 or shape[0] != 2:
     raise ValueError(f'apply_fn must return logits of shape [B, K]; for a '
@@ -85,7 +101,8 @@ def check_eval_inputs(apply_fn, variables, dataset, *, eps_grid, batch_size,
 
   Raises:
     ValueError: naming the bad value (eps grid, ints, empty or non-finite
-      data, labels out of range, model/dataset class counts that disagree).
+      data, labels out of range, model/dataset class counts that disagree,
+      a clip range with lo >= hi or that does not contain the data).
   """
   x, y, ds_classes, input_range = unpack_dataset(dataset)
   grid = check_eps_grid(eps_grid)
@@ -107,4 +124,17 @@ def check_eval_inputs(apply_fn, variables, dataset, *, eps_grid, batch_size,
   keep = subset_indices(len(x), max_examples, int(seed))
   if keep is not None:
     x, y = x[keep], y[keep]
+  check_clip_contains(x, clip)
   return x, y, num_classes, grid, clip
+
+
+def check_clip_contains(x: np.ndarray, clip) -> None:
+  """`clip` (None or `(lo, hi)`, scalars or per-channel) must have lo < hi
+  and contain the clean inputs `x [B, ...]` (`attacks.checks.check_in_clip`:
+  ValueError naming the range, the data's per-channel min/max and the count
+  of values outside)."""
+  if clip is None:
+    return
+  threat = threat_lib.Threat.build('linf', clip)
+  threat.check_example_shape(tuple(x.shape[1:]))
+  attack_checks.check_in_clip(x, threat.lo, threat.hi)

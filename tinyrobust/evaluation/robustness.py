@@ -77,8 +77,8 @@ class RobustnessEvaluator:
     self.apply_fn = apply_fn
     self.attacks = {n: attacks_lib.as_attack(n, a) for n, a in
                     attacks.items()}
-    self.eps_grid = np.asarray(eps_grid, np.float64)
-    self.batch_size = int(batch_size)
+    self.eps_grid = inputs.check_eps_grid(eps_grid)
+    self.batch_size = inputs.check_int('batch_size', batch_size, 1)
     self.mesh = sharding.batch_mesh(devices)
     self._fns = {n: self._sweep_fn(a) for n, a in self.attacks.items()}
     self._craft_fns = {}
