@@ -1,391 +1,434 @@
-r"""APGD-CE and Square: tinyrobust vs torchattacks on the same small CNN.
+r"""APGD-CE, Square and the AutoAttack cascade: tinyrobust vs torchattacks.
 
-How to run (benchmark-only venv, see requirements-bench.txt; the package's
-own venv stays free of torch):
+How to run (benchmark-only venv with torch, see requirements-bench.txt; the
+package's own venv stays free of torch):
 
   python3 -m venv /work/benchvenv
   /work/benchvenv/bin/pip install -r requirements.txt
   /work/benchvenv/bin/pip install -e . --no-deps
   /work/benchvenv/bin/pip install -r requirements-bench.txt
-  nice -n 10 /work/benchvenv/bin/python -m experiments.bench_autoattack
+  TINYROBUST_DATA_DIR=/work/shared/data nice -n 5 \
+    /work/benchvenv/bin/python -m experiments.bench_autoattack
 
 What it does, all in one process:
 
-1. Trains a small Flax CNN (NHWC: conv 3x3 16 + ReLU + 2x2 average pool,
-   conv 3x3 32 + ReLU + 2x2 average pool, dense 10) with optax Adam on
-   scikit-learn's digits (8x8 grayscale scaled to [0, 1]); the last
-   `--n_test` (1,000) of a fixed shuffle of the 1,797 images are held out
-   and attacked, the rest train it.
-2. Copies the weights into a PyTorch module (NCHW; conv kernels HWIO ->
-   OIHW; the dense kernel's rows re-ordered from the NHWC flatten (h, w, c)
-   to the NCHW flatten (c, h, w)) and asserts that the torch copy
-   reproduces the Flax logits on the held-out set (max abs diff < 1e-4).
-3. Per L-inf eps (`--eps`): tinyrobust's `make_apgd(loss='ce')` vs
-   `torchattacks.APGD(loss='ce')` with the same steps, one restart,
-   rho = 0.75, eot_iter = 1, and tinyrobust's `make_square` vs
-   `torchattacks.Square` with the same query budget, p_init and the margin
-   loss; both clip to [0, 1]. Robust accuracy is the accuracy of the Flax
-   model on each side's adversarial examples (clean errors count as broken;
-   the torch model's verdict on torchattacks' examples is cross-checked),
-   after checking that every example stays in the eps-ball and in [0, 1].
-4. Times: ours is one jitted batched call; its first call (trace + XLA
-   compile + run) is timed separately and the compile time reported as
-   first call - best timed call (the kernel takes eps as an argument, so
-   later eps reuse the compiled code). torchattacks gets a small warm-up
-   call. Both sides are then run `--repeats` times alternately (so load
-   from other jobs hits both alike) and the best is kept; the speed ratio is
-   torchattacks' time / ours, measured in this run.
+1. Models (`experiments/bench_models.py`): the digits CNN (8x8x1, `--n_test`
+   1,000 held-out images) and tinyrobust's zoo ResNet8 (32x32x3, briefly
+   trained on the shared CIFAR-10 subset, `--n_test_resnet8` of its test
+   images), each copied into PyTorch (conv, batch norm in eval mode with the
+   running statistics, dense) with max |logit diff| < 1e-4 asserted on the
+   attacked examples.
+2. Ours is the toolkit's own path: `RobustnessEvaluator(..., engine=
+   'scheduler')` (`tinyrobust.evaluation.robustness`; eps in a one-value
+   grid, batch size = the number of examples, so one bucket per stage; on
+   CPU every kernel's steps are host-driven, `loop='auto'`), on the attack
+   records of the registry:
+   * 'apgd-ce' (`--apgd_steps` 100, 1 restart, rho 0.75, eot 1) vs
+     `torchattacks.APGD(loss='ce', steps=100, n_restarts=1, eot_iter=1,
+     rho=.75, seed)`;
+   * 'square' (`--queries` 1,000, p_init 0.8, margin loss) vs
+     `torchattacks.Square(n_queries=1000, p_init=.8, loss='margin',
+     n_restarts=1, resc_schedule=True, seed)`;
+   * 'cascade': our 'autoattack' (version 'standard': APGD-CE, APGD-T,
+     FAB-T, Square; `--apgd_steps` 100 steps for APGD and FAB, 9 targets,
+     `--cascade_queries` 5,000 queries) vs `torchattacks.MultiAttack([APGD
+     (ce, 100 steps), APGDT(100 steps, n_classes=10: 9 targets), FAB
+     (multi_targeted, 100 steps, n_classes=10: 9 targets), Square(5000)])`
+     with the same budgets, and ALSO `torchattacks.AutoAttack(norm='Linf',
+     eps, version='standard', n_classes=10, seed=0)` with its real defaults:
+     APGD-CE 10 steps (torchattacks' APGD default `steps=10`, not the
+     paper's 100), APGD-T 10 steps x 9 targets, FAB multi-targeted 10 steps
+     x 9 targets, Square 5,000 queries, one restart each, rho 0.75, FAB
+     alpha_max 0.1, eta 1.05, beta 0.9 (so its budget is a tenth of ours for
+     the gradient stages).
+3. Robust accuracy on each side is judged by the Flax model: ours is
+   rebuilt from the adversarial examples our kernels returned (a recording
+   wrapper around each stage, mapped back through the scheduler's call log)
+   and asserted equal to the scheduler's count; every example of both sides
+   is checked to lie in the eps-ball and in [0, 1]. The difference is in
+   points; `--spread_seeds` other seeds of ours (untimed) give the
+   seed-to-seed range to read it against.
+4. Times: ours is one `evaluator.run` (clean pass, bucket gathering, kernels,
+   scatter); its first call (trace + compile + run) is timed apart and the
+   compile time reported as first call - best (the kernels take eps as an
+   argument and the attack records are shared across eps, so later eps
+   reuse the compiled chunks: 'reused'); `compile(jax)` is the sum of JAX's
+   compile events in that first call. torchattacks gets a small warm-up.
+   Then `--repeats` rounds of ours, torch (each `--torch_threads` setting)
+   alternate; the best of each is kept, ratio = torch / ours. torch threads
+   (`--torch_threads`, default 1): on the loaded 2-core machine this was
+   written on, torch's input gradient ran 2.5-4x slower with its default 2
+   threads than with 1 (the one-gradient floor is printed for both,
+   `--grad_threads`), so 1 thread is the stronger baseline. The cascade's
+   step budget is `--cascade_steps` (100 = standard; stated in the table).
+5. Profile lines: per stage of ours, the points attacked, the padded bucket
+   sizes, run and compile seconds (`RobustnessRun.timing`'s figures); per
+   sub-attack of torchattacks' MultiAttack/AutoAttack, points and seconds.
 
-Alignment with torchattacks 3.5.1 (its defaults differ from ours): APGD
-`steps` defaults to 10 there and 100 here, so both get `--apgd_steps`;
-`n_restarts=1`, `rho=.75`, `eot_iter=1`, `seed=0`, `loss='ce'`. Square's
-`n_queries` (torchattacks: 5000 by default) = our `queries` (both count the
-search iterations after the one initial query), `p_init=0.8`,
-`loss='margin'`, `n_restarts=1`, `resc_schedule=True` (our p schedule is
-always rescaled to the budget). Known differences that remain: our APGD
-checkpoints are `ceil(p_j * steps)` and its condition 2 also applies at the
-first checkpoint (the authors' code, which torchattacks copies, rounds
-down and skips it); our Square draws window positions and signs per example
-(torchattacks: one per iteration for the whole batch) and can place a
-window at the last position. Random streams differ (JAX keys vs torch's
-generator), so per-example outcomes differ even where the algorithms agree.
+Known algorithmic differences (torchattacks 3.5.1): our APGD checkpoints are
+ceil(p_j * steps) and condition 2 also applies at the first one; our Square
+draws windows per example and can place one at the last position; our
+one-stage APGD-CE also attacks clean-misclassified points (to measure
+consistency), torchattacks only the correct ones; random streams differ.
 """
 
 from __future__ import annotations
 
-import functools
+import os
 import time
 
 from absl import app
 from absl import flags
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
+import torch
+import torchattacks
 
-from tinyrobust.attacks import apgd
-from tinyrobust.attacks import square
+from experiments import bench_models
+from tinyrobust.attacks import registry
+from tinyrobust.evaluation import robustness
+from tinyrobust.evaluation import scheduler as scheduler_lib
 
-_EPS = flags.DEFINE_list('eps', ['0.05', '0.1'], 'L-inf eps values.')
-_N_TEST = flags.DEFINE_integer('n_test', 1000, 'Held-out examples attacked.')
-_TRAIN_STEPS = flags.DEFINE_integer('train_steps', 400, 'optax Adam steps.')
-_APGD_STEPS = flags.DEFINE_integer('apgd_steps', 100, 'APGD steps.')
-_QUERIES = flags.DEFINE_integer('queries', 1000, 'Square query budget.')
+_MODELS = flags.DEFINE_list('models', ['cnn', 'resnet8'], 'cnn, resnet8.')
+_EPS = flags.DEFINE_list('eps', ['0.05', '0.1'], 'L-inf eps, digits CNN.')
+_EPS_R8 = flags.DEFINE_list('eps_resnet8', ['2/255'], 'L-inf eps, ResNet8.')
+_N_TEST = flags.DEFINE_integer('n_test', 1000, 'Digits images attacked.')
+_N_TEST_R8 = flags.DEFINE_integer('n_test_resnet8', 200,
+                                  'CIFAR-10 test images attacked.')
+_STEPS = flags.DEFINE_integer('train_steps', 400, 'Adam steps, digits CNN.')
+_STEPS_R8 = flags.DEFINE_integer('train_steps_resnet8', 200,
+                                 'Adam steps, ResNet8.')
+_CACHE = flags.DEFINE_string('model_cache', '/tmp/tinyrobust_bench_models',
+                             'Folder for the trained variables ("": none).')
+_ATTACKS = flags.DEFINE_list('attacks', ['apgd-ce', 'square', 'cascade'],
+                             'apgd-ce, square, cascade.')
+_APGD_STEPS = flags.DEFINE_integer('apgd_steps', 100, 'APGD/FAB steps.')
+_QUERIES = flags.DEFINE_integer('queries', 1000, 'Square alone: queries.')
 _P_INIT = flags.DEFINE_float('p_init', 0.8, 'Square p_init.')
-_REPEATS = flags.DEFINE_integer('repeats', 2, 'Timed runs per side (best).')
-_SEED = flags.DEFINE_integer('seed', 0, 'Data split, init and attack seed.')
-_ATTACKS = flags.DEFINE_list('attacks', ['apgd-ce', 'square'],
-                             'Attacks to compare.')
-_TORCH_THREADS = flags.DEFINE_integer(
-    'torch_threads', 1, 'torch.set_num_threads (0: leave torch\'s default).')
-_LAST_POSITION = flags.DEFINE_bool(
-    'square_last_position', True, 'Also run torchattacks\' Square with the '
-    'last window position reachable (as ours), untimed, to isolate that '
-    'difference.')
-_SPREAD = flags.DEFINE_integer(
-    'spread_seeds', 3, 'Extra attack seeds for ours (untimed): the '
-    'seed-to-seed range of our robust accuracy, to read the diff against.')
-_TOL = 1e-4
+_CQUERIES = flags.DEFINE_integer('cascade_queries', 5000,
+                                 'Square queries inside the cascade.')
+_CSTEPS = flags.DEFINE_integer('cascade_steps', 100, 'APGD-CE/APGD-T/FAB-T '
+                                'steps inside the cascade.')
+_TARGETS = flags.DEFINE_integer('n_target_classes', 9, 'APGD-T/FAB-T.')
+_TORCH_AA = flags.DEFINE_bool('torch_autoattack', True, 'Also time '
+                              'torchattacks.AutoAttack (its defaults).')
+_REPEATS = flags.DEFINE_integer('repeats', 2, 'Timed rounds (best kept).')
+_THREADS = flags.DEFINE_list('torch_threads', ['1'],
+                             'torch.set_num_threads values, each timed.')
+_GRAD_THREADS = flags.DEFINE_list(
+    'grad_threads', ['1', '2'], 'torch thread counts of the one-gradient '
+    'floor measurement.')
+_SEED = flags.DEFINE_integer('seed', 0, 'Data split, init, attack seed.')
+_SPREAD = flags.DEFINE_integer('spread_seeds', 2, 'Other seeds of ours '
+                               '(untimed) for apgd-ce and square.')
+_ATOL = 1e-6  # float32 slack of the ball check
 
 
-class SmallCNN(nn.Module):
-  """conv3x3(16) - avgpool2 - conv3x3(32) - avgpool2 - dense, NHWC."""
-  num_classes: int = 10
-
-  @nn.compact
-  def __call__(self, x):
-    for features in (16, 32):
-      x = nn.Conv(features, (3, 3), padding=((1, 1), (1, 1)))(x)
-      x = nn.avg_pool(nn.relu(x), (2, 2), strides=(2, 2))
-    return nn.Dense(self.num_classes)(x.reshape(x.shape[0], -1))
+def _eps(text: str) -> float:
+  num, _, den = text.partition('/')
+  value = float(num) / (float(den) if den else 1.0)
+  if not 0.0 < value <= 1.0:
+    raise ValueError(f'eps must be in (0, 1] (or a/b), got {text!r}.')
+  return value
 
 
-def _digits(n_test: int, seed: int):
-  """(x_train, y_train, x_test, y_test): NHWC float32 in [0, 1]."""
-  from sklearn import datasets  # pylint: disable=g-import-not-at-top
-  d = datasets.load_digits()
-  x = (d.images / 16.0).astype(np.float32)[..., None]
-  y = d.target.astype(np.int32)
-  if not 0 < n_test < len(x):
-    raise ValueError(f'n_test must be in [1, {len(x) - 1}], got {n_test}.')
-  order = np.random.default_rng(seed).permutation(len(x))
-  train, test = order[:-n_test], order[-n_test:]
-  return x[train], y[train], x[test], y[test]
+class _Recorder:
+  """Wraps attack records so every stage call keeps (x_in, x_adv, eps)."""
+
+  def __init__(self):
+    self.out = []
+
+  def _stage(self, stage: registry.Attack) -> registry.Attack:
+    def kernel(variables, x, y, key, eps):
+      x_adv = stage(variables, x, y, key, eps)
+      self.out.append((x, x_adv[0] if isinstance(x_adv, tuple) else x_adv))
+      return x_adv
+    if not scheduler_lib.host_driven(stage):
+      raise AssertionError(f'{stage.name} is not host-driven on '
+                           f'{jax.default_backend()}: the recorder needs '
+                           'eager calls.')
+    return registry.Attack(stage.name, dict(stage.config), kernel)
+
+  def wrap(self, attack: registry.Attack) -> registry.Attack:
+    if attack.stages:
+      return registry.Attack(attack.name, dict(attack.config), attack.kernel,
+                             stages=tuple(self._stage(s)
+                                          for s in attack.stages))
+    return self._stage(attack)
 
 
-def _train(module, x, y, *, steps: int, seed: int, batch: int = 64):
-  """Adam(3e-3) on the mean cross-entropy; returns the variables."""
-  variables = module.init(jax.random.key(seed), x[:1])
-  tx = optax.adam(3e-3)
-  opt_state = tx.init(variables)
-
-  @jax.jit
-  def step(variables, opt_state, xb, yb):
-    def loss(v):
-      logits = module.apply(v, xb)
-      return optax.softmax_cross_entropy_with_integer_labels(logits,
-                                                             yb).mean()
-    grads = jax.grad(loss)(variables)
-    updates, opt_state = tx.update(grads, opt_state)
-    return optax.apply_updates(variables, updates), opt_state
-
-  rng = np.random.default_rng(seed)
-  for _ in range(steps):
-    idx = rng.integers(0, len(x), batch)
-    variables, opt_state = step(variables, opt_state, x[idx], y[idx])
-  return variables
+def _ours_attack(kind: str, apply_fn) -> registry.Attack:
+  clip = (0.0, 1.0)
+  if kind == 'apgd-ce':
+    return registry.get_attack('apgd-ce', apply_fn, steps=_APGD_STEPS.value,
+                               restarts=1, rho=0.75, clip=clip)
+  if kind == 'square':
+    return registry.get_attack('square', apply_fn, queries=_QUERIES.value,
+                               p_init=_P_INIT.value, loss='margin', clip=clip)
+  return registry.get_attack(
+      'autoattack', apply_fn, version='standard', steps=_CSTEPS.value,
+      n_target_classes=_TARGETS.value, queries=_CQUERIES.value, clip=clip)
 
 
-def _torch_copy(variables, spatial: tuple[int, int]):
-  """The PyTorch twin of `SmallCNN` with the Flax weights copied."""
-  import torch  # pylint: disable=g-import-not-at-top
-  from torch import nn as tnn  # pylint: disable=g-import-not-at-top
-  p = jax.tree.map(np.array, variables['params'])  # writable copies
-  conv = [p['Conv_0'], p['Conv_1']]
-  c_in = conv[0]['kernel'].shape[2]
-  net = tnn.Sequential(
-      tnn.Conv2d(c_in, 16, 3, padding=1), tnn.ReLU(), tnn.AvgPool2d(2),
-      tnn.Conv2d(16, 32, 3, padding=1), tnn.ReLU(), tnn.AvgPool2d(2),
-      tnn.Flatten(), tnn.Linear(32 * (spatial[0] // 4) * (spatial[1] // 4),
-                                p['Dense_0']['kernel'].shape[1]))
-  h, w = spatial[0] // 4, spatial[1] // 4
-  dense = p['Dense_0']['kernel']                      # [(h, w, c), out]
-  dense = dense.reshape(h, w, 32, -1).transpose(3, 2, 0, 1).reshape(
-      dense.shape[1], -1)                             # [out, (c, h, w)]
-  with torch.no_grad():
-    for layer, c in zip((net[0], net[3]), conv):
-      layer.weight.copy_(torch.from_numpy(
-          np.ascontiguousarray(c['kernel'].transpose(3, 2, 0, 1))))
-      layer.bias.copy_(torch.from_numpy(c['bias']))
-    net[7].weight.copy_(torch.from_numpy(np.ascontiguousarray(dense)))
-    net[7].bias.copy_(torch.from_numpy(p['Dense_0']['bias']))
-  return net.eval()
+class _Ours:
+  """`run(seed) -> counts` through the scheduler engine, with the stage
+  outputs recorded; `judge()` rebuilds the per-example adversarial set."""
+
+  def __init__(self, bench, kind, eps, shared):
+    if (bench.name, kind) not in shared:  # one kernel set per model/attack
+      rec = _Recorder()
+      shared[(bench.name, kind)] = rec, rec.wrap(
+          _ours_attack(kind, bench.apply_fn))
+    self.rec, attack = shared[(bench.name, kind)]
+    self.bench, self.kind, self.eps = bench, kind, eps
+    self.ev = robustness.RobustnessEvaluator(
+        bench.apply_fn, {kind: attack}, [eps], batch_size=len(bench.x),
+        engine='scheduler')
+    self.out, self.calls = None, []
+
+  def run(self, seed: int | None = None):
+    self.rec.out.clear()
+    sched = self.ev._scheduler  # pylint: disable=protected-access
+    n0 = len(sched.calls)
+    b = self.bench
+    self.out = self.ev.run(b.variables, b.x, b.y,
+                           seed=_SEED.value if seed is None else seed
+                           )[self.kind]
+    self.calls = sched.calls[n0:]
+    return self.out
+
+  def judge(self) -> float:
+    """Flax accuracy on the rebuilt adversarial set (ball/range checked);
+    asserts it equals the scheduler's robust count."""
+    b = self.bench
+    pred0 = _predict(b, b.x)
+    ok = pred0 == b.y
+    x_adv, done = b.x.copy(), ~ok
+    if len(self.calls) != len(self.rec.out):
+      raise AssertionError(f'{len(self.calls)} scheduler calls, '
+                           f'{len(self.rec.out)} recorded outputs.')
+    for (_, _, _, idx), (x_in, adv) in zip(self.calls, self.rec.out):
+      adv = np.asarray(adv)[:len(idx)]
+      if not np.array_equal(np.asarray(x_in)[:len(idx)], b.x[idx]):
+        raise AssertionError('recorded inputs do not match the call log.')
+      _check_ball(adv, b.x[idx], self.eps)
+      hit = (_predict(b, adv) != b.y[idx]) & ~done[idx]
+      x_adv[idx[hit]] = adv[hit]
+      done[idx[hit]] = True
+    acc = float(np.mean(_predict(b, x_adv) == b.y))
+    if round(acc * len(b.y)) != self.out['robust'][0]:
+      raise AssertionError(f'rebuilt robust count {acc * len(b.y)} != '
+                           f'scheduler {self.out["robust"][0]}.')
+    return acc
+
+  def profile(self) -> str:
+    """Per stage: points attacked, bucket sizes, run / compile seconds."""
+    parts = []
+    for stage in dict.fromkeys(c[1] for c in self.calls):
+      calls = [c for c, r in zip(self.calls, self.rec.out) if c[1] == stage]
+      sizes = [len(r[0]) for c, r in zip(self.calls, self.rec.out)
+               if c[1] == stage]
+      parts.append(
+          f'{stage}: {sum(len(c[3]) for c in calls)} pts in buckets {sizes},'
+          f' run {self.out["stage_seconds"].get(stage, 0.0):.2f} s, compile '
+          f'{self.out["compile_seconds"].get(stage, 0.0):.2f} s')
+    return '; '.join(parts)
 
 
-def _nchw(x):
-  import torch  # pylint: disable=g-import-not-at-top
-  return torch.from_numpy(np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2))))
+def _predict(bench, x) -> np.ndarray:
+  return np.argmax(np.asarray(bench.apply_fn(bench.variables,
+                                             jnp.asarray(x))), -1)
 
 
-def _torch_logits(net, x_nhwc):
-  import torch  # pylint: disable=g-import-not-at-top
-  with torch.no_grad():
-    return net(_nchw(x_nhwc)).numpy()
+def _check_ball(x_adv, x, eps):
+  linf = float(np.max(np.abs(x_adv - x))) if len(x) else 0.0
+  if not (np.all(np.isfinite(x_adv)) and linf <= eps + _ATOL and
+          x_adv.min(initial=0.0) >= 0.0 and x_adv.max(initial=1.0) <= 1.0):
+    raise AssertionError(f'x_adv leaves the eps={eps} ball or [0, 1]: '
+                         f'linf={linf}.')
 
 
-def _block(tree):
-  return jax.tree.map(lambda a: a.block_until_ready()
-                      if hasattr(a, 'block_until_ready') else a, tree)
+def _theirs(kind, net, eps):
+  """{label: torchattacks attack} for one comparison."""
+  ta, s, seed = torchattacks, _APGD_STEPS.value, _SEED.value
+  apgd = lambda s=s: ta.APGD(net, norm='Linf', eps=eps, steps=s, n_restarts=1,
+                         seed=seed, loss='ce', eot_iter=1, rho=0.75)
+  square = lambda q: ta.Square(net, norm='Linf', eps=eps, n_queries=q,
+                               n_restarts=1, p_init=_P_INIT.value,
+                               loss='margin', resc_schedule=True, seed=seed)
+  if kind == 'apgd-ce':
+    return {'APGD': apgd()}
+  if kind == 'square':
+    return {'Square': square(_QUERIES.value)}
+  n_cls = _TARGETS.value + 1  # torchattacks: n_classes - 1 targets
+  s = _CSTEPS.value
+  out = {'MultiAttack': ta.MultiAttack([
+      apgd(s),
+      ta.APGDT(net, norm='Linf', eps=eps, steps=s, n_restarts=1, seed=seed,
+               eot_iter=1, rho=0.75, n_classes=n_cls),
+      ta.FAB(net, norm='Linf', eps=eps, steps=s, n_restarts=1,
+             alpha_max=0.1, eta=1.05, beta=0.9, seed=seed,
+             multi_targeted=True, n_classes=n_cls),
+      square(_CQUERIES.value)])}
+  if _TORCH_AA.value:
+    out['AutoAttack(defaults)'] = ta.AutoAttack(
+        net, norm='Linf', eps=eps, version='standard', n_classes=10, seed=0)
+  return out
+
+
+def _stage_clock(attack) -> list:
+  """For a MultiAttack (or AutoAttack), logs (stage, points, seconds) of
+  each sub-attack call; returns the (cleared per run) log."""
+  log = []
+  multi = getattr(attack, '_autoattack', attack)
+  for sub in getattr(multi, 'attacks', ()):
+    def forward(images, labels, sub=sub, orig=sub.forward):
+      t0 = time.perf_counter()
+      out = orig(images, labels)
+      log.append((sub.attack, len(images), time.perf_counter() - t0))
+      return out
+    sub.forward = forward
+  return log
 
 
 def _timed(fn):
   t0 = time.perf_counter()
-  out = _block(fn())
+  out = fn()  # host numpy (counts, torch outputs): nothing to block on
   return time.perf_counter() - t0, out
 
 
-def _ours_attack(name, apply_fn):
-  if name == 'apgd-ce':
-    return apgd.make_apgd(apply_fn, norm='linf', loss='ce',
-                          steps=_APGD_STEPS.value, restarts=1, rho=0.75,
-                          clip=(0.0, 1.0))
-  return square.make_square(apply_fn, norm='linf', queries=_QUERIES.value,
-                            p_init=_P_INIT.value, loss='margin',
-                            clip=(0.0, 1.0))
+def _torch_run(attack, bench, n=None):
+  xt = bench_models.nchw(bench.x[:n])
+  yt = torch.from_numpy(bench.y[:n].astype(np.int64))
+  return lambda: np.transpose(attack(xt, yt).detach().numpy(), (0, 2, 3, 1))
 
 
-def _theirs_attack(name, net, eps):
-  import torchattacks  # pylint: disable=g-import-not-at-top
-  if name == 'apgd-ce':
-    return torchattacks.APGD(net, norm='Linf', eps=eps,
-                             steps=_APGD_STEPS.value, n_restarts=1,
-                             seed=_SEED.value, loss='ce', eot_iter=1,
-                             rho=0.75)
-  return torchattacks.Square(net, norm='Linf', eps=eps,
-                             n_queries=_QUERIES.value, n_restarts=1,
-                             p_init=_P_INIT.value, loss='margin',
-                             resc_schedule=True, seed=_SEED.value)
+def _budget(kind: str) -> str:
+  s = _APGD_STEPS.value
+  if kind == 'apgd-ce':
+    return f'{s} steps'
+  if kind == 'square':
+    return f'{_QUERIES.value} q'
+  return f'{_CSTEPS.value}st/{_TARGETS.value}t/{_CQUERIES.value}q'
 
 
-def _runner(attack, x, y):
-  """`run(n=None) -> NHWC x_adv` of a torchattacks attack on x[:n]."""
-  import torch  # pylint: disable=g-import-not-at-top
-  xt, yt = _nchw(x), torch.from_numpy(y.astype(np.int64))
-
-  def run(n=None):
-    return np.transpose(attack(xt[:n], yt[:n]).detach().numpy(),
-                        (0, 2, 3, 1))
-
-  return run
-
-
-def _sides(name, apply_fn, variables, net, x, y, eps):
-  """(ours, theirs): zero-argument callables -> NHWC x_adv; theirs takes an
-  optional example count (for the warm-up)."""
-  ours_attack = _ours_attack(name, apply_fn)
-  xj, yj = jnp.asarray(x), jnp.asarray(y)
-  key, eps_j = jax.random.key(_SEED.value), jnp.float32(eps)
-
-  def ours():
-    return ours_attack(variables, xj, yj, key, eps_j)
-
-  return ours, _runner(_theirs_attack(name, net, eps), x, y)
-
-
-def _last_position_reachable(attack):
-  """Patches a torchattacks Square so `random_int(low, high)` draws from
-  [low, high] (the shipped one, like the authors' code, never draws high,
-  so a window never touches the last row or column)."""
-  import torch  # pylint: disable=g-import-not-at-top
-
-  def random_int(low=0, high=1, shape=(1,)):
-    t = low + (high - low + 1) * torch.rand(list(shape)).to(attack.device)
-    return t.long().clamp(max=high)
-
-  attack.random_int = random_int
-  return attack
-
-
-def _grad_step_ms(apply_fn, variables, net, x, y, repeats: int = 10):
-  """Milliseconds of one input gradient of the summed cross-entropy on the
-  whole batch: jitted JAX, and torch autograd (APGD's per-step floor)."""
-  import torch  # pylint: disable=g-import-not-at-top
-  xj, yj = jnp.asarray(x), jnp.asarray(y)
-  grad = jax.jit(jax.grad(lambda xx: jnp.sum(
-      optax.softmax_cross_entropy_with_integer_labels(
-          apply_fn(variables, xx), yj))))
-  grad(xj).block_until_ready()
-  xt, yt = _nchw(x).requires_grad_(), torch.from_numpy(y.astype(np.int64))
-
-  def torch_grad():
-    loss = torch.nn.functional.cross_entropy(net(xt), yt, reduction='sum')
-    return torch.autograd.grad(loss, [xt])[0]
-
-  torch_grad()
-  out = []
-  for fn in (lambda: grad(xj), torch_grad):
-    best = min(_timed(fn)[0] for _ in range(repeats))
-    out.append(1000 * best)
-  return tuple(out)
-
-
-def _spread(name, apply_fn, variables, x, y, eps) -> str:
-  """Our robust accuracy over `--spread_seeds` other attack seeds."""
-  if _SPREAD.value < 1:
-    return ''
-  attack = _ours_attack(name, apply_fn)
-  accs = [_robust(apply_fn, variables, x, attack(
-      variables, jnp.asarray(x), jnp.asarray(y),
-      jax.random.key(_SEED.value + 1 + i), jnp.float32(eps)), y, eps)
-          for i in range(_SPREAD.value)]
-  return (f'; ours over {_SPREAD.value} other seeds '
-          f'{100 * min(accs):.1f}-{100 * max(accs):.1f}%')
-
-
-def _robust(apply_fn, variables, x, x_adv, y, eps) -> float:
-  """Accuracy of the Flax model on x_adv, after the ball/range checks."""
-  x_adv = np.asarray(x_adv)
-  linf = np.max(np.abs(x_adv - x))
-  if not (np.all(np.isfinite(x_adv)) and linf <= eps + 1e-6 and
-          x_adv.min() >= 0.0 and x_adv.max() <= 1.0):
-    raise AssertionError(f'x_adv leaves the eps={eps} ball or [0, 1]: '
-                         f'linf={linf}, range=[{x_adv.min()}, '
-                         f'{x_adv.max()}].')
-  pred = np.argmax(np.asarray(apply_fn(variables, jnp.asarray(x_adv))), -1)
-  return float(np.mean(pred == y))
-
-
-def _compare(name, eps, apply_fn, variables, net, x, y, compiled: set,
-             floor_ms: float):
-  """Runs and times both sides of one attack at one eps; prints a row."""
-  ours, theirs = _sides(name, apply_fn, variables, net, x, y, eps)
+def _compare(bench, kind, eps, shared, rows):
+  """Times ours and every torch side at one eps, interleaved; adds rows."""
+  ours = _Ours(bench, kind, eps, shared)
   first = None
-  if name not in compiled:
-    first, _ = _timed(ours)
-    compiled.add(name)
-  _timed(functools.partial(theirs, 8))
-  t_ours, t_theirs = [], []
+  if (bench.name, kind, 'compiled') not in shared:
+    first, out = _timed(ours.run)
+    first_jax = sum(out['compile_seconds'].values())
+    print(f'  first call {first:.1f} s: {ours.profile()}', flush=True)
+    shared[(bench.name, kind, 'compiled')] = True
+  theirs = _theirs(kind, bench.net, eps)
+  threads = [int(t) for t in _THREADS.value]
+  for atk in theirs.values():
+    _torch_run(atk, bench, 8)()  # warm-up
+  stage_log = {l: _stage_clock(a) for l, a in theirs.items()}
+  t_ours, t_th = [], {(l, t): [] for l in theirs for t in threads}
+  adv = {}
   for _ in range(_REPEATS.value):
-    t, adv_ours = _timed(ours)
-    t_ours.append(t)
-    t, adv_theirs = _timed(theirs)
-    t_theirs.append(t)
-  acc_ours = _robust(apply_fn, variables, x, adv_ours, y, eps)
-  acc_theirs = _robust(apply_fn, variables, x, adv_theirs, y, eps)
-  torch_pred = np.argmax(_torch_logits(net, adv_theirs), -1)
-  flax_pred = np.argmax(np.asarray(apply_fn(variables, adv_theirs)), -1)
-  diff = 100 * (acc_ours - acc_theirs)
-  best_ours, best_theirs = min(t_ours), min(t_theirs)
-  compile_s = 'reused' if first is None else f'{first - best_ours:.2f} s'
-  print(f'{name:8s} eps={eps:<6g} robust acc ours {100 * acc_ours:5.1f}% '
-        f'torchattacks {100 * acc_theirs:5.1f}%  diff {diff:+.1f} pts '
-        f'(within 1 pt: {"yes" if abs(diff) <= 1.0 else "NO"})'
-        f'{_spread(name, apply_fn, variables, x, y, eps)}')
-  print(f'{"":8s} time ours {best_ours:.3f} s (compile {compile_s}'
-        f'{"" if first is None else f", first call {first:.2f} s"})  '
-        f'torchattacks {best_theirs:.3f} s  ratio theirs/ours '
-        f'{best_theirs / best_ours:.1f}x  [all runs: ours '
-        f'{", ".join(f"{t:.3f}" for t in t_ours)}; theirs '
-        f'{", ".join(f"{t:.3f}" for t in t_theirs)}]')
-  if name == 'apgd-ce':
-    floor = floor_ms * _APGD_STEPS.value / 1e3
-    print(f'{"":8s} ours / (steps x one jitted gradient) = '
-          f'{best_ours / floor:.1f}')
-  print(f'{"":8s} torch vs Flax verdicts on torchattacks\' x_adv differ on '
-        f'{int(np.sum(torch_pred != flax_pred))} examples')
-  if name == 'square' and _LAST_POSITION.value:
-    patched = _last_position_reachable(_theirs_attack(name, net, eps))
-    t, adv = _timed(_runner(patched, x, y))
-    acc = _robust(apply_fn, variables, x, adv, y, eps)
-    print(f'{"":8s} torchattacks with the last window position reachable: '
-          f'{100 * acc:5.1f}% (ours - it {100 * (acc_ours - acc):+.1f} pts; '
-          f'one run, {t:.3f} s)')
+    t_ours.append(_timed(ours.run)[0])
+    for label, atk in theirs.items():
+      for t in threads:
+        stage_log[label].clear()
+        torch.set_num_threads(t)
+        dt, adv[label] = _timed(_torch_run(atk, bench))
+        t_th[(label, t)].append(dt)
+  best = min(t_ours)
+  acc_ours = ours.judge()
+  comp = 'reused' if first is None else (
+      f'{first - best:.1f} ({first_jax:.1f} jax)')
+  spread = ''
+  if kind != 'cascade' and _SPREAD.value:
+    accs = []
+    for i in range(_SPREAD.value):
+      ours.run(seed=_SEED.value + 1 + i)
+      accs.append(ours.judge())
+    spread = f'{100 * min(accs):.1f}-{100 * max(accs):.1f}'
+    ours.run()  # leave the main seed's outputs for the profile
+  for label in theirs:
+    _check_ball(adv[label], bench.x, eps)
+    acc_t = float(np.mean(_predict(bench, adv[label]) == bench.y))
+    torch_pred = np.argmax(bench_models.torch_logits(bench.net, adv[label]),
+                           -1)
+    disagree = int(np.sum(torch_pred != _predict(bench, adv[label])))
+    for t in threads:
+      tt = min(t_th[(label, t)])
+      rows.append((bench.name, f'{kind} vs {label}', f'{eps:.4g}',
+                   'torchattacks defaults' if label.startswith('AutoAttack')
+                   else _budget(kind), f'{best:.2f}', comp, t, f'{tt:.2f}',
+                   f'{tt / best:.2f}', f'{100 * acc_ours:.1f}',
+                   f'{100 * acc_t:.1f}', f'{100 * (acc_ours - acc_t):+.1f}',
+                   spread, disagree))
+  print(f'[{bench.name} {kind} eps={eps:.4g}] ours runs '
+        f'{", ".join(f"{t:.2f}" for t in t_ours)} s; '
+        + '; '.join(f'{l}@{t}: {", ".join(f"{v:.2f}" for v in ts)} s'
+                    for (l, t), ts in t_th.items()), flush=True)
+  print(f'  last run: {ours.profile()}', flush=True)
+  for label, log in stage_log.items():
+    if log:
+      print(f'  torch {label} last run: ' + '; '.join(
+          f'{n}: {k} pts, {t:.2f} s' for n, k, t in log), flush=True)
+
+
+_HEAD = ('model', 'attack', 'eps', 'budget', 'ours s', 'compile s',
+         'thr', 'torch s', 'torch/ours', 'acc ours', 'acc torch', 'diff pts',
+         'ours seeds', 'torch!=flax')
+
+
+def _print_table(rows):
+  widths = [max(len(str(r[i])) for r in rows + [_HEAD])
+            for i in range(len(_HEAD))]
+  for r in [_HEAD] + rows:
+    print('  '.join(str(v).ljust(w) for v, w in zip(r, widths)))
 
 
 def main(argv):
   del argv
-  import torch  # pylint: disable=g-import-not-at-top
-  import torchattacks  # pylint: disable=g-import-not-at-top
-  eps_values = [float(e) for e in _EPS.value]
-  for e in eps_values:
-    if not 0.0 < e <= 1.0:
-      raise ValueError(f'eps must be in (0, 1], got {e}.')
+  for m in _MODELS.value:
+    if m not in bench_models.LOADERS:
+      raise ValueError(f'Unknown model {m!r}. Valid: cnn, resnet8.')
   for a in _ATTACKS.value:
-    if a not in ('apgd-ce', 'square'):
-      raise ValueError(f'Unknown attack {a!r}. Valid: apgd-ce, square.')
-  if _TORCH_THREADS.value:
-    torch.set_num_threads(_TORCH_THREADS.value)
-  print(f'jax {jax.__version__}, torch {torch.__version__}, torchattacks '
-        f'{torchattacks.__version__}; torch threads '
-        f'{torch.get_num_threads()}, jax devices {jax.devices()}')
-  x_tr, y_tr, x, y = _digits(_N_TEST.value, _SEED.value)
-  module = SmallCNN(10)
-  t0 = time.perf_counter()
-  variables = _train(module, x_tr, y_tr, steps=_TRAIN_STEPS.value,
-                     seed=_SEED.value)
-  apply_fn = module.apply
-  logits = np.asarray(apply_fn(variables, jnp.asarray(x)))
-  print(f'digits: {len(x_tr)} train / {len(x)} held-out 8x8x1 in [0, 1]; '
-        f'{_TRAIN_STEPS.value} Adam steps in {time.perf_counter() - t0:.1f} '
-        f's; clean accuracy {100 * np.mean(logits.argmax(-1) == y):.1f}%')
-  net = _torch_copy(variables, x.shape[1:3])
-  max_diff = float(np.max(np.abs(_torch_logits(net, x) - logits)))
-  print(f'torch copy vs Flax logits: max abs diff {max_diff:.2e}')
-  if not max_diff < _TOL:
-    raise AssertionError(f'torch copy differs from Flax by {max_diff}.')
-  print(f'APGD-CE: {_APGD_STEPS.value} steps, 1 restart, rho 0.75, eot 1; '
-        f'Square: {_QUERIES.value} queries, p_init {_P_INIT.value}, margin '
-        f'loss; L-inf, clip [0, 1]; best of {_REPEATS.value} timed runs')
-  jax_ms, torch_ms = _grad_step_ms(apply_fn, variables, net, x, y)
-  print(f'one input gradient on the {len(x)} examples (APGD\'s per-step '
-        f'floor): jitted JAX {jax_ms:.1f} ms, torch {torch_ms:.1f} ms; '
-        f'x {_APGD_STEPS.value} steps = {jax_ms * _APGD_STEPS.value / 1e3:.2f}'
-        f' s / {torch_ms * _APGD_STEPS.value / 1e3:.2f} s')
-  compiled: set[str] = set()
-  for name in _ATTACKS.value:
-    for eps in eps_values:
-      _compare(name, eps, apply_fn, variables, net, x, y, compiled, jax_ms)
+    if a not in ('apgd-ce', 'square', 'cascade'):
+      raise ValueError(f'Unknown attack {a!r}. Valid: apgd-ce, square, '
+                       'cascade.')
+  eps = {'cnn': [_eps(e) for e in _EPS.value],
+         'resnet8': [_eps(e) for e in _EPS_R8.value]}
+  threads = [int(t) for t in _THREADS.value]
+  if not threads or min(threads) < 1:
+    raise ValueError(f'torch_threads must be ints >= 1, got {threads}.')
+  print(f'jax {jax.__version__} ({jax.devices()}), torch {torch.__version__} '
+        f'(default threads {torch.get_num_threads()}), torchattacks '
+        f'{torchattacks.__version__}; {os.cpu_count()} CPUs, '
+        f'load average {os.getloadavg()[0]:.1f} at start')
+  rows, shared = [], {}
+  t_start = time.perf_counter()
+  for m in _MODELS.value:
+    n, steps = ((_N_TEST.value, _STEPS.value) if m == 'cnn' else
+                (_N_TEST_R8.value, _STEPS_R8.value))
+    bench = bench_models.LOADERS[m](n, steps, _SEED.value,
+                                    _CACHE.value or None)
+    print(bench.info, flush=True)
+    print(f'  one input gradient on the {n} examples: '
+          f'{bench_models.grad_ms(bench, map(int, _GRAD_THREADS.value))}',
+          flush=True)
+    for kind in _ATTACKS.value:
+      for e in eps[m]:
+        _compare(bench, kind, e, shared, rows)
+  print(f'\nbudgets: APGD-CE {_APGD_STEPS.value} steps, 1 restart, rho .75; '
+        f'Square {_QUERIES.value} queries, p_init {_P_INIT.value}, margin; '
+        f'cascade = APGD-CE, APGD-T, FAB-T ({_CSTEPS.value} steps, '
+        f'{_TARGETS.value} targets), Square ({_CQUERIES.value} queries); '
+        'torchattacks.AutoAttack defaults = APGD 10 steps, APGD-T/FAB-T 10 '
+        'steps x 9 targets, Square 5000 queries. Best of '
+        f'{_REPEATS.value} interleaved rounds; compile = first call - best '
+        f'(jax compile events); load average at end '
+        f'{os.getloadavg()[0]:.1f}; total '
+        f'{time.perf_counter() - t_start:.0f} s\n')
+  _print_table(rows)
 
 
 if __name__ == '__main__':
