@@ -45,18 +45,26 @@ from tinyrobust.attacks.checks import LOOPS
 
 Body = Callable[..., Any]
 
-# Step-loop default per backend (experiments/bench_attacks.py). On XLA:CPU a
-# rolled `fori_loop`/`scan` costs ~2.3x per step whatever the body, an
-# unrolled loop runs at the floor but its compile time grows with `steps`
-# (APGD-100: about a minute), and a host-driven jitted chunk with a donated
-# carry runs at the floor with a compile flat in `steps`. GPU/TPU were not
-# measured: a rolled `fori_loop` keeps one launch per attack there.
+# Step-loop default per backend (experiments/bench_attacks.py, section (e)).
+# On XLA:CPU a rolled `fori_loop`/`scan` costs ~2.3x per step whatever the
+# body, an unrolled loop's compile grows with `steps`, and a host-driven
+# jitted chunk with a donated carry runs near the floor with a compile flat
+# in `steps`. Measured on the shared 2-core CPU (load ~12), run time best of
+# 2 interleaved, compile apart: APGD-CE-100, digits CNN, batch 256: unroll
+# 5.43 s (compile 529 s), fori 5.27 s (13 s), host 0.79 s (18 s), i.e. 0.15x
+# both; PGD-10, ResNet8, batch 64: unroll 3.92 s (20 s), fori 17.3 s
+# (18 s), host 2.65 s (19 s). GPU/TPU were not measured: a rolled
+# `fori_loop` keeps one launch per attack there.
 DEFAULT_LOOP = {'cpu': 'host', 'gpu': 'fori', 'cuda': 'fori',
                 'rocm': 'fori', 'tpu': 'fori'}
 
-# Steps per jitted chunk in 'host' mode (experiments/bench_attacks.py,
-# --chunk_sizes=1,5,10,25; see the measured figures there and below).
-DEFAULT_CHUNK = 5
+# Steps per jitted chunk in 'host' mode, same run (--chunk_sizes=1,5,10,25;
+# run s / compile s): APGD-CE-100 digits CNN b256: 1: 0.79/18, 5: 1.20/31,
+# 10: 1.14/40, 25: 1.25/100; PGD-10 ResNet8 b64: 1: 2.65/19, 5: 2.36/30,
+# 10: 3.15/29. One step per call is fastest or within the load noise (12%)
+# of the fastest and always compiles least (larger unrolled chunks also
+# fuse worse on XLA:CPU), so it is the default.
+DEFAULT_CHUNK = 1
 
 # The jitted chunks live on the body (and the jitted stop on `stop`) as an
 # attribute, so they are freed with the kernel that defined the body.
