@@ -21,6 +21,27 @@ Models: 'digits_cnn' (experiments/configs/train/digits_cnn.py: conv 32/64
 + BN on [8, 8, 1] digits, batch 32, eps 0.1 on [0, 1] pixels) and
 'auritus_tcn' (train/auritus_tcn.py:quick: the 1,057-parameter TCN on
 [550, 6] standardised AURITUS windows, batch 32, eps 0.1 train-std).
+
+Measured (defaults: PGD-AT and TRADES 10 steps, 5 timed steps x 3 rounds;
+2-core CPU shared with other jobs at load ~10-13, so the process got about
+a third of a core: 9.5 min wall; ratios are same-run, absolute times are
+load-inflated and the digits rows, ~5 ms per step, are noisy):
+
+  model        method         x std per step   x std per epoch (+ check)
+  digits_cnn   fgsm_rs              1.58             5.83
+               pgd_at-10            7.93            11.91
+               trades-10            7.43            10.12
+               pgd_at-10 unroll     4.22             4.22 (no check)
+  auritus_tcn  fgsm_rs              1.59             2.84
+               pgd_at-10            8.89            10.66
+               trades-10           14.69            16.24
+               pgd_at-10 unroll    11.36            11.36 (no check)
+
+The per-epoch PGD check (PGD-10 on 256 validation windows) costs about one
+standard epoch on the TCN and several on digits (whose epoch is 0.2 s).
+An earlier run at the same load gave 'unroll' 5.2x faster than 'fori' on
+digits and 1.6x slower on the TCN (a repeat of the TCN alone: 1.6x); the
+trainer's default is 'fori' (`adversarial.train_loop`).
 """
 
 from __future__ import annotations
