@@ -39,9 +39,9 @@ load-inflated and the digits rows, ~5 ms per step, are noisy):
 
 The per-epoch PGD check (PGD-10 on 256 validation windows) costs about one
 standard epoch on the TCN and several on digits (whose epoch is 0.2 s).
-An earlier run at the same load gave 'unroll' 5.2x faster than 'fori' on
-digits and 1.6x slower on the TCN (a repeat of the TCN alone: 1.6x); the
-trainer's default is 'fori' (`adversarial.train_loop`).
+'unroll' vs 'fori' over three runs at that load: 1.9x and 5.2x faster on
+digits, 1.3x, 1.6x and 1.8x slower on the TCN (and slower to compile
+there); the trainer's default is 'fori' (`adversarial.train_loop`).
 """
 
 from __future__ import annotations

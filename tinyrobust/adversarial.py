@@ -193,9 +193,9 @@ def canonical_config(config: ml_collections.ConfigDict
 
 def train_loop(loop) -> str | int:
   """The concrete step loop under jit: 'auto' -> 'fori'. Measured on CPU
-  (experiments/bench_adv_train.py, PGD-AT-10 train step): 'unroll' is ~5x
+  (experiments/bench_adv_train.py, PGD-AT-10 train step): 'unroll' is 2-5x
   faster on the digits CNN (ms-sized steps, where a rolled loop's per-step
-  cost dominates) but ~1.6x slower on the AURITUS TCN (0.6 s steps) and
+  cost dominates) but 1.3-1.8x slower on the AURITUS TCN (0.6 s steps) and
   compiles slower; 'fori' loses least in absolute time (GPU/TPU: one
   launch per step loop)."""
   return 'fori' if loop == 'auto' else loop
