@@ -93,7 +93,7 @@ def test_two_trainings_on_one_workdir(tmp_path, monkeypatch):
 
 
 def _study_config():
-  c = parts.study_base()
+  c = parts.study_base(autoattack=False)
   c.attack.pgd_steps = 2
   c.attack.attacks = ('fgsm',)
   c.hardware.measure = False
