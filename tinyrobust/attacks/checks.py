@@ -16,8 +16,13 @@ from typing import Any
 import jax
 import numpy as np
 
+from tinyrobust.attacks import losses
+from tinyrobust.attacks import loops
+from tinyrobust.attacks import norms
+from tinyrobust.attacks import threat
+
 # Step-loop modes of `loops.run_loop` (besides an int fori unroll factor).
-LOOPS = ('auto', 'host', 'fori', 'scan', 'unroll')
+LOOPS = loops.LOOPS
 
 
 def is_traced(*arrays: Any) -> bool:
@@ -157,7 +162,6 @@ def check_static_options(*, norm: str, loss: str, steps: Any,
                          random_start: Any, targeted: Any, clip: Any,
                          restarts: Any, loop: Any) -> None:
   """Validates a kernel factory's static options (see `make_pgd`)."""
-  from tinyrobust.attacks import losses, loops, norms, threat  # pylint: disable=g-import-not-at-top
   norms.check_norm(norm)
   losses.get_loss(loss)
   if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) \

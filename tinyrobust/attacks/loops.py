@@ -41,7 +41,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tinyrobust.attacks.checks import LOOPS
+# Step-loop modes of `run_loop` (besides an int fori unroll factor).
+LOOPS = ('auto', 'host', 'fori', 'scan', 'unroll')
 
 Body = Callable[..., Any]
 

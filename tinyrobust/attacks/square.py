@@ -35,6 +35,7 @@ only on the still-robust examples, with the proposal/update steps jitted.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any, Callable
 
 import jax
@@ -47,6 +48,7 @@ from tinyrobust.attacks import loops
 from tinyrobust.attacks import losses
 from tinyrobust.attacks import norms
 from tinyrobust.attacks import registry
+from tinyrobust.attacks import square_host
 from tinyrobust.attacks import threat as threat_lib
 
 ApplyFn = Callable[[Any, Any], Any]
@@ -397,10 +399,9 @@ def make_square(apply_fn: ApplyFn, *, norm: str = 'linf',
                 clip=clip, eps_scale=eps_scale, host=host, loop=loop,
                 chunk=chunk)
   if host:
-    from tinyrobust.attacks import square_host  # pylint: disable=g-import-not-at-top
     kernel = square_host.HostSquare(
         apply_fn, threat, queries=int(queries), p_init=float(p_init),
-        loss_fn=loss_fn, return_info=return_info)
+        loss_fn=loss_fn, return_info=return_info, ops=sys.modules[__name__])
     return registry.Attack('square', build.jsonable(config), kernel)
   run = _square_run(apply_fn, threat, queries=int(queries),
                     p_init=float(p_init), loss_fn=loss_fn, loop=loop,

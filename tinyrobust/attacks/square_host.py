@@ -17,9 +17,10 @@ from tinyrobust.attacks import build
 from tinyrobust.attacks import checks
 from tinyrobust.attacks import losses
 from tinyrobust.attacks import norms
-from tinyrobust.attacks import square
 
-# The proposals and updates are square.py's own private helpers.
+# The proposals and updates are square.py's own private helpers, passed in
+# as `ops` (the `square` module) so that this module does not import square
+# (square imports this one: no cycle).
 # pylint: disable=protected-access
 
 
@@ -28,7 +29,8 @@ class HostSquare:
   logits_np`; proposals and updates are jitted JAX, the scores are not."""
 
   def __init__(self, apply_fn, threat, *, queries, p_init, loss_fn,
-               return_info):
+               return_info, ops):
+    square = self._ops = ops
     self.apply_fn, self.threat, self.loss_fn = apply_fn, threat, loss_fn
     self.queries, self.p_init, self.return_info = queries, p_init, return_info
     self._jitted: dict[Any, Any] = {}
@@ -75,7 +77,7 @@ class HostSquare:
                    'valid': jnp.ones(x.shape[0], bool)}
 
   def _search(self, variables, x, y, key, eps_b):
-    geo = square._Geometry(self.threat, x.shape[1:])
+    geo = self._ops._Geometry(self.threat, x.shape[1:])
     shape, b = x.shape[1:], x.shape[0]
     k_init, key = jax.random.split(key)
     x0 = self._fn(geo, shape, 'init')(k_init, x, eps_b)
@@ -84,7 +86,7 @@ class HostSquare:
     if int(jnp.max(y)) >= k:
       raise ValueError(f'labels must be in [0, {k}), got max {int(jnp.max(y))}.')
     st = self._start(x0, jnp.asarray(z0), y)
-    for start, end, s in square._phases(
+    for start, end, s in self._ops._phases(
         self.queries, self.p_init, geo.spatial, self.threat.norm):
       propose = self._fn(geo, shape, s)
       for i in range(start, end):

@@ -55,6 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tinyrobust import registry
+from tinyrobust.models import registry as model_registry
 from tinyrobust.models import keras_archive
 from tinyrobust.models import keras_weights
 from tinyrobust.models import savedmodel
@@ -370,8 +371,7 @@ def unfreeze(tree):
 
 def importable() -> list[str]:
   """Zoo models with an importer (registered or the generic mapping)."""
-  from tinyrobust import models  # pylint: disable=g-import-not-at-top
-  return models.list_models()
+  return model_registry.list_models()
 
 
 def _num_classes(layers: Sequence[KerasLayer]) -> int:
@@ -398,8 +398,7 @@ def load(name: str, source: Any, num_classes: int | None = None,
       architecture as the Keras model; a model with `register_inference`
       fills in those the checkpoint shows, and rejects contradictions).
   """
-  from tinyrobust import models  # pylint: disable=g-import-not-at-top
-  models.check_model(name, {**model_kwargs, 'input_shape': None})
+  model_registry.check_model(name, {**model_kwargs, 'input_shape': None})
   layers = read_layers(source)
   k = num_classes if num_classes is not None else _num_classes(layers)
   if input_shape is not None:
@@ -407,7 +406,7 @@ def load(name: str, source: Any, num_classes: int | None = None,
   init_shape = None
   if name in INFERENCE:
     model_kwargs, init_shape = INFERENCE.lookup(name)(layers, model_kwargs)
-  module = models.get_model(name, k, **model_kwargs)
+  module = model_registry.get_model(name, k, **model_kwargs)
   shape = tuple(input_shape or init_shape or module.example_input_shape())
   template = jax.eval_shape(
       lambda: module.init(jax.random.key(0), jnp.zeros((1,) + shape)))

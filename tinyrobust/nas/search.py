@@ -42,6 +42,7 @@ import ml_collections
 
 from tinyrobust import config_io
 from tinyrobust.attacks import config as attack_config_lib
+from tinyrobust.nas import candidate
 from tinyrobust.nas import costs as costs_lib
 from tinyrobust.nas import designer as designer_lib
 from tinyrobust.nas import executors as executors_lib
@@ -220,7 +221,6 @@ def run_search(config: ml_collections.ConfigDict, workdir: str, *,
     budget = costs_lib.board_budget(s.board,
                                     flash_max_bytes=s.flash_max_bytes,
                                     sram_max_bytes=s.sram_max_bytes)
-    from tinyrobust.nas import candidate  # pylint: disable=g-import-not-at-top
     evaluate_fn = candidate.CandidateEvaluator(config, workdir, space, budget)
   os.makedirs(workdir, exist_ok=True)
   config_io.pin_config(config, os.path.join(workdir, 'search_config.json'),
