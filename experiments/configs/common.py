@@ -14,6 +14,7 @@ what the file accepts.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Iterable, Mapping
 
 import ml_collections
@@ -278,3 +279,26 @@ def auritus_large(arg: str | None, model: str, *, learning_rate: float
   c.model.name = model
   c.train.grad_clip_norm = 1.0
   return c
+
+
+@dataclasses.dataclass(frozen=True)
+class Large:
+  """One row of a large-model family's table: parameters and learning rate."""
+  params: int
+  learning_rate: float
+
+
+def large_family(arg, models, builder, file: str):
+  """`get_config` of a family file picked with `model=` (big_vision's
+  `variant=` style): `builder(variant, model, learning_rate=...)`."""
+  variants = ('quick', 'full')
+  args = parse_arg(arg, flags=variants, options={'model': tuple(models)})
+  if 'model' not in args:
+    first = next(iter(models))
+    raise ValueError(f'{file} needs a model= variant, got {arg!r}; valid: '
+                     f'model={"|".join(models)} (e.g. '
+                     f'`{file}:quick,model={first}`).')
+  variant = ','.join(v for v in variants if args[v])
+  return builder(variant, args.model,
+                 learning_rate=models[args.model].learning_rate)
+

@@ -21,19 +21,9 @@ measured 0.6674 test accuracy for har_cnn and 0.5363 for har_lstm (1,434
 test windows; README results).
 """
 
-import dataclasses
-
 from experiments.configs import common
 
-VARIANTS = ('quick', 'full')
-
-
-@dataclasses.dataclass(frozen=True)
-class Large:
-  """One row of the table above."""
-  params: int
-  learning_rate: float
-
+Large = common.Large
 
 MODELS = {
     'har_cnn': Large(3_036_041, 1e-3),
@@ -43,13 +33,5 @@ MODELS = {
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg, flags=VARIANTS,
-                          options={'model': tuple(MODELS)})
-  if 'model' not in args:
-    raise ValueError(f'auritus_large.py needs a model= variant, got '
-                     f'{arg!r}; valid: model={"|".join(MODELS)} (e.g. '
-                     f'`auritus_large.py:quick,model=har_cnn`).')
-  variant = ','.join(v for v in VARIANTS if args[v])
-  return common.auritus_large(
-      variant, args.model,
-      learning_rate=MODELS[args.model].learning_rate)
+  return common.large_family(arg, MODELS, common.auritus_large,
+                             'auritus_large.py')

@@ -21,19 +21,9 @@ accuracy of these variants: not measured here. The quick study
 results).
 """
 
-import dataclasses
-
 from experiments.configs import common
 
-VARIANTS = ('quick', 'full')
-
-
-@dataclasses.dataclass(frozen=True)
-class Large:
-  """One row of the table above."""
-  params: int
-  learning_rate: float
-
+Large = common.Large
 
 MODELS = {
     'kws_cnn': Large(94_604, 3e-3),
@@ -43,12 +33,5 @@ MODELS = {
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg, flags=VARIANTS,
-                          options={'model': tuple(MODELS)})
-  if 'model' not in args:
-    raise ValueError(f'speech_commands_large.py needs a model= variant, got '
-                     f'{arg!r}; valid: model={"|".join(MODELS)} (e.g. '
-                     f'`speech_commands_large.py:quick,model=kws_cnn`).')
-  variant = ','.join(v for v in VARIANTS if args[v])
-  return common.speech_commands_large(
-      variant, args.model, learning_rate=MODELS[args.model].learning_rate)
+  return common.large_family(arg, MODELS, common.speech_commands_large,
+                             'speech_commands_large.py')
