@@ -363,6 +363,7 @@ def _compare(bench, kind, eps, shared, rows):
                    f'{tt / best:.2f}', f'{100 * acc_ours:.1f}',
                    f'{100 * acc_t:.1f}', f'{100 * (acc_ours - acc_t):+.1f}',
                    spread, disagree))
+      print('  row: ' + ' | '.join(map(str, rows[-1])), flush=True)
   print(f'[{bench.name} {kind} eps={eps:.4g}] ours runs '
         f'{", ".join(f"{t:.2f}" for t in t_ours)} s; '
         + '; '.join(f'{l}@{t}: {", ".join(f"{v:.2f}" for v in ts)} s'
