@@ -28,6 +28,7 @@ from absl import logging
 import jax
 import ml_collections
 
+from tinyrobust import adversarial
 from tinyrobust import config_io
 from tinyrobust import data as data_lib
 from tinyrobust import evaluation
@@ -55,7 +56,9 @@ def trained_run(workdir: str, config=None):
   if config is None:
     return model, variables, run_config
   run_d = config_io.config_json(run_config)
-  new_d = config_io.config_json(config)
+  # An 'off' adversarial section is pinned by leaving it out (issue 26).
+  new_d = config_io.config_json(adversarial.canonical_config(
+      ml_collections.ConfigDict(config.to_dict())))
   ignore = set(RUN_OVERRIDABLE) | {'search'}
   diff = [k for k in config_io.diff_keys(
       {k: v for k, v in run_d.items() if k not in ignore},
