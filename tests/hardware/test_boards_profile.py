@@ -95,6 +95,7 @@ def test_profile_mode(tmp_path, small_cnn):
   c.data = {'name': 'digits', 'options': {'seed': 0}}
   c.model = {'name': 'cnn', 'num_classes': 10,
              'kwargs': {'features': [4, 8]}}
+  c.train = {'epochs': 1, 'batch_size': 32}
   c.hardware = {'measure': False, 'boards': ['stm32l476rg']}
   io.write_json(str(tmp_path / 'config.json'), c.to_dict())
   io.save_pytree(str(tmp_path / 'best.ckpt'), v)
