@@ -9,11 +9,18 @@
 arguments, checked against the factory; `with_eps_scale` adds a threat
 model's per-channel eps scale to every attack that takes one.
 
+Two optional subsections take the attacker of the study's threat model
+(no access to the target): `transfer` (examples crafted on source models)
+and `universal` (one perturbation per source and eps); absent, nothing
+changes (`transfer_config` / `universal_config` read them, defaults in
+`default_transfer_config` / `default_universal_config`).
+
 Like the rest of `tinyrobust.attacks`, this module imports no models or data.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Mapping, Sequence
 
 import ml_collections
@@ -23,6 +30,8 @@ from tinyrobust.attacks import registry
 
 # Config options every attack factory may take (passed when it accepts them).
 COMMON_OPTIONS = ('norm', 'loss', 'clip')
+# Optional subsections of `attack` (absent unless a config sets them).
+SUBSECTIONS = ('transfer', 'universal')
 
 
 def default_attack_config() -> ml_collections.ConfigDict:
@@ -61,13 +70,17 @@ def attack_config(config) -> ml_collections.ConfigDict:
   if section is not None:
     section = section.to_dict() if hasattr(section, 'to_dict') else dict(
         section)
-    unknown = sorted(set(section) - set(merged))
+    unknown = sorted(set(section) - set(merged) - set(SUBSECTIONS))
     if unknown:
       raise ValueError(f'Unknown attack config field(s) {unknown}. Valid: '
-                       f'{", ".join(sorted(merged))}.')
+                       f'{", ".join(sorted(set(merged) | set(SUBSECTIONS)))}.')
     with merged.ignore_type():
       for k, v in section.items():
-        merged[k] = tuple(v) if isinstance(v, list) else v
+        if k in SUBSECTIONS:
+          if v is not None:
+            merged[k] = ml_collections.ConfigDict(v)
+        else:
+          merged[k] = tuple(v) if isinstance(v, list) else v
   names = merged.attacks
   if isinstance(names, str) or not names:
     raise ValueError(f'attack.attacks must be a non-empty list of names, got '
@@ -152,3 +165,146 @@ def with_eps_scale(options, attacks: Sequence[str], eps_scale
                        'of the attacks that do (fgsm, pgd, apgd, ...).')
     out.setdefault(name, {})['eps_scale'] = eps_scale
   return out
+
+
+def default_transfer_config() -> dict[str, Any]:
+  """Defaults of `attack.transfer` (examples crafted on source models).
+
+  Fields:
+    sources: `--mode=attack`: trained run workdirs (the attacked run is the
+      target); the study: model labels of the task ('()' = every model of
+      the task with the same input data).
+    attacks: registered, untargeted attack names crafted on each source
+      (e.g. 'pgd', 'mi-fgsm'); an attack also in `attack.attacks` takes its
+      options and key, so the white-box diagonal equals the evaluator's.
+    ensemble: also craft on an ensemble (mean of logits): in `--mode=attack`
+      of all sources; in the study one of the large and one of the tiny
+      models of the task.
+    options: per-attack options for attacks not in `attack.attacks`
+      (`options['mi-fgsm'] = {'steps': 10, 'decay': 1.0}`).
+  """
+  return {'sources': (), 'attacks': ('pgd',), 'ensemble': True,
+          'options': {}}
+
+
+def default_universal_config() -> dict[str, Any]:
+  """Defaults of `attack.universal` (SGD-UAP, `attacks.universal`).
+
+  Fields:
+    eps: radii in the eps units of the task / threat; `()` = every
+      non-zero eps of the grid.
+    epochs: passes over the training split; batch_size: its minibatch.
+    rel_step_size: step as a multiple of eps.
+    loss_clamp: Shafahi et al.'s clamp of the loss, or None.
+  """
+  return {'eps': (), 'epochs': 5, 'batch_size': 128, 'rel_step_size': 0.1,
+          'loss_clamp': None}
+
+
+def _section(acfg, name: str, defaults: dict[str, Any]) -> dict[str, Any]:
+  section = config_io.to_dict(acfg.get(name)) if acfg is not None else {}
+  unknown = sorted(set(section) - set(defaults))
+  if unknown:
+    raise ValueError(f'Unknown attack.{name} field(s) {unknown}. Valid: '
+                     f'{", ".join(sorted(defaults))}.')
+  out = dict(defaults)
+  out.update({k: tuple(v) if isinstance(v, list) else v
+              for k, v in section.items()})
+  return out
+
+
+def _is_int(v, lo: int) -> bool:
+  return not isinstance(v, bool) and isinstance(v, int) and v >= lo
+
+
+def transfer_config(acfg) -> dict[str, Any] | None:
+  """`attack.transfer` merged over its defaults and checked; None when the
+  section is absent. Raises ValueError naming the bad field and value."""
+  if acfg is None or acfg.get('transfer') is None:
+    return None
+  t = _section(acfg, 'transfer', default_transfer_config())
+  srcs = t['sources']
+  if isinstance(srcs, str) or not all(isinstance(s, str) and s
+                                      for s in srcs):
+    raise ValueError(f'attack.transfer.sources must be a list of run '
+                     f'workdirs (--mode=attack) or model labels (study), '
+                     f'got {srcs!r}.')
+  names = t['attacks']
+  if isinstance(names, str) or not names:
+    raise ValueError(f'attack.transfer.attacks must be a non-empty list of '
+                     f'names, got {names!r}. Valid: '
+                     f'{", ".join(registry.list_attacks())}.')
+  bad = [n for n in names if n not in registry.list_attacks()]
+  if bad or len(set(names)) != len(names):
+    raise ValueError(f'attack.transfer.attacks={list(names)}: unknown or '
+                     f'repeated {bad or "name"}. Valid: '
+                     f'{", ".join(registry.list_attacks())}.')
+  if 'autoattack' in names:
+    raise ValueError("attack.transfer.attacks: 'autoattack' is a cascade, "
+                     'not one crafting attack; use pgd, mi-fgsm, fgsm, ...')
+  if not isinstance(t['ensemble'], bool):
+    raise ValueError(f'attack.transfer.ensemble must be a bool, got '
+                     f'{t["ensemble"]!r}.')
+  extra = sorted(set(t['options']) - set(names))
+  if extra:
+    raise ValueError(f'attack.transfer.options names {extra}, not in '
+                     f'attack.transfer.attacks={list(names)}.')
+  return t
+
+
+def universal_config(acfg) -> dict[str, Any] | None:
+  """`attack.universal` merged over its defaults and checked; None when
+  the section is absent. Raises ValueError naming the bad field and value."""
+  if acfg is None or acfg.get('universal') is None:
+    return None
+  u = _section(acfg, 'universal', default_universal_config())
+  eps = u['eps']
+  if isinstance(eps, (int, float)) and not isinstance(eps, bool):
+    eps = u['eps'] = (eps,)
+  if isinstance(eps, str) or not all(
+      isinstance(e, (int, float)) and not isinstance(e, bool) and
+      math.isfinite(e) and e > 0 for e in eps):
+    raise ValueError(f'attack.universal.eps must be a list of finite radii '
+                     f'> 0 in the eps units of the grid (or () for every '
+                     f'non-zero eps of the grid), got {eps!r}.')
+  for name in ('epochs', 'batch_size'):
+    if not _is_int(u[name], 1):
+      raise ValueError(f'attack.universal.{name} must be an int >= 1, got '
+                       f'{u[name]!r}.')
+  for name in ('rel_step_size', 'loss_clamp'):
+    v = u[name]
+    if v is None and name == 'loss_clamp':
+      continue
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or \
+        not math.isfinite(v) or v <= 0:
+      raise ValueError(f'attack.universal.{name} must be a finite number > 0'
+                       f'{" or None" if name == "loss_clamp" else ""}, got '
+                       f'{v!r}.')
+  return u
+
+
+def transfer_attack_options(acfg, tcfg, *, clip=None
+                            ) -> dict[str, dict[str, Any]]:
+  """Each transfer attack's factory options: those of `attack.attacks`
+  for an attack listed there (the white-box evaluator's), else the common
+  options with `attack.transfer.options.<name>`."""
+  opts = {}
+  white = attack_options(acfg, clip=clip)
+  for name in tcfg['attacks']:
+    if name in white:
+      opts[name] = dict(white[name])
+      continue
+    accepted = registry.attack_options(name)
+    common = {'norm': acfg.get('norm', 'linf'), 'loss': acfg.get('loss', 'ce'),
+              'clip': clip}
+    o = {k: v for k, v in common.items() if accepted is None or k in accepted}
+    o.update(config_io.to_dict(tcfg['options'].get(name)))
+    opts[name] = o
+  return opts
+
+
+def attack_index(acfg, name: str) -> int:
+  """A transfer attack's key index: its position in `attack.attacks`
+  (the white-box evaluator's key rule), else 0."""
+  names = list(acfg.attacks)
+  return names.index(name) if name in names else 0

@@ -24,13 +24,14 @@ from experiments.configs.study import parts
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg, flags=('quick', 'full'))
+  args = common.parse_arg(arg, flags=('quick', 'full', 'noaa'))
   q = args.quick
   variant = 'quick' if q else None
   # quick: the tiny models train as their quick configs do (seconds to
   # minutes); the large ones get 5 epochs, far less than they would want.
   short = {'epochs': 5} if q else None
-  c = parts.study_base(quick=q)
+  c = parts.study_base(quick=q, autoattack=not args.noaa)
+  parts.transfer_sections(c, quick=q, universal_eps=(0.2, 0.8))
   # 64 windows per attacked bucket keep the raw-window CNNs' activations
   # small (the scheduler attacks one eps at a time, steps host-driven).
   c.attack.batch_size = 64

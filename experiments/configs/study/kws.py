@@ -20,11 +20,12 @@ from experiments.configs.study import parts
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg, flags=('quick', 'full'))
+  args = common.parse_arg(arg, flags=('quick', 'full', 'noaa'))
   q = args.quick
   variant = 'quick' if q else None
   short = {'epochs': 3} if q else None
-  c = parts.study_base(quick=q)
+  c = parts.study_base(quick=q, autoattack=not args.noaa)
+  parts.transfer_sections(c, quick=q, universal_eps=(0.5, 2.0))
   # The recurrent models' backward pass (LSTM(500) over 49 frames) holds
   # every step's activations: 64 clips per attacked bucket fit in ~2 GB
   # (the scheduler attacks one eps at a time, steps host-driven).

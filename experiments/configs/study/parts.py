@@ -35,6 +35,22 @@ def study_base(quick: bool = False, autoattack: bool = True
   return c
 
 
+# The study's attacker without access to the target (issue 25): PGD (the
+# white-box attack's options and key, so the diagonal is the white-box
+# number) and MI-FGSM crafted on every model and on the large / tiny
+# ensembles; universal perturbations (SGD-UAP) per model at two eps. Quick
+# budgets on a 2-core CPU: MI-FGSM 10 steps; SGD-UAP 2 epochs of batches of
+# 64 training examples, step 0.1 eps.
+def transfer_sections(c, *, quick: bool, universal_eps) -> None:
+  """Adds `attack.transfer` and `attack.universal` to a study config."""
+  c.attack.transfer = ml_collections.ConfigDict({
+      'attacks': ('pgd', 'mi-fgsm'), 'ensemble': True,
+      'options': {'mi-fgsm': {'steps': 10}}})
+  c.attack.universal = ml_collections.ConfigDict({
+      'eps': tuple(universal_eps), 'epochs': 2 if quick else 10,
+      'batch_size': 64 if quick else 128, 'rel_step_size': 0.1})
+
+
 def data_config(name: str, *, epochs: int, lr: float, batch_size: int,
                 **options) -> ml_collections.ConfigDict:
   """A training config skeleton on dataset `name` (seed-0 split)."""

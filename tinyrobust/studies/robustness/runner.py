@@ -121,7 +121,10 @@ class ModelJob:
     acfg = attack_config_lib.attack_config(config)
     tcfg = config.tasks[task]
     grid = study_config.input_eps(tcfg, task)
-    settings = {'attack': acfg.to_dict(), 'eps_grid': grid.tolist(),
+    # The transfer/universal subsections are stages of their own.
+    settings = {'attack': {k: v for k, v in acfg.to_dict().items()
+                           if k not in attack_config_lib.SUBSECTIONS},
+                'eps_grid': grid.tolist(),
                 'seed': int(config.seed)}
     path = os.path.join(wd, evaluation.RESULTS_NAME + '.json')
     if os.path.exists(path) and io.read_json(path).get(
@@ -173,7 +176,8 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, *,
   io.check_writable_dir(workdir, create=True)
   config_io.pin_config(config, os.path.join(workdir, 'study_config.json'),
                        mutable=('study.executor', 'study.num_workers',
-                                'study.ray_address', 'study.bootstrap'),
+                                'study.ray_address', 'study.bootstrap',
+                                'attack.transfer', 'attack.universal'),
                        what='study')
   enable_compilation_cache(config.study.compilation_cache or
                            os.path.join(workdir, 'jax_cache'))
