@@ -67,6 +67,8 @@ def test_pgd_at_raises_pgd_accuracy_over_standard_training(tmp_path):
   best = max(lines, key=lambda r: (r['val_pgd_accuracy'], r['val_accuracy']))
   final = io.read_json(str(tmp_path / 'adv' / train.FINAL))
   assert final['best_epoch'] == best['epoch']
+  # final_metrics.json: the check's PGD accuracy of the best epoch.
+  assert final['val_pgd_accuracy'] == best['val_pgd_accuracy']
 
 
 def _steps(config, n):

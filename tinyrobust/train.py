@@ -315,7 +315,7 @@ def final_report(config, workdir: str, best: dict[str, Any],
                             jax.tree_util.tree_leaves(best_vars['params']))),
       'protocol': test_ds.meta.get('protocol', ''),
       'dataset': config.data.name,
-      'model': config.model.name,
+      'model': config.model.name, **adversarial.best_fields(best),
   }
   metrics_path = os.path.join(workdir, METRICS)
   if not any(r.get('final') for r in io.read_jsonl(metrics_path)):
