@@ -18,6 +18,7 @@ from tinyrobust import results as results_lib
 from tinyrobust.attacks import config as attack_config_lib
 from tinyrobust.studies.robustness import config as study_config
 from tinyrobust.studies.robustness import tables
+from tinyrobust.studies.robustness import transfer_report
 
 METRIC_LABELS = {'consistency': 'consistency (study: adversarial accuracy)',
                  'robust_accuracy': 'robust accuracy'}
@@ -207,17 +208,21 @@ def write_report(config, workdir: str, outcomes) -> dict[str, Any]:
          markdown_table(gap_rows), '## Figures', '']
   md += [f'![{os.path.basename(p)}](figures/{os.path.basename(p)})'
          for p in figs]
+  extra = transfer_report.write(config, workdir, markdown_table)
+  if extra:  # issue 25: the attacker without access to the target
+    md += [''] + extra['markdown']
+    figs = figs + extra['figures']
   md += ['', '## Protocol', '', _protocol(config, results, outcomes), '']
   path = os.path.join(workdir, 'report.md')
   with open(path, 'w') as f:
     f.write('\n'.join(md))
   summary = {'table1': t1, 'gap': gap_rows, 'findings': found,
-             'caveats': notes,
+             'caveats': notes, 'transfer': extra,
              'figures': figs, 'report': path,
              'timings': {f'{t}/{l}': o['timings']
                          for (t, l), o in outcomes.items()}}
   io.write_json(os.path.join(workdir, 'summary.json'), summary)
   print(f'[study] report: {path}', flush=True)
-  for f in found:
+  for f in found + ((extra or {}).get('findings') or []):
     print(f'[study] {f["text"]}', flush=True)
   return summary

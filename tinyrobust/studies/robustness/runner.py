@@ -42,6 +42,7 @@ from tinyrobust.nas import candidate
 from tinyrobust.nas import executors as executors_lib
 from tinyrobust.studies.robustness import config as study_config
 from tinyrobust.studies.robustness import report
+from tinyrobust.studies.robustness import transfer_stage
 
 
 def default_study_config() -> ml_collections.ConfigDict:
@@ -173,6 +174,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, *,
   """
   config = resolve_config(config)
   study_config.check_study_config(config)
+  transfer_stage.check_sources(config)
   io.check_writable_dir(workdir, create=True)
   config_io.pin_config(config, os.path.join(workdir, 'study_config.json'),
                        mutable=('study.executor', 'study.num_workers',
@@ -202,6 +204,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, *,
   finally:
     if own:
       executor.close()
+  transfer_stage.run_stage(config, workdir)
   return report.write_report(config, workdir, outcomes)
 
 

@@ -1,0 +1,235 @@
+"""The study's transfer and universal stages: the attacker without access.
+
+Run after every model job finished (`run_study`), when the study's `attack`
+section has `transfer` and/or `universal` subsections
+(`tinyrobust.attacks.config.transfer_config` / `universal_config`):
+
+  transfer   per task, input group, transfer attack and source: the source
+             (a model, or the 'ensemble[large]' / 'ensemble[tiny]' mean of
+             logits) attacked white-box on the white-box stage's test
+             examples, eps grid, seed, batch size and key index
+             (`evaluation.transfer_matrix`, scheduler engine), the result
+             judged by every model of the group ->
+             `transfer/<task>__<attack>__<source>.json` (records) and `.npz`
+             (per-example outcomes for the confidence intervals)
+  universal  per model and universal eps: one SGD-UAP perturbation fitted on
+             the training split (`attacks.fit_universal`), saved with its
+             protocol as `universal/<task>__<label>__eps<eps>.npz`, and
+             evaluated on the same test examples on every model of the
+             group -> `..._eval.json` / `_eval.npz`
+
+Models of a task are grouped by their input data (dataset name and
+options): an example crafted for raw IMU windows cannot be fed to a model of
+window features, so transfer is measured within a group only.
+
+Each unit of work is journaled as its own file with the settings it was
+made with; a killed study resumes at the first missing or stale unit, and a
+finished one recomputes nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+from tinyrobust import config_io
+from tinyrobust import io
+from tinyrobust import train
+from tinyrobust.attacks import config as attack_config_lib
+from tinyrobust.attacks import universal as universal_lib
+from tinyrobust.evaluation import transfer as transfer_lib
+from tinyrobust.nas import candidate
+from tinyrobust.studies.robustness import config as study_config
+
+TRANSFER_DIR = 'transfer'
+UNIVERSAL_DIR = 'universal'
+OUTCOME_KEYS = ('clean', 'robust', 'consistent', 'transferred', 'nonfinite')
+
+
+def input_groups(config, task: str) -> list[list[str]]:
+  """The task's model labels grouped by input data (name and options), in
+  config order; models of one group see the same test examples."""
+  groups: dict[str, list[str]] = {}
+  for label, entry in config.tasks[task].models.items():
+    data = entry.config.data
+    key = json.dumps([data.name, config_io.to_dict(data.get('options'))],
+                     sort_keys=True)
+    groups.setdefault(key, []).append(label)
+  return list(groups.values())
+
+
+def check_sources(config) -> None:
+  """`attack.transfer.sources` must be model labels of every task (or
+  empty); raises ValueError naming the unknown label."""
+  acfg = attack_config_lib.attack_config(config)
+  tcfg = attack_config_lib.transfer_config(acfg)
+  attack_config_lib.universal_config(acfg)
+  if tcfg is None:
+    return
+  for task, t in config.tasks.items():
+    bad = [s for s in tcfg['sources'] if s not in t.models]
+    if bad:
+      raise ValueError(f'attack.transfer.sources {bad} are not models of '
+                       f'task {task!r}; in a study the sources are model '
+                       f'labels: {", ".join(t.models)} (or () for all).')
+
+
+def _loaded(workdir: str, task: str, label: str) -> dict[str, Any]:
+  wd = study_config.model_dir(workdir, task, label)
+  model, variables, run_cfg = train.load_trained(wd)
+  white = io.read_json(os.path.join(wd, 'attack_results.json'))
+  with np.load(os.path.join(wd, 'attack_examples.npz')) as z:
+    indices = np.asarray(z['indices'])
+  return {'apply': functools.partial(model.apply, train=False),
+          'variables': variables, 'config': run_cfg, 'white': white,
+          'indices': indices}
+
+
+def _group_data(models: dict[str, Any]):
+  """Test examples (the white-box subset) and clip, shared by the group."""
+  first = next(iter(models.values()))
+  for label, m in models.items():
+    if not np.array_equal(m['indices'], first['indices']):
+      raise ValueError(f'{label} was attacked on other test examples than '
+                       f'the rest of its input group; re-run its attack '
+                       'stage.')
+  ds = candidate.load_split(first['config'], 'test')
+  idx = first['indices']
+  clip = first['white'].get('clip')
+  clip = None if clip is None else (np.asarray(clip[0], np.float32),
+                                    np.asarray(clip[1], np.float32))
+  return np.asarray(ds.x)[idx], np.asarray(ds.y)[idx], clip
+
+
+def _sources(config, tcfg, task: str, group: list[str], models):
+  out = {s: (models[s]['apply'], models[s]['variables'])
+         for s in (tcfg['sources'] or group) if s in group}
+  if tcfg['ensemble']:
+    for kind in study_config.KINDS:
+      members = [l for l in group
+                 if config.tasks[task].models[l].kind == kind]
+      if len(members) >= 2:
+        out[f'ensemble[{kind}]'] = {
+            l: (models[l]['apply'], models[l]['variables']) for l in members}
+  return out
+
+
+def _cached(path: str, settings: dict[str, Any]) -> bool:
+  return os.path.exists(path) and os.path.exists(path[:-5] + '.npz') and \
+      io.read_json(path).get('settings') == io.to_jsonable(settings)
+
+
+def _save(path: str, result: transfer_lib.TransferResult, settings) -> None:
+  np.savez_compressed(path[:-5] + '.npz', **{
+      f'{s}|{t}|{k}': v for (s, t), ex in result.examples.items()
+      for k, v in ex.items()})
+  io.write_json(path, {'settings': settings, 'records': result.records,
+                       'protocol': result.protocol})
+
+
+def load_unit(path: str) -> tuple[list[dict[str, Any]], dict]:
+  """`(records, examples)` of one stored unit: examples keyed `(crafted_on,
+  target)` -> outcome name -> bool array."""
+  recs = io.read_json(path)['records']
+  examples: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+  with np.load(path[:-5] + '.npz') as z:
+    for key in z.files:
+      s, t, k = key.split('|')
+      examples.setdefault((s, t), {})[k] = np.asarray(z[key])
+  return recs, examples
+
+
+def _transfer(config, acfg, tcfg, task, group, models, data, wd) -> None:
+  x, y, clip = data
+  grid = study_config.input_eps(config.tasks[task], task)
+  opts = attack_config_lib.transfer_attack_options(acfg, tcfg, clip=clip)
+  targets = {l: (models[l]['apply'], models[l]['variables']) for l in group}
+  for name in tcfg['attacks']:
+    for src, spec in _sources(config, tcfg, task, group, models).items():
+      path = os.path.join(wd, f'{task}__{name}__{src}.json')
+      settings = {'attack': name, 'options': opts[name], 'seed': int(
+          config.seed), 'eps_grid': grid.tolist(), 'targets': group,
+                  'batch_size': int(acfg.batch_size),
+                  'attack_index': attack_config_lib.attack_index(acfg, name),
+                  'examples': int(len(x))}
+      settings = io.to_jsonable(settings)
+      if _cached(path, settings):
+        continue
+      result = transfer_lib.transfer_matrix(
+          {src: spec}, targets, x, y, eps_grid=grid, seed=int(config.seed),
+          batch_size=int(acfg.batch_size), attack=name, options=opts[name],
+          attack_index=settings['attack_index'], engine='scheduler',
+          eps_units=config.tasks[task].eps_units)
+      _save(path, result, settings)
+      print(f'[study] transfer {task}/{name} crafted on {src}', flush=True)
+
+
+def universal_eps(config, ucfg, task: str) -> list[float]:
+  """The universal radii of a task in its eps units."""
+  grid = [float(e) for e in config.tasks[task].eps_grid if e > 0]
+  return [float(e) for e in ucfg['eps']] or grid
+
+
+def _universal(config, acfg, ucfg, task, group, models, data, wd) -> None:
+  x, y, clip = data
+  u = study_config.unit(task, config.tasks[task].eps_units)
+  targets = {l: (models[l]['apply'], models[l]['variables']) for l in group}
+  for label in group:
+    m = models[label]
+    for eps_u in universal_eps(config, ucfg, task):
+      stem = os.path.join(wd, f'{task}__{label}__eps{eps_u:g}')
+      eps = eps_u * u.scale
+      settings = io.to_jsonable({
+          'eps': eps, 'eps_in_units': eps_u, 'norm': acfg.norm,
+          'loss': acfg.loss, 'seed': int(config.seed), 'targets': group,
+          'examples': int(len(x)), **{k: ucfg[k] for k in (
+              'epochs', 'batch_size', 'rel_step_size', 'loss_clamp')}})
+      if _cached(stem + '_eval.json', settings) and os.path.exists(
+          stem + '.npz'):
+        continue
+      train_ds = candidate.load_split(m['config'], 'train')
+      uap = universal_lib.fit_universal(
+          m['apply'], m['variables'], train_ds.x, train_ds.y, eps=eps,
+          norm=acfg.norm, clip=clip, eps_units=u.name,
+          epochs=ucfg['epochs'], batch_size=ucfg['batch_size'],
+          step_size=ucfg['rel_step_size'] * eps if eps > 0 else None,
+          loss=acfg.loss, loss_clamp=ucfg['loss_clamp'],
+          seed=int(config.seed), source_names=[label])
+      uap.protocol.update(eps_in_units=eps_u, task=task, split='train',
+                          dataset=m['config'].data.name)
+      universal_lib.save_universal(stem + '.npz', uap)
+      result = transfer_lib.universal_transfer(
+          uap, targets, x, y, batch_size=int(acfg.batch_size))
+      for r in result.records:
+        r['eps_in_units'] = eps_u
+        r['white_box'] = r['target'] == label
+      _save(stem + '_eval.json', result, settings)
+      print(f'[study] universal {task}/{label} eps={eps_u:g} {u.name}',
+            flush=True)
+
+
+def run_stage(config, workdir: str) -> bool:
+  """Runs (or resumes) the transfer and universal stages of every task;
+  returns whether the config asks for either."""
+  acfg = attack_config_lib.attack_config(config)
+  tcfg = attack_config_lib.transfer_config(acfg)
+  ucfg = attack_config_lib.universal_config(acfg)
+  if tcfg is None and ucfg is None:
+    return False
+  for task in config.tasks:
+    for group in input_groups(config, task):
+      models = {l: _loaded(workdir, task, l) for l in group}
+      data = _group_data(models)
+      if tcfg is not None and len(group) > 1:
+        wd = os.path.join(workdir, TRANSFER_DIR)
+        os.makedirs(wd, exist_ok=True)
+        _transfer(config, acfg, tcfg, task, group, models, data, wd)
+      if ucfg is not None:
+        wd = os.path.join(workdir, UNIVERSAL_DIR)
+        os.makedirs(wd, exist_ok=True)
+        _universal(config, acfg, ucfg, task, group, models, data, wd)
+  return True
