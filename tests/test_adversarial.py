@@ -14,6 +14,7 @@ from experiments.configs.train import digits_cnn
 from tinyrobust import adversarial
 from tinyrobust import collapse
 from tinyrobust import data as data_lib
+from tinyrobust import grad_evals
 from tinyrobust import io
 from tinyrobust import train
 from tinyrobust.attacks import pgd
@@ -69,6 +70,13 @@ def test_pgd_at_raises_pgd_accuracy_over_standard_training(tmp_path):
   assert final['best_epoch'] == best['epoch']
   # final_metrics.json: the check's PGD accuracy of the best epoch.
   assert final['val_pgd_accuracy'] == best['val_pgd_accuracy']
+  # Gradient evaluations (closed form): 5 epochs of PGD-3 steps (3 + 1
+  # per example) and checks of PGD-3 on 64 validation digits.
+  batch = _cfg(5).train.batch_size
+  adv = grad_evals.training(str(tmp_path / 'adv'), 10**6, 10**6)
+  assert adv['total'] == lines[-1]['step'] * batch * 4 + 5 * 64 * 3
+  std = grad_evals.training(str(tmp_path / 'std'), 10**6, 10**6)
+  assert std['total'] == std['steps'] * batch and std['steps'] == adv['steps']
 
 
 def _steps(config, n):

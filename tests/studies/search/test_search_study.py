@@ -21,10 +21,11 @@ def _config(seeds=2):
 
 
 def _fake(adv_gain: float, calls: list, fail_at: int | None = None):
-  """Synthetic searches: FGSM consistency 0.3 (+ adv_gain for `adv`)."""
+  """Synthetic searches: FGSM consistency 0.3 (+ adv_gain for `adv`, +
+  0.04 for `advtrain`)."""
 
   def result(cfg, arm):
-    gain = adv_gain if arm == 'adv' else 0.0
+    gain = {'adv': adv_gain, 'advtrain': 0.04}.get(arm, 0.0)
     base = 0.3 + 0.01 * cfg.seed
     return {'final': {'test_accuracy': 0.8, 'epochs': cfg.train.epochs,
                       'test_fgsm_consistency': base + gain,
@@ -44,8 +45,9 @@ def _fake(adv_gain: float, calls: list, fail_at: int | None = None):
     return result(cfg, arm)
 
   def handcrafted_fn(cfg, kwargs, wd):
-    calls.append((wd, 'handcrafted'))
-    out = result(cfg, 'handcrafted')
+    arm = 'advtrain' if 'adversarial' in cfg.train else 'handcrafted'
+    calls.append((wd, arm))
+    out = result(cfg, arm)
     out['final']['model_kwargs'] = kwargs
     return out
 
@@ -60,7 +62,7 @@ def test_artefacts_and_verdict_from_the_numbers(tmp_path):
   for f in ('table2.csv', 'table2.md', 'pairs.csv', 'runs.csv', 'report.md',
             'summary.json', os.path.join('figures', 'fronts.png')):
     assert os.path.exists(tmp_path / f), f
-  assert len(calls) == 2 * 2 * 3  # boards x seeds x arms
+  assert len(calls) == 2 * 2 * 4  # boards x seeds x arms
   v = summary['verdict']
   assert v['verdict'] == 'holds' and v['n_pairs'] == 4
   assert v['mean_points'] == pytest.approx(9.0)
@@ -70,6 +72,15 @@ def test_artefacts_and_verdict_from_the_numbers(tmp_path):
   assert rows[('stm32f446re', 'adv')]['test_fgsm_consistency_mean'] == \
       pytest.approx(0.3 + 0.005 + 0.09)
   assert rows[('stm32f446re', 'adv')]['trials_per_hour'] == pytest.approx(360)
+  # adv - advtrain = 0.09 - 0.04 on every pair: the search is better.
+  va = summary['verdicts']['adv_vs_advtrain']
+  assert va['verdict'] == 'better' and va['n_pairs'] == 4
+  assert va['mean_points'] == pytest.approx(5.0)
+  assert va['text'] in (tmp_path / 'report.md').read_text()
+  assert summary['verdicts']['adv_vs_advtrain_pgd']['verdict'] == \
+      'inconclusive'  # equal PGD robust accuracy in every arm
+  assert {c['arm'] for c in summary['costs']} == {
+      'handcrafted', 'noadv', 'adv', 'advtrain'}
 
 
 def test_a_term_that_hurts_is_reported_as_such(tmp_path):
@@ -92,7 +103,7 @@ def test_killed_study_resumes_without_rerunning_finished_runs(tmp_path):
   ss.run_search_study(_config(), str(tmp_path), search_fn=s,
                       handcrafted_fn=h)
   assert not set(done) & set(calls)
-  assert len(done) + len(calls) == 12
+  assert len(done) + len(calls) == 16
   calls.clear()
   ss.run_search_study(_config(), str(tmp_path), search_fn=s,
                       handcrafted_fn=h)

@@ -1,5 +1,5 @@
 """The search study's shared definitions: arms, metrics, the claim, and
-the paired verdict (read by both the runner and the report)."""
+the paired verdicts (read by both the runner and the report)."""
 
 from __future__ import annotations
 
@@ -7,38 +7,83 @@ from typing import Any
 
 import numpy as np
 
-ARMS = ('handcrafted', 'noadv', 'adv')
-METRICS = ('test_accuracy', 'test_fgsm_consistency',
-           'test_fgsm_robust_accuracy', 'test_pgd_consistency',
-           'test_pgd_robust_accuracy', 'flash_bytes', 'sram_bytes', 'flops',
-           'search_s')
+ARMS = ('handcrafted', 'noadv', 'adv', 'advtrain')
+# Arms that train the hand-set model (no search).
+TRAINED_ARMS = ('handcrafted', 'advtrain')
+# Fields of a run's final model.
+FINAL_METRICS = ('test_accuracy', 'test_fgsm_consistency',
+                 'test_fgsm_robust_accuracy', 'test_pgd_consistency',
+                 'test_pgd_robust_accuracy', 'flash_bytes', 'sram_bytes',
+                 'flops')
+# A run's cost: wall time and gradient evaluations (`grad_evals`).
+METRICS = FINAL_METRICS + ('search_s', 'grad_evals')
 CLAIM_POINTS = 9.0  # the study: +9 points of adversarial accuracy
+# The verdicts: (name, arm, baseline, metric); the first is the study's
+# claim (judged against CLAIM_POINTS), the others compare the search with
+# the adversarial term to adversarial training of the hand-set model.
+COMPARISONS = (
+    ('adv_vs_noadv', 'adv', 'noadv', 'test_fgsm_consistency'),
+    ('adv_vs_advtrain', 'adv', 'advtrain', 'test_fgsm_consistency'),
+    ('adv_vs_advtrain_pgd', 'adv', 'advtrain', 'test_pgd_robust_accuracy'))
 
 
-def paired_differences(rows, metric: str = 'test_fgsm_consistency'):
-  """adv minus noadv of `metric` per (model, board, seed), in points."""
+def paired_differences(rows, metric: str = 'test_fgsm_consistency', *,
+                       arm: str = 'adv', baseline: str = 'noadv'):
+  """`arm` minus `baseline` of `metric` per (model, board, seed), in
+  points (field `<arm>_minus_<baseline>_points`)."""
   by = {(r['model'], r['board'], r['seed'], r['arm']): r for r in rows}
   out = []
-  for (m, b, seed, arm), r in sorted(by.items()):
-    if arm != 'adv' or (m, b, seed, 'noadv') not in by:
+  for (m, b, seed, a), r in sorted(by.items()):
+    if a != arm or (m, b, seed, baseline) not in by:
       continue
-    d = 100.0 * (r[metric] - by[(m, b, seed, 'noadv')][metric])
+    d = 100.0 * (r[metric] - by[(m, b, seed, baseline)][metric])
     out.append({'model': m, 'board': b, 'seed': seed, 'metric': metric,
-                'adv_minus_noadv_points': d})
+                f'{arm}_minus_{baseline}_points': d})
   return out
+
+
+def _bootstrap(pairs, key, bootstrap, seed):
+  d = np.asarray([p[key] for p in pairs], np.float64)
+  d = d[np.isfinite(d)]
+  if not d.size:
+    return d, float('nan'), float('nan')
+  rng = np.random.default_rng(seed)
+  boots = d[rng.integers(0, d.size, (int(bootstrap), d.size))].mean(1)
+  lo, hi = (float(q) for q in np.percentile(boots, [2.5, 97.5]))
+  return d, lo, hi
+
+
+def compare(pairs, *, arm: str, baseline: str, metric: str,
+            bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
+  """`arm` vs `baseline` judged from paired differences of `metric`
+  (bootstrap over pairs): 'better' / 'worse' (95% interval above / below
+  0) / 'inconclusive'."""
+  key = f'{arm}_minus_{baseline}_points'
+  d, lo, hi = _bootstrap(pairs, key, bootstrap, seed)
+  what = metric.replace('test_', '').replace('_', ' ')
+  if not d.size:
+    return {'verdict': 'no pairs', 'n_pairs': 0, 'metric': metric,
+            'text': f'{arm} vs {baseline} ({what}): no paired runs.'}
+  mean = float(d.mean())
+  v = 'better' if lo > 0 else 'worse' if hi < 0 else 'inconclusive'
+  how = {'better': f'{arm} is more robust than {baseline}',
+         'worse': f'{arm} is LESS robust than {baseline}',
+         'inconclusive': f'{arm} and {baseline} are not distinguishable'}[v]
+  text = (f'{arm} vs {baseline} on {what}: {how} ({arm} - {baseline} = '
+          f'{mean:+.1f} points, 95% bootstrap CI [{lo:+.1f}, {hi:+.1f}] '
+          f'over {d.size} paired runs).')
+  return {'verdict': v, 'mean_points': mean, 'ci95_points': [lo, hi],
+          'n_pairs': int(d.size), 'metric': metric, 'arm': arm,
+          'baseline': baseline, 'text': text}
 
 
 def verdict(pairs, *, bootstrap: int = 1000, seed: int = 0,
             claim: float = CLAIM_POINTS) -> dict[str, Any]:
   """The study's claim judged from paired differences (bootstrap over
   pairs): holds / hurts / inconclusive, and whether +claim is in the CI."""
-  d = np.asarray([p['adv_minus_noadv_points'] for p in pairs], np.float64)
-  d = d[np.isfinite(d)]
+  d, lo, hi = _bootstrap(pairs, 'adv_minus_noadv_points', bootstrap, seed)
   if not d.size:
     return {'verdict': 'no pairs', 'n_pairs': 0, 'text': 'No paired runs.'}
-  rng = np.random.default_rng(seed)
-  boots = d[rng.integers(0, d.size, (int(bootstrap), d.size))].mean(1)
-  lo, hi = (float(q) for q in np.percentile(boots, [2.5, 97.5]))
   mean = float(d.mean())
   if lo > 0:
     what = 'holds: the adversarial term raises FGSM consistency'

@@ -1,4 +1,4 @@
-"""Table 2, the paired verdict, figures and report.md of a search study."""
+"""Table 2, the paired verdicts, figures and report.md of a search study."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from tinyrobust import config_io
 from tinyrobust import io
 from tinyrobust.studies.search import definitions as ss
 
@@ -61,7 +62,8 @@ def _markdown(rows) -> str:
           ('test_accuracy', 1), ('test_fgsm_consistency', 1),
           ('test_fgsm_robust_accuracy', 1), ('test_pgd_consistency', 1),
           ('test_pgd_robust_accuracy', 1), ('flash_bytes', 0),
-          ('sram_bytes', 0), ('flops', 0), ('search_s', 0)]
+          ('sram_bytes', 0), ('flops', 0), ('search_s', 0),
+          ('grad_evals', 0)]
   head = [c for c, _ in cols]
   lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
   for r in rows:
@@ -84,7 +86,7 @@ def _figure(rows, path: str) -> None:
   boards = sorted({r['board'] for r in rows})
   fig, axes = plt.subplots(1, len(boards), figsize=(4.5 * len(boards), 3.6),
                            squeeze=False)
-  marks = {'handcrafted': 's', 'noadv': 'o', 'adv': '^'}
+  marks = {'handcrafted': 's', 'noadv': 'o', 'adv': '^', 'advtrain': 'D'}
   for ax, board in zip(axes[0], boards):
     for arm, mk in marks.items():
       pts = [(r['flash_bytes'] / 1024, 100 * r['test_fgsm_consistency'])
@@ -108,32 +110,78 @@ def write(config, workdir: str, rows) -> dict[str, Any]:
   pairs = ss.paired_differences(rows)
   v = ss.verdict(pairs, bootstrap=int(s.get('bootstrap', 1000)),
                  claim=float(s.get('claim_points', ss.CLAIM_POINTS)))
+  verdicts = {'adv_vs_noadv': v}
+  for name, arm, base, metric in ss.COMPARISONS[1:]:
+    p = ss.paired_differences(rows, metric, arm=arm, baseline=base)
+    verdicts[name] = ss.compare(p, arm=arm, baseline=base, metric=metric,
+                                bootstrap=int(s.get('bootstrap', 1000)))
+    pairs = pairs + p
+  # One CSV row per pair: which difference, in points.
+  flat = [{**{k: x for k, x in p.items() if not k.endswith('_points')},
+           'difference': next(k for k in p if k.endswith('_points'))[:-7],
+           'points': next(x for k, x in p.items() if k.endswith('_points'))}
+          for p in pairs]
   _write_csv(os.path.join(workdir, 'table2.csv'), t2)
   _write_csv(os.path.join(workdir, 'runs.csv'), rows)
-  _write_csv(os.path.join(workdir, 'pairs.csv'), pairs)
+  _write_csv(os.path.join(workdir, 'pairs.csv'), flat)
   md = _markdown(t2)
   with open(os.path.join(workdir, 'table2.md'), 'w') as f:
     f.write(md + '\n')
   os.makedirs(os.path.join(workdir, 'figures'), exist_ok=True)
   _figure(rows, os.path.join(workdir, 'figures', 'fronts.png'))
-  summary = {'verdict': v, 'table2': t2, 'pairs': pairs,
-             'runs': len(rows)}
+  summary = {'verdict': v, 'verdicts': verdicts, 'table2': t2,
+             'costs': costs(t2), 'pairs': pairs, 'runs': len(rows)}
   io.write_json(os.path.join(workdir, 'summary.json'), summary)
   with open(os.path.join(workdir, 'report.md'), 'w') as f:
-    f.write(_report(config, t2, v))
-  print(v['text'])
+    f.write(_report(config, t2, verdicts))
+  for x in verdicts.values():
+    print(x['text'])
   return summary
 
 
-def _report(config, t2, v) -> str:
+def costs(t2) -> list[dict[str, Any]]:
+  """Each arm's total cost (mean per run over seeds): wall time and
+  gradient evaluations, and both as multiples of `handcrafted`'s."""
+  base = {(r['model'], r['board']): r for r in t2
+          if r['arm'] == 'handcrafted'}
+  out = []
+  for r in t2:
+    b = base.get((r['model'], r['board']))
+    row = {'model': r['model'], 'board': r['board'], 'arm': r['arm'],
+           'wall_s': r['search_s_mean'], 'grad_evals': r['grad_evals_mean']}
+    for k, col in (('wall_s', 'search_s_mean'),
+                   ('grad_evals', 'grad_evals_mean')):
+      ok = b is not None and b[col] and math.isfinite(b[col])
+      row[f'{k}_x_handcrafted'] = r[col] / b[col] if ok else float('nan')
+    out.append(row)
+  return out
+
+
+def _cost_lines(t2) -> list[str]:
+  lines = ['| model | board | arm | wall time (s) | x handcrafted | '
+           'gradient evaluations | x handcrafted |', '|---|---|---|---|---|'
+           '---|---|']
+  for c in costs(t2):
+    lines.append(f'| {c["model"]} | {c["board"]} | {c["arm"]} | '
+                 f'{_fmt(c["wall_s"], 4)} | {_fmt(c["wall_s_x_handcrafted"])}'
+                 f' | {_fmt(c["grad_evals"], 4)} | '
+                 f'{_fmt(c["grad_evals_x_handcrafted"])} |')
+  return lines
+
+
+def _report(config, t2, verdicts) -> str:
   s = config.search_study
   share = [(r['model'], r['arm'], r['adversarial_share_mean'],
-            r['trials_per_hour']) for r in t2 if r['arm'] != 'handcrafted']
+            r['trials_per_hour']) for r in t2
+           if r['arm'] not in ss.TRAINED_ARMS]
   lines = [
       '# Search study: robust MCU-aware search (Table 2)', '',
-      '## Verdict (computed from the paired runs)', '', v['text'], '',
+      '## Verdicts (computed from the paired runs)', '',
+      *[f'- {x["text"]}' for x in verdicts.values()], '',
       '## Table 2 (mean ± std over seeds; accuracies in %)', '',
       _markdown(t2), '',
+      '## Total cost of each arm (search plus training; mean per run)', '',
+      *_cost_lines(t2), '',
       '![fronts](figures/fronts.png)', '',
       '## Cost of the adversarial term', '',
       '| model | arm | adversarial share of a trial | trials per hour |',
@@ -151,8 +199,17 @@ def _report(config, t2, v) -> str:
       '- FGSM consistency: pred(x_adv) == pred(x) on the test split at the '
       'search config\'s eps (the study\'s "adversarial accuracy"); robust '
       'accuracy: pred(x_adv) == label.',
+      '- advtrain: the hand-set model trained with `train.adversarial` = '
+      f'{config_io.to_dict(s.get("adv_train")) or {"method": "pgd_at"}} '
+      '(eps: the search\'s attack eps unless set), same epochs as '
+      'handcrafted; its best checkpoint is the epoch with the best PGD '
+      'accuracy on a validation batch.',
       '- flash: TFLite flatbuffer bytes; SRAM: the TFLite-Micro arena; '
-      'search_s: wall time of the run on this machine.',
-      '- verdict: adv minus noadv FGSM consistency per (model, board, '
-      'seed), mean and 95% bootstrap interval over the pairs.']
+      'search_s: wall time of the run on this machine (training, search, '
+      'test attacks and costs); grad_evals: per-example forward+backward '
+      'passes of training (trials and final model) and of the search\'s '
+      'validation attacks at full budget (tinyrobust.grad_evals).',
+      '- verdicts: adv minus noadv FGSM consistency per (model, board, '
+      'seed), mean and 95% bootstrap interval over the pairs; the same for '
+      'adv minus advtrain (FGSM consistency and PGD robust accuracy).']
   return '\n'.join(lines) + '\n'

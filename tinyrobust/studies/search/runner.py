@@ -1,12 +1,21 @@
 """The search study (the study's Table 2): does the adversarial term pay?
 
-For every model family and board, three arms over `n_seeds` seeds:
+For every model family and board, four arms over `n_seeds` seeds:
 
 * `handcrafted`: the zoo model with its hand-set options (the training
   config's), trained and tested exactly like a search's final model (same
   epochs, attacks and cost path: `CandidateEvaluator.handcrafted`);
 * `noadv`: the robust search with the adversarial weight l5 = 0;
-* `adv`: the search with the study's adversarial term.
+* `adv`: the search with the study's adversarial term;
+* `advtrain`: the hand-set model adversarially trained
+  (`search_study.adv_train`: a `train.adversarial` section, default PGD-AT
+  at the search's attack eps) with the same epochs as `handcrafted`.
+
+Each run's cost is its wall time and its gradient evaluations
+(`tinyrobust.grad_evals`: the training steps of every trained trial and of
+the final model, and the adversarial term's attacks on every trained
+trial at their full budget; the final test attacks, the same for every arm,
+are not counted).
 
 Each (model, board, arm, seed) is one run in `runs/<model>/<board>/<arm>/
 seed<k>/` with its own `summary.json`: a finished run is read back, never
@@ -31,9 +40,12 @@ from typing import Any, Callable
 
 import ml_collections
 
+from tinyrobust import adversarial
 from tinyrobust import config_io
+from tinyrobust import grad_evals
 from tinyrobust import hardware
 from tinyrobust import io
+from tinyrobust.attacks import config as attack_config_lib
 from tinyrobust.nas import candidate
 from tinyrobust.nas import costs
 from tinyrobust.nas import search
@@ -52,7 +64,44 @@ def run_config(config, model: str, board: str, arm: str, seed: int
   c.search.board = board
   if arm == 'noadv':
     c.search.adversarial_weight = 0.0
+  if arm == 'advtrain':
+    c.train.adversarial = adv_train_section(config, c)
   return c
+
+
+def adv_train_section(config, run_cfg) -> ml_collections.ConfigDict:
+  """The `advtrain` arm's `train.adversarial`: `search_study.adv_train`
+  (default method 'pgd_at'), eps defaulting to the search's attack eps."""
+  d = {'method': 'pgd_at'}
+  d.update(config_io.to_dict(config.search_study.get('adv_train')) or {})
+  if d.get('eps') is None:
+    d['eps'] = float(run_cfg.attack.eps_grid[0])
+  return ml_collections.ConfigDict(d)
+
+
+def run_grad_evals(cfg, arm: str, wd: str) -> dict[str, Any] | None:
+  """Gradient evaluations of one run from its folders (None without a
+  trained final model): training of the trials and final model, and the
+  adversarial term's attacks on each trained trial."""
+  final = os.path.join(wd, 'final')
+  if not os.path.exists(os.path.join(final, 'config.json')):
+    return None
+  rcfg = search.resolve_config(cfg)
+  n_train = len(candidate.load_split(rcfg, 'train').y)
+  n_val = len(candidate.load_split(rcfg, 'val').y)
+  trials = [] if arm in definitions.TRAINED_ARMS else sorted(
+      os.path.join(wd, 'trials', t) for t in os.listdir(os.path.join(
+          wd, 'trials')) if os.path.exists(os.path.join(
+              wd, 'trials', t, 'config.json')))
+  train_n = sum(grad_evals.training(d, n_train, n_val)['total']
+                for d in trials + [final])
+  acfg = attack_config_lib.attack_config(rcfg)
+  per = grad_evals.attack_cost(acfg)
+  n_att = min(int(acfg.max_examples or n_val), n_val)
+  attack_n = None if per is None else len(trials) * n_att * per * len(
+      acfg.eps_grid)
+  return {'train': train_n, 'attack': attack_n, 'trials': len(trials),
+          'total': None if attack_n is None else train_n + attack_n}
 
 
 def _default_search(cfg, workdir):
@@ -77,11 +126,13 @@ def _default_handcrafted(cfg, model_kwargs, workdir):
 def _row(model, board, arm, seed, summary) -> dict[str, Any]:
   final = summary.get('final') or {}
   row = {'model': model, 'board': board, 'arm': arm, 'seed': seed}
-  for k in definitions.METRICS[:-1]:
+  for k in definitions.FINAL_METRICS:
     v = final.get(k)
     row[k] = float(v) if v is not None else float('nan')
   row['search_s'] = float(summary.get('search_s_this_run') or 0.0)
   row['trials'] = int(summary.get('trials') or 0)
+  total = (summary.get('grad_evals') or {}).get('total')
+  row['grad_evals'] = float('nan') if total is None else float(total)
   row['epochs'] = final.get('epochs')
   share = (summary.get('adversarial_share') or {}).get('mean')
   row['adversarial_share'] = float('nan') if share is None else float(share)
@@ -108,14 +159,17 @@ def run_search_study(config, workdir: str, *,
         for arm in s.arms:
           wd = os.path.join(workdir, 'runs', model, board, arm, f'seed{seed}')
           path = os.path.join(wd, 'study_run.json')
+          cfg = run_config(config, model, board, arm, seed)
           if os.path.exists(path):
             summary = io.read_json(path)
           else:
-            cfg = run_config(config, model, board, arm, seed)
             summary = (handcrafted_fn(cfg, config_io.to_dict(
-                config.handcrafted[model]), wd) if arm == 'handcrafted'
+                config.handcrafted[model]), wd)
+                       if arm in definitions.TRAINED_ARMS
                        else search_fn(cfg, wd))
             summary = io.to_jsonable(summary)
+          if 'grad_evals' not in summary:  # counted once, from the folders
+            summary['grad_evals'] = run_grad_evals(cfg, arm, wd)
             io.write_json(path, summary)
           rows.append(_row(model, board, arm, seed, summary))
   return report.write(config, workdir, rows)
@@ -141,3 +195,29 @@ def check_search_study_config(config) -> None:
   if isinstance(n, bool) or not isinstance(n, int) or n < 1:
     raise ValueError(f'search_study.n_seeds must be an integer >= 1, got '
                      f'{n!r}.')
+  if 'advtrain' in s.arms:
+    for m in s.models:
+      _check_adv_train(config, m, s.boards[0] if s.boards else '')
+
+
+def _check_adv_train(config, model: str, board: str) -> None:
+  """The `advtrain` arm's `search_study.adv_train`, checked as the
+  trainer will (ValueError naming the value and what is allowed)."""
+  section = config.search_study.get('adv_train')
+  if section is not None and not isinstance(section, (
+      dict, ml_collections.ConfigDict)):
+    raise ValueError(f'search_study.adv_train must be a train.adversarial '
+                     f'section (a dict with method, eps, ...), got '
+                     f'{section!r}.')
+  cfg = run_config(config, model, board, 'advtrain', 0)
+  try:
+    method = adversarial.settings(cfg)['method']
+    adversarial.check_config(cfg)
+  except ValueError as err:
+    raise ValueError(f'search_study.adv_train (arm advtrain, model '
+                     f'{model}): {err}') from None
+  if method == 'none':
+    raise ValueError(
+        "search_study.adv_train.method='none' leaves the advtrain arm "
+        'identical to handcrafted. Valid: '
+        f'{", ".join(m for m in adversarial.METHODS if m != "none")}.')
