@@ -37,6 +37,14 @@ Where TFLite Micro can run the flatbuffer, a sample of clean and adversarial
 int8 inputs is run through it and its int8 outputs are compared with
 LiteRT's (`hardware.litert.tflm_check`), so the numbers hold for the MCU
 runtime.
+
+Routes and their worst case (`evaluation.routes`): when 'square' is among
+the attacks, Square is also driven on LiteRT's own int8 scores
+(`routes.square_on_scores`, the Square settings of the attack section;
+`'int8-litert->int8-litert'`), and `worst_case` is the int8 robust accuracy
+taken per example as the minimum over every route that reaches the LiteRT
+model (transfer from float32, from the white-box attack on the fake-quantised
+model, Square on LiteRT), with each route's number beside it.
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ from tinyrobust import hardware
 from tinyrobust.attacks import config as attack_config_lib
 from tinyrobust.evaluation import inputs
 from tinyrobust.evaluation import robustness
+from tinyrobust.evaluation import routes as routes_lib
 from tinyrobust.evaluation import summary
 from tinyrobust.evaluation.threat_space import check_precisions
 from tinyrobust.evaluation.threat_space import PRECISIONS
@@ -201,9 +210,10 @@ def _fidelity(models: _Models, x: np.ndarray) -> dict[str, float]:
 
 
 def _evaluate_set(models: _Models, x, y, adv, grid, *, crafted_on: str,
-                  evaluated: Sequence[str]) -> dict[str, Any]:
+                  evaluated: Sequence[str], sink=None) -> dict[str, Any]:
   """Metrics of each `evaluated` precision on one set of adversarial
-  examples (int8 ones with their top-1 agreement with float32)."""
+  examples (int8 ones with their top-1 agreement with float32); the
+  per-example LiteRT outcomes go to `sink['<attack>@<crafted_on>']`."""
   needed = sorted(set(evaluated) | {'float32'})
   clean = {p: models.logits(p, x) for p in needed}
   out = {f'{crafted_on}->{p}': {} for p in evaluated}
@@ -217,7 +227,25 @@ def _evaluate_set(models: _Models, x, y, adv, grid, *, crafted_on: str,
           clean[p], adv_logits[p], y, grid, adv_inputs_finite=finite,
           ref_clean=clean['float32'].argmax(-1) if ref else None,
           ref_adv=adv_logits['float32'].argmax(-1) if ref else None)
+      if p == 'int8-litert' and sink is not None:
+        sink[f'{name}@{crafted_on}'] = routes_lib.outcomes(
+            y, clean[p], adv_logits[p], a)
   return out
+
+
+def _square_on_litert(models: _Models, kernels, x, y, grid, *, seed: int,
+                      batch_size: int, sink) -> dict[str, Any]:
+  """Square driven on LiteRT's scores (`routes.square_on_scores`, the
+  attack section's Square settings), evaluated on LiteRT."""
+  square = [n for n, k in kernels.items() if k.name == 'square']
+  if models.litert is None or not square:
+    return {}
+  score = lambda s: models.litert(models.model_inputs(s))
+  adv = {n: routes_lib.square_on_scores(
+      score, x, y, grid, seed=seed, batch_size=batch_size,
+      **routes_lib.square_settings(kernels[n].config)) for n in square}
+  return _evaluate_set(models, x, y, adv, grid, crafted_on='int8-litert',
+                       evaluated=['int8-litert'], sink=sink)
 
 
 def evaluate_deployed(model, variables, dataset, *, x_train: np.ndarray,
@@ -249,7 +277,9 @@ def evaluate_deployed(model, variables, dataset, *, x_train: np.ndarray,
   Returns:
     `{'evaluations': {'<crafted_on>-><precision>': {attack: metrics}},
     'rows', 'tflm_check', 'fakequant', 'eps_grid', 'attacks', 'kinds',
-    'num_examples', 'clip', 'precisions', 'protocol'}` (module doc).
+    'num_examples', 'clip', 'precisions', 'protocol', 'worst_case'}`
+    (module doc; 'worst_case': `routes.worst_case` over the routes to
+    int8-litert, keyed '<attack>@<crafted_on>', None without LiteRT).
   """
   precisions = check_precisions(precisions)
   frontend = frontend or (lambda s: s)
@@ -264,19 +294,23 @@ def evaluate_deployed(model, variables, dataset, *, x_train: np.ndarray,
   crafting = {'float32': models.f32}
   if models.fq is not None:
     crafting['int8-fakequant'] = models.fq
-  evaluations, kinds, adv_f32 = {}, {}, None
+  evaluations, kinds, adv_f32, sink = {}, {}, None, {}
   for crafted_on, fn in crafting.items():
     kernels = attack_config_lib.build_attacks(
         fn, attacks, clip=clip, options=options, **attack_settings)
     kinds = {n: k.name for n, k in kernels.items()}
     adv = craft(fn, variables, kernels, x, y, grid, batch_size=batch_size,
                 seed=seed)
-    adv_f32 = adv if crafted_on == 'float32' else adv_f32
+    if crafted_on == 'float32':
+      adv_f32, kernels_f32 = adv, kernels
     evaluations.update(_evaluate_set(
-        models, x, y, adv, grid, crafted_on=crafted_on,
+        models, x, y, adv, grid, crafted_on=crafted_on, sink=sink,
         evaluated=[p for p in precisions if crafted_on == 'float32' and
                    p != 'int8-fakequant' or crafted_on != 'float32' and
                    p != 'float32']))
+  evaluations.update(_square_on_litert(
+      models, kernels_f32, x, y, grid, seed=seed, batch_size=batch_size,
+      sink=sink))
   result = {
       'evaluations': evaluations, 'eps_grid': [float(e) for e in grid],
       'attacks': list(kinds), 'kinds': kinds, 'num_examples': int(len(y)),
@@ -286,7 +320,8 @@ def evaluate_deployed(model, variables, dataset, *, x_train: np.ndarray,
       'eps_scale': None if eps_scale is None else np.asarray(
           eps_scale).tolist(),
       'fakequant': getattr(models, 'fq_info', None),
-      'tflm_check': None, 'protocol': PROTOCOL}
+      'tflm_check': None, 'protocol': PROTOCOL,
+      'worst_case': routes_lib.worst_case(sink, grid) if sink else None}
   if models.fq is not None:
     result['fakequant'].update(_fidelity(models, x))
   if models.litert is not None and tflm_samples:
@@ -331,6 +366,8 @@ def print_deployed(result: Mapping[str, Any]) -> None:
           f'eps={r["eps"]:.4g} clean={r["clean_accuracy"]:.4f} robust='
           f'{r["robust_accuracy"]:.4f} consistency={r["consistency"]:.4f}'
           + agree)
+  if result.get('worst_case'):
+    print('\n'.join(routes_lib.format_worst_case(result['worst_case'])))
   check = result.get('tflm_check')
   if check:
     print('TFLite Micro vs LiteRT int8 outputs: ' + (
