@@ -25,6 +25,7 @@ from tinyrobust import registry
 from tinyrobust import runs
 from tinyrobust import train as train_lib
 from tinyrobust import workdir as workdir_lib
+from tinyrobust.evaluation import tflite_target
 from tinyrobust.studies import robustness as robustness_study
 from tinyrobust.studies import search as search_study_lib
 
@@ -71,7 +72,10 @@ def train(config, workdir: str, *, restart: bool = False):
 
 @MODES.register('attack')
 def attack(config, workdir: str) -> dict[str, Any]:
-  """Attacks a trained run (`tinyrobust.runs.attack`)."""
+  """Attacks a trained run (`tinyrobust.runs.attack`), or a bare flatbuffer
+  when the config has a `target` section (`evaluation.tflite_target`)."""
+  if config is not None and 'target' in config:
+    return tflite_target.attack(config, workdir)
   return runs.attack(config, workdir)
 
 

@@ -35,12 +35,14 @@ import dataclasses
 import hashlib
 import os
 import time
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
 
 from tinyrobust import attacks as attacks_lib
+from tinyrobust import data as data_lib
+from tinyrobust import io
 from tinyrobust import trained_elsewhere
 from tinyrobust.attacks import config as attack_config_lib
 from tinyrobust.evaluation import inputs
@@ -302,3 +304,57 @@ def format_result(res: dict[str, Any]) -> list[str]:
   lines.append('wall seconds: ' + ', '.join(
       f'{k}={v:.1f}' for k, v in res['wall_seconds'].items()))
   return lines
+
+
+RESULTS_NAME = 'tflite_results'
+TARGET_FIELDS = ('tflite', 'surrogate', 'surrogate_model', 'surrogate_kwargs')
+
+
+def surrogate_spec(section: Mapping[str, Any]) -> Any:
+  """The `target` config section's surrogate: None ('' path), a run
+  workdir path, or a Keras / SavedModel spec with its zoo model."""
+  unknown = sorted(set(section) - set(TARGET_FIELDS))
+  if unknown:
+    raise ValueError(f'Unknown config.target field(s) {unknown}; valid: '
+                     f'{", ".join(TARGET_FIELDS)}.')
+  path = section.get('surrogate') or ''
+  if not path:
+    if section.get('surrogate_model'):
+      raise ValueError('config.target.surrogate_model is set but '
+                       'config.target.surrogate (its file) is empty.')
+    return None
+  spec = {'path': path}
+  if section.get('surrogate_model'):
+    spec['model'] = section['surrogate_model']
+    spec['kwargs'] = dict(section.get('surrogate_kwargs') or {})
+  return spec
+
+
+def attack(config, workdir: str) -> dict[str, Any]:
+  """`--mode=attack` on a bare flatbuffer (`config.target.tflite`).
+
+  Evaluates the `data` section's test split with `evaluate_tflite` over the
+  `attack` section (eps grid, attacks, options; 'square' on the flatbuffer,
+  the others crafted on `config.target.surrogate`); writes
+  `<workdir>/tflite_results.json` and prints the table.
+  """
+  section = dict(config.target.to_dict() if hasattr(config.target, 'to_dict')
+                 else config.target)
+  spec = surrogate_spec(section)
+  acfg = attack_config_lib.attack_config(config)
+  target = load_tflite(section.get('tflite'))  # checked before any data
+  if spec is not None:
+    trained_elsewhere.check_spec(spec)
+  name = config.data.name
+  options = dict(config.data.get('options') or {})
+  ds = data_lib.load(name, 'test', **options)
+  settings = attack_config_lib.evaluator_settings(acfg)
+  res = evaluate_tflite(target.path, ds, surrogate=spec, dataset_name=name,
+                        seed=int(config.get('seed', 0)), **settings)
+  res['data'] = {'name': name, 'split': 'test', 'options': options}
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, RESULTS_NAME + '.json')
+  io.write_json(path, res)
+  print('\n'.join(format_result(res)))
+  print(f'Wrote {path}')
+  return res
