@@ -61,6 +61,26 @@ def test_integer_exact_model_gives_float32_predictions():
       tuple(k.split('->')) for k in ev}
 
 
+@pytest.mark.parametrize('bad, needle', [
+    (np.zeros((24, 5), np.float32), r'x_train has shape \[24, 5\]; it must '
+     r'be \[N, 4\]'),
+    (np.zeros((24, 4, 1), np.float32), r'\[24, 4, 1\].*\[N, 4\]'),
+    (np.zeros((0, 4), np.float32), 'x_train is empty'),
+    (np.full((24, 4), np.nan, np.float32), 'x_train contains 96 NaN'),
+    ([['a'] * 4] * 3, 'x_train must be a numeric array')])
+def test_bad_x_train_is_named_before_the_int8_export(bad, needle,
+                                                     monkeypatch):
+  model, v, x, y = _exact_model()
+
+  def no_export(*args, **kwargs):
+    raise AssertionError('exported before x_train was checked')
+
+  monkeypatch.setattr(deployed.hardware, 'export_tflite', no_export)
+  with pytest.raises(ValueError, match=needle):
+    deployed.evaluate_deployed(model, v, (x, y), x_train=bad,
+                               eps_grid=[0.1], attacks=['fgsm'])
+
+
 def test_bad_precision_is_named_before_any_work():
   model, v, x, y = _exact_model()
   with pytest.raises(ValueError, match="'int4'"):

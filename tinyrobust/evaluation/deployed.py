@@ -282,14 +282,15 @@ def evaluate_deployed(model, variables, dataset, *, x_train: np.ndarray,
     int8-litert, keyed '<attack>@<crafted_on>', None without LiteRT).
   """
   precisions = check_precisions(precisions)
-  frontend = frontend or (lambda s: s)
+  frontend_given, frontend = frontend, frontend or (lambda s: s)
   x, y, _, grid, clip = inputs.check_eval_inputs(
       lambda v, s: model.apply(v, frontend(s), train=False), variables,
       dataset, eps_grid=eps_grid, batch_size=batch_size, seed=seed,
       max_examples=max_examples, clip=clip)
+  x_train = inputs.check_x_train(x_train, frontend_given, x)
   options = attack_config_lib.with_eps_scale(
       attack_settings.pop('options', None), attacks, eps_scale)
-  models = _Models(model, variables, frontend, np.asarray(x_train),
+  models = _Models(model, variables, frontend, x_train,
                    precisions, min(int(batch_size), 256))
   crafting = {'float32': models.f32}
   if models.fq is not None:

@@ -138,3 +138,50 @@ def check_clip_contains(x: np.ndarray, clip) -> None:
   threat = threat_lib.Threat.build('linf', clip)
   threat.check_example_shape(tuple(x.shape[1:]))
   attack_checks.check_in_clip(x, threat.lo, threat.hi)
+
+
+def check_x_train(x_train, frontend: Callable | None,
+                  x: np.ndarray) -> np.ndarray:
+  """The calibration inputs of an int8 export, checked before any export.
+
+  Args:
+    x_train: `[N, *M]` training MODEL inputs (after `frontend`).
+    frontend: signal -> model input, or None (x is the model input).
+    x: `[B, *S]` the evaluated (attacked-space) inputs; `M` is the shape
+      `frontend` maps `S` to.
+
+  Returns:
+    `x_train` as a numeric array.
+
+  Raises:
+    ValueError: `x_train` is not a numeric array, is empty, holds
+      non-finite values, or its example shape is not `M`; naming `x_train`,
+      its shape and the expected one.
+  """
+  try:
+    xt = np.asarray(x_train)
+  except (TypeError, ValueError):
+    xt = np.asarray(None)
+  if xt.dtype.kind not in 'fiu':
+    raise ValueError(f'x_train must be a numeric array of training model '
+                     f'inputs, got {type(x_train).__name__} of dtype '
+                     f'{xt.dtype}.')
+  spec = jax.ShapeDtypeStruct((1,) + tuple(x.shape[1:]), np.float32)
+  want = tuple(x.shape[1:]) if frontend is None else tuple(
+      jax.eval_shape(frontend, spec).shape[1:])
+  where = (' (model inputs: the frontend maps the evaluated '
+           f'{list(x.shape[1:])} to {list(want)})' if frontend else
+           ' (the evaluated inputs\' example shape)')
+  if xt.ndim != len(want) + 1 or tuple(xt.shape[1:]) != want:
+    raise ValueError(f'x_train has shape {list(xt.shape)}; it must be '
+                     f'[N, {", ".join(map(str, want))}]{where}. It '
+                     'calibrates the int8 export: give the training split\'s '
+                     'model inputs.')
+  if not len(xt):
+    raise ValueError('x_train is empty: the int8 export needs training '
+                     'inputs to calibrate on.')
+  bad = int(np.count_nonzero(~np.isfinite(xt)))
+  if bad:
+    raise ValueError(f'x_train contains {bad} NaN/inf value(s); calibration '
+                     'inputs must be finite.')
+  return xt
