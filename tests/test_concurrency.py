@@ -14,14 +14,18 @@ import subprocess
 import sys
 import time
 
-import ml_collections
+import jax
 import pytest
 
 from experiments.configs.study import parts
 from experiments.configs.train import digits_cnn
+from tests.nas import synthetic
+from tinyrobust import checkpoints
 from tinyrobust import io
 from tinyrobust import modes
+from tinyrobust import models
 from tinyrobust import train
+from tinyrobust.evaluation import records
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUSY = 'is in use by another run'
@@ -31,14 +35,17 @@ _SECOND = ('import json, sys\nimport ml_collections\n'
            'modes.run(sys.argv[1], cfg, sys.argv[3])\n')
 
 
+def _env() -> dict[str, str]:
+  return {**os.environ, 'JAX_PLATFORMS': 'cpu', 'TF_CPP_MIN_LOG_LEVEL': '3'}
+
+
 def second_run(mode: str, config, workdir: str
                ) -> subprocess.CompletedProcess:
   """`modes.run(mode, config, workdir)` in another process."""
-  env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'TF_CPP_MIN_LOG_LEVEL': '3'}
   return subprocess.run(
       [sys.executable, '-c', _SECOND, mode,
        json.dumps(io.to_jsonable(config.to_dict())), workdir],
-      cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
+      cwd=REPO, capture_output=True, text=True, timeout=900, env=_env())
 
 
 class SecondRunDuringFirst:
@@ -69,6 +76,16 @@ def check_refused(result, first_pid: int) -> str:
   return text
 
 
+def run_beside_a_second(mode: str, config, workdir: str, monkeypatch) -> str:
+  """Runs `mode` here; after its first epoch the same run starts in a
+  second process, which must fail at once naming this one (its output is
+  returned)."""
+  spy = SecondRunDuringFirst(mode, config, workdir)
+  monkeypatch.setattr(train, 'train_and_evaluate', spy)
+  modes.run(mode, config, workdir)
+  return check_refused(spy.result, os.getpid())
+
+
 def epochs(path: str) -> list:
   return [r.get('epoch', 'final' if r.get('final') else None)
           for r in io.read_jsonl(path)]
@@ -84,11 +101,7 @@ def digits_config(epochs_=2):
 
 def test_two_trainings_on_one_workdir(tmp_path, monkeypatch):
   wd = str(tmp_path / 'run')
-  cfg = digits_config(2)
-  spy = SecondRunDuringFirst('train', cfg, wd)
-  monkeypatch.setattr(train, 'train_and_evaluate', spy)
-  modes.run('train', cfg, wd)
-  check_refused(spy.result, os.getpid())
+  run_beside_a_second('train', digits_config(2), wd, monkeypatch)
   assert epochs(os.path.join(wd, 'metrics.jsonl')) == [1, 2, 'final']
 
 
@@ -108,11 +121,7 @@ def _study_config():
 
 def test_two_studies_on_one_workdir(tmp_path, monkeypatch):
   wd = str(tmp_path / 'study')
-  cfg = _study_config()
-  spy = SecondRunDuringFirst('study', cfg, wd)
-  monkeypatch.setattr(train, 'train_and_evaluate', spy)
-  modes.run('study', cfg, wd)
-  check_refused(spy.result, os.getpid())
+  run_beside_a_second('study', _study_config(), wd, monkeypatch)
   for label in ('mlp_tiny', 'mlp_large'):
     path = os.path.join(wd, 'models', f'image__{label}', 'metrics.jsonl')
     assert epochs(path) == [1, 2, 'final'], label
@@ -120,33 +129,13 @@ def test_two_studies_on_one_workdir(tmp_path, monkeypatch):
 
 
 def _search_config():
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.data = ml_collections.ConfigDict({'name': 'basic_motions',
-                                      'options': {'seed': 0},
-                                      'augment': 'none'})
-  c.model = ml_collections.ConfigDict({'name': 'mlp', 'kwargs': {}})
-  c.train = ml_collections.ConfigDict({
-      'epochs': 2, 'batch_size': 16, 'learning_rate': 3e-3,
-      'progress_bar': False})
-  c.search = ml_collections.ConfigDict({
-      'space': 'mlp', 'board': '', 'flash_max_bytes': 400e3,
-      'sram_max_bytes': 64e3, 'flash_proxy': 'param_bytes',
-      'sram_gate': 'study', 'precision': 'float32', 'num_trials': 2,
-      'n_initial_points': 2, 'trial_epochs': 2, 'final_retrain': False,
-      'precompile_attacks': False})
-  c.attack = ml_collections.ConfigDict({'attacks': ['fgsm'], 'eps_grid': [0.1],
-                                        'max_examples': 32})
-  return c
+  return synthetic.mlp_search_config(trial_epochs=2,
+                                     attack={'max_examples': 32})
 
 
 def test_two_searches_on_one_workdir(tmp_path, monkeypatch):
   wd = str(tmp_path / 'search')
-  cfg = _search_config()
-  spy = SecondRunDuringFirst('search', cfg, wd)
-  monkeypatch.setattr(train, 'train_and_evaluate', spy)
-  modes.run('search', cfg, wd)
-  check_refused(spy.result, os.getpid())
+  run_beside_a_second('search', _search_config(), wd, monkeypatch)
   lines = io.read_jsonl(os.path.join(wd, 'trials.jsonl'))
   for event in ('suggest', 'result'):
     trials = [l['trial'] for l in lines if l['event'] == event]
@@ -157,14 +146,13 @@ def test_two_searches_on_one_workdir(tmp_path, monkeypatch):
 
 
 def _cli_train(wd: str, n_epochs: int) -> subprocess.Popen:
-  env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'TF_CPP_MIN_LOG_LEVEL': '3'}
   return subprocess.Popen(
       [sys.executable, '-m', 'experiments.main',
        '--config=experiments/configs/train/digits_cnn.py:quick',
        f'--config.train.epochs={n_epochs}',
        '--config.train.progress_bar=False',
        '--config.model.kwargs.features=(4,8)', '--mode=train',
-       f'--workdir={wd}'], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+       f'--workdir={wd}'], cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
       stderr=subprocess.PIPE, text=True)
 
 
@@ -209,10 +197,43 @@ def test_deleted_latest_checkpoint_is_refused_then_restart(tmp_path):
   assert os.path.join(wd, 'metrics.jsonl') in msg
   assert os.path.join(wd, 'latest.ckpt') in msg and '--restart' in msg
   assert epochs(os.path.join(wd, 'metrics.jsonl')) == [1, 2, 'final']
+  # Results of --mode=attack / --mode=profile on the old model.
+  old = {n: f'{{"old": "{n}"}}' for n in checkpoints.RESULT_FILES}
+  for name, text in old.items():
+    with open(os.path.join(wd, name), 'w') as f:
+      f.write(text)
   again, _ = modes.run('train', cfg, wd, restart=True)
   assert again['test_accuracy'] == first['test_accuracy']
   assert epochs(os.path.join(wd, 'metrics.jsonl')) == [1, 2, 'final']
   (aside,) = [d for d in os.listdir(wd) if d.startswith('replaced_')]
   assert epochs(os.path.join(wd, aside, 'metrics.jsonl')) == [1, 2, 'final']
+  for name, text in old.items():  # moved aside whole, none left beside
+    assert not os.path.exists(os.path.join(wd, name)), name
+    assert open(os.path.join(wd, aside, name)).read() == text
   with pytest.raises(ValueError, match='--restart starts a training run'):
     modes.run('search', cfg, str(tmp_path / 'x'), restart=True)
+
+
+def test_restart_result_files_are_what_attack_and_profile_write():
+  assert {f'{records.RESULTS_NAME}.json', f'{records.RESULTS_NAME}.csv',
+          'results.jsonl', 'profile.json'} == set(checkpoints.RESULT_FILES)
+  assert set(checkpoints.RESULT_FILES) <= set(checkpoints.RESTART_FILES)
+
+
+def test_checkpoint_of_another_architecture_names_both_files(tmp_path):
+  small = models.get_model('mlp', 10, hidden=(8,))
+  large = models.get_model('mlp', 10, hidden=(16, 4))
+  x = jax.numpy.zeros((1, 8, 8, 1))
+  v_small = small.init(jax.random.key(0), x, train=False)
+  checkpoints.check_variables_fit(small, v_small, (8, 8, 1), str(tmp_path))
+  with pytest.raises(ValueError) as err:
+    checkpoints.check_variables_fit(large, v_small, (8, 8, 1), str(tmp_path))
+  msg = str(err.value)
+  assert os.path.join(str(tmp_path), 'best.ckpt') in msg
+  assert os.path.join(str(tmp_path), 'config.json') in msg
+  # Dense_0 and Dense_1 (kernel, bias) differ in shape; Dense_2 is new.
+  assert '6 parameter(s) differ' in msg and 'checkpoint [64, 8], config ' \
+      '[64, 16]' in msg and 'another architecture' in msg
+  with pytest.raises(ValueError, match=r'for inputs \[4, 4, 2\]\): 1 param'
+                     r'.*checkpoint \[64, 8\], config \[32, 8\]'):
+    checkpoints.check_variables_fit(small, v_small, (4, 4, 2), str(tmp_path))

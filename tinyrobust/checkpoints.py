@@ -13,7 +13,10 @@ then the record's line; `restore_checkpoint` reconciles the journal with
 the checkpoint, so a run killed anywhere resumes with every finished epoch
 recorded once. A journal with finished epochs but no latest.ckpt (deleted)
 is an error naming both files (`check_journal_without_checkpoint`), never a
-silent restart; `RESTART_FILES` are what starting over moves aside. `state` is a `train.TrainState` (any flax pytree).
+silent restart; `RESTART_FILES` are what starting over moves aside (the
+run's files and the attack/profile results computed on it). A best.ckpt of
+another architecture than config.json's model is named with both files
+(`check_variables_fit`). `state` is a `train.TrainState` (any flax pytree).
 """
 
 from __future__ import annotations
@@ -31,8 +34,14 @@ from tinyrobust import io
 
 LATEST, BEST, METRICS, FINAL = ('latest.ckpt', 'best.ckpt', 'metrics.jsonl',
                                 'final_metrics.json')
-# What `train_and_evaluate(restart=True)` moves aside (`workdir.set_aside`).
-RESTART_FILES = (METRICS, LATEST, BEST, FINAL, 'config.json')
+# Written on a trained run by --mode=attack (`runs.attack`) and
+# --mode=profile (`runs.profile`): they describe the old model.
+RESULT_FILES = ('attack_results.json', 'attack_results.csv', 'results.jsonl',
+                'profile.json')
+# What `train_and_evaluate(restart=True)` moves aside (`workdir.set_aside`):
+# the run and every result computed on it, so nothing stale sits beside the
+# new run.
+RESTART_FILES = (METRICS, LATEST, BEST, FINAL, 'config.json') + RESULT_FILES
 # Fields that may change when a run is resumed (they do not change results).
 MUTABLE_FIELDS = ('train.progress_bar', 'train.eval_batch_size')
 
@@ -125,7 +134,8 @@ def check_journal_without_checkpoint(workdir: str) -> None:
       f'{LATEST} (e.g. from a backup) to resume, or start over: rerun with '
       '--restart (python -m experiments.main; train_and_evaluate(..., '
       'restart=True)), which moves metrics.jsonl, the checkpoints, '
-      f'{FINAL} and config.json aside into {workdir}/replaced_<time>/.')
+      f'{FINAL}, config.json and the attack/profile results aside into '
+      f'{workdir}/replaced_<time>/.')
 
 
 def _reconcile_metrics(path: str, epoch: int, record) -> None:
@@ -144,3 +154,48 @@ def _reconcile_metrics(path: str, epoch: int, record) -> None:
 def is_finished(workdir: str) -> bool:
   """True when the run in `workdir` has written its final record."""
   return os.path.exists(os.path.join(workdir, FINAL))
+
+
+def _shapes(tree) -> dict[str, tuple]:
+  flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {'/'.join(str(getattr(k, 'key', k)) for k in path):
+          tuple(getattr(leaf, 'shape', ())) for path, leaf in flat}
+
+
+def check_variables_fit(model, variables, example_shape,
+                        workdir: str) -> None:
+  """A trained run's `best.ckpt` must fit the model its `config.json` builds.
+
+  Args:
+    model: the model built from `<workdir>/config.json`.
+    variables: the variables loaded from `<workdir>/best.ckpt`.
+    example_shape: the model's input shape (one example, no batch axis).
+    workdir: the run's directory (named in the message).
+
+  Raises:
+    ValueError: the checkpoint's parameters differ (names or shapes) from
+      those the config's model has for that input; naming the checkpoint
+      file, the config file, the model and the first differences.
+  """
+  spec = jax.ShapeDtypeStruct((1,) + tuple(example_shape), 'float32')
+  want = jax.eval_shape(lambda x: model.init(jax.random.key(0), x,
+                                             train=False), spec)
+  cols = set(variables) if isinstance(variables, dict) else set()
+  want = {c: want[c] for c in want if c in cols or c == 'params'}
+  got, exp = _shapes(variables), _shapes(want)
+  diffs = [f'{k}: checkpoint {list(got[k])}, config {list(exp[k])}'
+           for k in sorted(set(got) & set(exp)) if got[k] != exp[k]]
+  diffs += [f'{k}: only in the checkpoint' for k in sorted(set(got) - set(exp))]
+  diffs += [f'{k}: only in the config\'s model' for k in sorted(
+      set(exp) - set(got))]
+  if not diffs:
+    return
+  cfg_path = os.path.join(workdir, 'config.json')
+  name = getattr(model, 'name', None) or type(model).__name__
+  raise ValueError(
+      f'The checkpoint {os.path.join(workdir, BEST)} does not fit the model '
+      f'{name!r} that {cfg_path} builds (for inputs '
+      f'{list(example_shape)}): {len(diffs)} parameter(s) differ, e.g. '
+      f'{"; ".join(diffs[:3])}. The checkpoint was made for another '
+      'architecture or options: restore the config.json the run wrote, or '
+      'retrain with this config in a new --workdir.')

@@ -29,6 +29,7 @@ import jax
 import ml_collections
 
 from tinyrobust import adversarial
+from tinyrobust import checkpoints
 from tinyrobust import config_io
 from tinyrobust import data as data_lib
 from tinyrobust import evaluation
@@ -182,6 +183,8 @@ def attack(config, workdir: str) -> dict[str, Any]:
   check_writable(workdir)
   acfg = attack_config_lib.attack_config(config)
   target = attack_target(model, config)
+  checkpoints.check_variables_fit(model, variables,
+                                  target.dataset.x.shape[1:], workdir)
   prob, seed = target.problem, int(config.get('seed', 0))
   results = robustness(prob.apply_fn, variables, target.inputs(), acfg,
                        seed=seed, clip=prob.clip,
@@ -273,6 +276,7 @@ def profile(config, workdir: str) -> dict[str, Any]:
   check_writable(workdir)
   ds = data_lib.load(config.data.name, 'train',
                      **config_io.to_dict(config.data.get('options')))
+  checkpoints.check_variables_fit(model, variables, ds.x.shape[1:], workdir)
   result = profile_model(model, variables, ds.x, hw)
   result['workdir'] = os.path.abspath(workdir)
   io.write_json(os.path.join(workdir, 'profile.json'), result)

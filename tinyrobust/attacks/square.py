@@ -402,13 +402,28 @@ def make_square(apply_fn: ApplyFn, *, norm: str = 'linf',
     kernel = square_host.HostSquare(
         apply_fn, threat, queries=int(queries), p_init=float(p_init),
         loss_fn=loss_fn, return_info=return_info, ops=sys.modules[__name__])
-    return registry.Attack('square', build.jsonable(config), kernel)
+    return registry.Attack('square', build.jsonable(config),
+                           _clip_checked(kernel, threat))
   run = _square_run(apply_fn, threat, queries=int(queries),
                     p_init=float(p_init), loss_fn=loss_fn, loop=loop,
                     chunk=SQUARE_CHUNK if chunk is None else chunk)
   return build.build_attack('square', config, apply_fn, run, threat=threat,
                             return_info=return_info, extra_info=True,
                             loop=loop)
+
+
+def _clip_checked(kernel, threat):
+  """`kernel` (the host-driven Square) refusing, before any scoring, clean
+  inputs outside the threat's clip range (`checks.check_in_clip`), as
+  `build.build_attack` does for the JAX kernels."""
+
+  def attack(variables, x, y, key, eps):
+    checks.check_shapes(x, y, eps)
+    if not checks.is_traced(x, y, eps):  # traced: the kernel says why not
+      checks.check_in_clip(x, threat.lo, threat.hi, eps=eps)
+    return kernel(variables, x, y, key, eps)
+
+  return attack
 
 
 registry.register_attack('square', make_square)

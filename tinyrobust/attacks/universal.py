@@ -179,7 +179,8 @@ def fit_universal(apply_fn: ApplyFn | Sequence | Mapping, variables: Any,
     `UniversalPerturbation(delta [*S] in x's dtype, protocol)`.
 
   Raises:
-    ValueError: a bad option or input, before any compilation.
+    ValueError: a bad option or input (e.g. a `clip` range that does not
+      contain `x_train`: `checks.check_in_clip`), before any compilation.
   """
   sources = _as_sources(apply_fn, variables, source_names)
   norms.check_norm(norm)
@@ -205,6 +206,7 @@ def fit_universal(apply_fn: ApplyFn | Sequence | Mapping, variables: Any,
       raise ValueError(f'Source {name!r}: {e}') from e
   threat = threat_lib.Threat.build(norm, clip, eps_scale)
   threat.check_example_shape(x.shape[1:])
+  checks.check_in_clip(x, threat.lo, threat.hi, eps=eps)
   batch_size = min(batch_size, len(x))
   alpha = step_size if step_size is not None else eps / 10.0
   step = _step_fn(sources, threat, loss_fn, loss_clamp)
