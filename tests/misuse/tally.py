@@ -21,7 +21,7 @@ import tempfile
 from tests.misuse import sweep
 
 AREAS = ('attacks', 'cli', 'concurrency', 'data', 'evaluation', 'hardware',
-         'io', 'journals', 'models', 'search')
+         'io', 'journals', 'models', 'search', 'targets')
 
 
 def tally(areas=AREAS) -> collections.Counter:

@@ -1,0 +1,154 @@
+"""Misuse sweep, targets: a bare .tflite as the attacked target
+(`evaluation.tflite_target`) and models trained elsewhere
+(`trained_elsewhere`: surrogates, study entries). Every bad value is named
+with what is allowed, before any attack runs."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tests.misuse import sweep
+
+Case, pkg = sweep.Case, sweep.pkg
+
+
+def _tflite(ctx) -> str:
+  """The misuse MLP exported to an int8 flatbuffer file (cached)."""
+  if 'targets_tflite' not in ctx.cache:
+    hardware = pkg('tinyrobust.hardware')
+    model, v, _ = ctx.mlp()
+    x = ctx.xy()[0]
+    flat = hardware.export_tflite(model, v, (8, 8, 1), quantize='int8',
+                                  representative_data=x)
+    path = ctx.path('mlp') + '.tflite'
+    with open(path, 'wb') as f:
+      f.write(flat)
+    ctx.cache['targets_tflite'] = path
+  return ctx.cache['targets_tflite']
+
+
+def _evaluate(ctx, path=None, dataset=None, **kw):
+  tflite_target = pkg('tinyrobust.evaluation.tflite_target')
+  opts = dict(eps_grid=[0.0, 0.1], attacks=['square'], batch_size=64,
+              options={'square': {'queries': 2}})
+  opts.update(kw)
+  return tflite_target.evaluate_tflite(
+      _tflite(ctx) if path is None else path,
+      ctx.xy() if dataset is None else dataset, **opts)
+
+
+def _not_flatbuffer(ctx):
+  path = ctx.path('weights') + '.tflite'
+  with open(path, 'wb') as f:
+    f.write(b'PK\x03\x04 a zip archive, e.g. a .keras file')
+  return _evaluate(ctx, path)
+
+
+def _shape_mismatch(ctx):
+  x, y = ctx.xy()
+  return _evaluate(ctx, dataset=(x.reshape(len(x), 64), y))
+
+
+def _labels(ctx):
+  x, y = ctx.xy()
+  return _evaluate(ctx, dataset=(x, np.full_like(y, 12)))
+
+
+def _other_task_surrogate(ctx):
+  """A run of another dataset: the misuse MLP saved as a tinyrobust run
+  whose config.json says basic_motions (written by hand: no training)."""
+  io = pkg('tinyrobust.io')
+  d = ctx.path('other_task_run')
+  os.makedirs(d)
+  with open(os.path.join(d, 'config.json'), 'w') as f:
+    json.dump({'data': {'name': 'basic_motions', 'options': {}},
+               'model': {'name': 'mlp', 'num_classes': 10,
+                         'kwargs': {'hidden': [16]}}, 'train': {}}, f)
+  io.save_pytree(os.path.join(d, 'best.ckpt'), ctx.mlp()[1])
+  return _evaluate(ctx, attacks=['square', 'fgsm'], surrogate=d,
+                   dataset_name='digits')
+
+
+def _three_class_surrogate(ctx):
+  models = pkg('tinyrobust.models')
+  m = models.get_model('mlp', 3, hidden=(4,))
+  v = m.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
+  return _evaluate(ctx, attacks=['square', 'fgsm'], surrogate=(m.apply, v))
+
+
+def _empty_h5(ctx):
+  path = ctx.path('model') + '.h5'
+  open(path, 'wb').close()
+  return _evaluate(ctx, attacks=['square', 'fgsm'], surrogate=path)
+
+
+def _unknown_zoo_model(ctx):
+  path = ctx.path('model') + '.keras'
+  open(path, 'wb').close()
+  return _load({'path': path, 'model': 'resnet9'})
+
+
+def _json_file(ctx):
+  path = ctx.path('config') + '.json'
+  with open(path, 'w') as f:
+    f.write('{}')
+  return _load({'path': path})
+
+
+def _load(spec):
+  return pkg('tinyrobust.trained_elsewhere').load(spec)
+
+
+def _target_section(section):
+  return pkg('tinyrobust.evaluation.tflite_target').surrogate_spec(section)
+
+
+def _cases() -> list[Case]:
+  g = 'targets'
+  return [
+      Case('tflite_missing', g, lambda c: _evaluate(
+          c, '/no/such/model.tflite'), ('/no/such/model.tflite', 'TFL3')),
+      Case('tflite_directory', g, lambda c: _evaluate(c, c.root),
+           ('directory', 'TFL3')),
+      Case('tflite_not_a_flatbuffer', g, _not_flatbuffer,
+           ('weights', 'not a TFLite flatbuffer', 'TFL3')),
+      Case('tflite_input_shape_vs_data', g, _shape_mismatch,
+           ('[64]', '[8, 8, 1]')),
+      Case('tflite_labels_beyond_classes', g, _labels, ('12', '10')),
+      Case('tflite_gradient_attack_without_surrogate', g, lambda c: _evaluate(
+          c, attacks=['square', 'pgd']), ("'pgd'", 'surrogate')),
+      Case('tflite_attacks_unknown', g, lambda c: _evaluate(
+          c, attacks=['square', 'cw']), ("'cw'",)),
+      Case('surrogate_of_another_task', g, _other_task_surrogate,
+           ("'basic_motions'", "'digits'")),
+      Case('surrogate_three_classes', g, _three_class_surrogate,
+           ('[1, 3]', '10 classes')),
+      Case('surrogate_keras_without_model', g, _empty_h5,
+           ('model.h5', 'model=')),
+      Case('trained_model_missing_file', g, lambda c: _load(
+          {'path': '/no/such/kws.h5', 'model': 'dscnn'}),
+           ('/no/such/kws.h5', 'does not exist', 'SavedModel')),
+      Case('trained_model_not_keras_suffix', g, lambda c: _load(
+          {'path': _tflite(c), 'model': 'mlp'}), ('.tflite', '.keras')),
+      Case('trained_model_json_file', g, _json_file, ('config.json', '.h5')),
+      Case('trained_model_unknown_zoo_model', g, _unknown_zoo_model,
+           ("'resnet9'", 'dscnn')),
+      Case('trained_model_unknown_key', g, lambda c: _load(
+          {'path': _tflite(c), 'modle': 'mlp'}), ("'modle'",)),
+      Case('target_section_unknown_field', g, lambda c: _target_section(
+          {'tflite': 'm.tflite', 'surogate': '/runs/x'}), ("'surogate'",)),
+  ]
+
+
+CASES = _cases()
+
+
+@pytest.mark.parametrize('case', CASES, ids=sweep.ids(CASES))
+def test_targets_misuse(case, misuse_ctx):
+  sweep.check(case, misuse_ctx)
