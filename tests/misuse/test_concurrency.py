@@ -144,14 +144,14 @@ def _needs_data(ctx):
   space = fn.bowl.space()
   first = None
   try:
-    nas.run_search(tf._config(3), wd, evaluate_fn=fn, space=space)  # pylint: disable=protected-access
+    nas.run_search(tf.bowl_config(3), wd, evaluate_fn=fn, space=space)  # pylint: disable=protected-access
   except RuntimeError as err:
     first = str(err)
     if 'DataNotFoundError x3' not in first:
       return Verdict('unclear', first[:300])
   os.makedirs(os.path.dirname(marker))
   open(marker, 'w').close()
-  again = nas.run_search(tf._config(3), wd, evaluate_fn=tf.NeedsData(marker),  # pylint: disable=protected-access
+  again = nas.run_search(tf.bowl_config(3), wd, evaluate_fn=tf.NeedsData(marker),  # pylint: disable=protected-access
                          space=space)
   if again.get('best_trial') is None:
     return Verdict('loss', 'with the data present the rerun trains nothing: '

@@ -15,28 +15,15 @@ from tinyrobust.nas import failures
 from tinyrobust.nas import journal as journal_lib
 from tinyrobust.nas import search
 from tinyrobust.nas import spaces
+from tests.nas import synthetic
 
 
 def _config(attack=None, **search_overrides):
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.data = ml_collections.ConfigDict({'name': 'basic_motions',
-                                      'options': {'seed': 0},
-                                      'augment': 'none'})
-  c.model = ml_collections.ConfigDict({'name': 'mlp', 'kwargs': {}})
+  c = synthetic.mlp_search_config(
+      attack={'attacks': ['fgsm', 'pgd'], 'pgd_steps': 2, **(attack or {})},
+      **{'flash_max_bytes': 120e3, 'num_trials': 6, 'n_initial_points': 6,
+         'precompile_attacks': True, **search_overrides})
   c.model.num_classes = ml_collections.config_dict.placeholder(int)
-  c.train = ml_collections.ConfigDict({
-      'epochs': 2, 'batch_size': 16, 'learning_rate': 3e-3,
-      'progress_bar': False})
-  c.search = ml_collections.ConfigDict({
-      'space': 'mlp', 'board': '', 'flash_max_bytes': 120e3,
-      'sram_max_bytes': 64e3, 'flash_proxy': 'param_bytes',
-      'sram_gate': 'study', 'precision': 'float32', 'num_trials': 6,
-      'n_initial_points': 6, 'trial_epochs': 1, 'final_retrain': False})
-  c.attack = ml_collections.ConfigDict({'attacks': ['fgsm', 'pgd'],
-                                        'eps_grid': [0.1], 'pgd_steps': 2})
-  c.attack.update(attack or {})
-  c.search.update(search_overrides)
   return c
 
 

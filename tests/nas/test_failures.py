@@ -5,7 +5,6 @@ import json
 import os
 import shutil
 
-import ml_collections
 import pytest
 
 from tinyrobust.data import sources
@@ -50,17 +49,10 @@ class NeedsData:
     return self.bowl(params, trial)
 
 
-def _config(num_trials):
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.data = ml_collections.ConfigDict({'name': 'synthetic', 'options': {}})
-  c.model = ml_collections.ConfigDict({'name': 'bowl', 'kwargs': {}})
-  c.train = ml_collections.ConfigDict({'epochs': 1})
-  c.search = ml_collections.ConfigDict({
-      'weights': dict(synthetic.ERROR_ONLY), 'weight_spread': 0.0,
-      'n_initial_points': 3, 'n_acq_points': 200, 'num_trials': num_trials,
-      'batch_size': 1, 'board': ''})
-  return c
+def bowl_config(num_trials):
+  """The bowl's search, one trial at a time (`synthetic.bowl_config`)."""
+  return synthetic.bowl_config(num_trials=num_trials, n_acq_points=200,
+                               batch_size=1)
 
 
 def test_all_failed_for_missing_data_exits_then_resumes(tmp_path):
@@ -69,7 +61,7 @@ def test_all_failed_for_missing_data_exits_then_resumes(tmp_path):
   fn = NeedsData(marker)
   space = fn.bowl.space()
   with pytest.raises(failures.SearchFailedError) as err:
-    search.run_search(_config(4), wd, evaluate_fn=fn, space=space)
+    search.run_search(bowl_config(4), wd, evaluate_fn=fn, space=space)
   msg = str(err.value)
   assert '4 failed (environment: DataNotFoundError x4)' in msg
   assert 'retried when the same command is run again' in msg
@@ -84,7 +76,7 @@ def test_all_failed_for_missing_data_exits_then_resumes(tmp_path):
   # The data arrives: the same trials run again (same parameters) and train.
   open(marker, 'w').close()
   fn2 = NeedsData(marker)
-  summary = search.run_search(_config(4), wd, evaluate_fn=fn2, space=space)
+  summary = search.run_search(bowl_config(4), wd, evaluate_fn=fn2, space=space)
   assert sorted(fn2.calls) == sorted(failed)
   results = journal_lib.Journal(wd).replay().results
   assert [r['status'] for r in results] == ['ok'] * 4
@@ -93,7 +85,7 @@ def test_all_failed_for_missing_data_exits_then_resumes(tmp_path):
   assert summary['status_counts'] == {'ok': 4, 'infeasible': 0, 'failed': 0}
   # A third run replays everything and trains nothing.
   fn3 = NeedsData(marker)
-  search.run_search(_config(4), wd, evaluate_fn=fn3, space=space)
+  search.run_search(bowl_config(4), wd, evaluate_fn=fn3, space=space)
   assert fn3.calls == []
 
 
@@ -103,12 +95,12 @@ def test_candidate_failures_are_replayed_not_retried(tmp_path):
   open(marker, 'w').close()
   fn = NeedsData(marker, odd_fails=True)
   space = fn.bowl.space()
-  search.run_search(_config(6), wd, evaluate_fn=fn, space=space)
+  search.run_search(bowl_config(6), wd, evaluate_fn=fn, space=space)
   results = journal_lib.Journal(wd).replay().results
   bad = [r for r in results if r['status'] == 'failed']
   assert bad and all(r['failure_kind'] == 'candidate' for r in bad)
   fn2 = NeedsData(marker, odd_fails=True)
-  search.run_search(_config(6), wd, evaluate_fn=fn2, space=space)
+  search.run_search(bowl_config(6), wd, evaluate_fn=fn2, space=space)
   assert fn2.calls == []
 
 
@@ -120,7 +112,7 @@ def test_all_candidates_failed_is_an_error_counting_them(tmp_path):
   space = synthetic.QuadraticBowl().space()
   with pytest.raises(failures.SearchFailedError,
                      match=r'3 failed \(candidate: FloatingPointError x3\)'):
-    search.run_search(_config(3), str(tmp_path), evaluate_fn=nan, space=space)
+    search.run_search(bowl_config(3), str(tmp_path), evaluate_fn=nan, space=space)
   assert not os.path.exists(tmp_path / 'summary.json')
 
 
@@ -130,24 +122,11 @@ def test_real_search_without_data_then_with_it(tmp_path, shared_data_dir):
   an error; with the file in place the same command trains every trial."""
   data_dir = tmp_path / 'data'
   data_dir.mkdir()
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.data = ml_collections.ConfigDict({
-      'name': 'auritus', 'augment': 'none',
-      'options': {'data_dir': str(data_dir), 'source': 'local',
-                  'channels': 'features'}})
-  c.model = ml_collections.ConfigDict({'name': 'mlp', 'kwargs': {}})
-  c.train = ml_collections.ConfigDict({
-      'epochs': 1, 'batch_size': 64, 'learning_rate': 3e-3,
-      'progress_bar': False})
-  c.search = ml_collections.ConfigDict({
-      'space': 'mlp', 'board': '', 'flash_max_bytes': 400e3,
-      'sram_max_bytes': 64e3, 'flash_proxy': 'param_bytes',
-      'sram_gate': 'study', 'precision': 'float32', 'num_trials': 2,
-      'n_initial_points': 2, 'trial_epochs': 1, 'final_retrain': False,
-      'precompile_attacks': False})
-  c.attack = ml_collections.ConfigDict({'attacks': ['fgsm'], 'eps_grid': [0.1],
-                                        'max_examples': 64})
+  c = synthetic.mlp_search_config(
+      data={'name': 'auritus', 'augment': 'none',
+            'options': {'data_dir': str(data_dir), 'source': 'local',
+                        'channels': 'features'}},
+      train={'epochs': 1, 'batch_size': 64}, attack={'max_examples': 64})
   wd = str(tmp_path / 'search')
   with pytest.raises(failures.SearchFailedError,
                      match=r'2 failed \(environment: DataNotFoundError x2\)'):

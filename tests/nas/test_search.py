@@ -3,7 +3,6 @@
 import json
 import os
 
-import ml_collections
 import pytest
 
 from tinyrobust.nas import journal as journal_lib
@@ -11,18 +10,7 @@ from tinyrobust.nas import search
 from tests.nas import synthetic
 
 
-def _config(**search_overrides):
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.data = ml_collections.ConfigDict({'name': 'synthetic', 'options': {}})
-  c.model = ml_collections.ConfigDict({'name': 'bowl', 'kwargs': {}})
-  c.train = ml_collections.ConfigDict({'epochs': 1})
-  c.search = ml_collections.ConfigDict({
-      'weights': dict(synthetic.ERROR_ONLY), 'weight_spread': 0.0,
-      'n_initial_points': 3, 'n_acq_points': 300, 'num_trials': 8,
-      'batch_size': 2, 'board': ''})
-  c.search.update(search_overrides)
-  return c
+_config = synthetic.bowl_config
 
 
 class Counting:
