@@ -31,6 +31,7 @@ import os
 from typing import Any, Mapping
 
 from tinyrobust import config_io
+from tinyrobust import io
 from tinyrobust import train as train_lib
 from tinyrobust.models import keras_import
 from tinyrobust.models import savedmodel
@@ -122,6 +123,7 @@ def check_spec(spec: Any) -> dict[str, Any]:
                      f'{SPEC_KEYS}, got {type(spec).__name__}; allowed: '
                      f'{ALLOWED}.')
   spec = dict(spec)
+  spec.pop('kind', None)  # a checked spec again
   unknown = sorted(set(spec) - set(SPEC_KEYS))
   if unknown:
     raise ValueError(f'Unknown trained model key(s) {unknown}; valid: '
@@ -162,8 +164,36 @@ def load(spec: Any) -> TrainedModel:
                   data_options=config_io.to_dict(config.data.get('options')))
     return TrainedModel(name, model, variables, source)
   kwargs = config_io.to_dict(spec.get('kwargs')) or {}
-  model, variables = keras_import.load(
+  model, variables, effective = keras_import.load_with_kwargs(
       spec['model'], path, num_classes=spec.get('num_classes'),
       input_shape=spec.get('input_shape'), **kwargs)
-  source.update(model=spec['model'], kwargs=kwargs, dataset=None)
+  source.update(model=spec['model'], kwargs=io.to_jsonable(effective),
+                dataset=None)
   return TrainedModel(name, model, variables, source)
+
+
+def _outputs(m: TrainedModel) -> int:
+  """K of the zoo module's `[B, K]` logits (its `num_classes` field)."""
+  k = getattr(m.model, 'num_classes', None)
+  if k is None:
+    raise ValueError(f'Cannot tell the number of classes of {m.name!r}: '
+                     f'{type(m.model).__name__} has no num_classes.')
+  return int(k)
+
+
+def as_run(m: TrainedModel, data: Mapping[str, Any], workdir: str,
+           train: Mapping[str, Any] | None = None) -> dict[str, Any]:
+  """Writes `m` into `workdir` as a tinyrobust run (`config.json` with
+  `data`, the model's name, classes and kwargs; `best.ckpt` with its
+  variables), so `train.load_trained(workdir)` and every stage that reads a
+  run (--mode=attack/profile, a study's transfer stage) take it; returns
+  the config written."""
+  config = {'data': config_io.to_dict(data),
+            'model': {'name': m.source['model'],
+                      'num_classes': _outputs(m),
+                      'kwargs': dict(m.source.get('kwargs') or {})},
+            'train': dict(train or {}), 'trained_elsewhere': m.source}
+  os.makedirs(workdir, exist_ok=True)
+  io.save_pytree(os.path.join(workdir, train_lib.BEST), m.variables)
+  io.write_json(os.path.join(workdir, 'config.json'), config)
+  return config

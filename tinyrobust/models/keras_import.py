@@ -386,7 +386,19 @@ def _num_classes(layers: Sequence[KerasLayer]) -> int:
 def load(name: str, source: Any, num_classes: int | None = None,
          input_shape: Sequence[int] | None = None, **model_kwargs
          ) -> tuple[Any, Any]:
-  """`(module, variables)` of zoo model `name` with the Keras weights.
+  """`(module, variables)` of zoo model `name` with the Keras weights
+  (`load_with_kwargs` without the kwargs)."""
+  module, variables, _ = load_with_kwargs(name, source, num_classes,
+                                          input_shape, **model_kwargs)
+  return module, variables
+
+
+def load_with_kwargs(name: str, source: Any, num_classes: int | None = None,
+                     input_shape: Sequence[int] | None = None,
+                     **model_kwargs) -> tuple[Any, Any, dict[str, Any]]:
+  """`(module, variables, kwargs)` of zoo model `name` with the Keras
+  weights; `models.get_model(name, K, **kwargs)` rebuilds the module
+  (kwargs include those inferred from the checkpoint).
 
   Args:
     name: a registered zoo model (`importable()`).
@@ -412,6 +424,7 @@ def load(name: str, source: Any, num_classes: int | None = None,
       lambda: module.init(jax.random.key(0), jnp.zeros((1,) + shape)))
   template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), template)
   if name in IMPORTERS:
-    return module, IMPORTERS.lookup(name)(layers, template, **model_kwargs)
+    return (module, IMPORTERS.lookup(name)(layers, template, **model_kwargs),
+            model_kwargs)
   order = creation_order(module, (1,) + shape)
-  return module, import_by_order(layers, template, order)
+  return module, import_by_order(layers, template, order), model_kwargs

@@ -14,6 +14,14 @@
         .nas, .transfer               bools (Table 1: made by NAS, transfer)
         .config                       the model's training config (seed,
                                       data, model, train sections)
+        .trained                      OR a model trained elsewhere, never
+                                      trained here: {'path': a Keras
+                                      .h5/.keras file, SavedModel directory
+                                      or tinyrobust run workdir, 'model':
+                                      zoo name, 'kwargs': {...}}
+                                      (`trained_elsewhere`); `.config` then
+                                      needs only its data section (the
+                                      task's split it is evaluated on)
 
 `check_study_config` validates all of it before any training: names, units,
 eps ranges and, by building each model abstractly on its dataset's input
@@ -29,8 +37,10 @@ from typing import Any
 import numpy as np
 
 from tinyrobust import config_io
+from tinyrobust import io
 from tinyrobust import models
 from tinyrobust import train
+from tinyrobust import trained_elsewhere
 from tinyrobust.nas import candidate
 
 TASKS = ('image', 'kws', 'har')
@@ -101,12 +111,46 @@ def _check_entry(task: str, label: str, entry) -> None:
       raise ValueError(f'{where}.{field} must be a bool, got '
                        f'{entry.get(field)!r}.')
   cfg = entry.get('config')
-  if cfg is None or not cfg.get('data') or not cfg.get('model'):
+  if entry.get('trained'):
+    _check_trained(where, entry)
+  elif cfg is None or not cfg.get('data') or not cfg.get('model'):
     raise ValueError(f'{where}.config must be a training config with data '
-                     'and model sections.')
+                     'and model sections (or give .trained: a model trained '
+                     'elsewhere, with .config.data).')
   if cfg.data.name not in TASK_DATASETS[task]:
     raise ValueError(f'{where} trains on {cfg.data.name!r}, which is not '
                      f'data of task {task!r} ({", ".join(TASK_DATASETS[task])}).')
+
+
+def _check_trained(where: str, entry) -> None:
+  """A trained-elsewhere entry: its file exists and is of a known kind, its
+  zoo model is importable, a run's dataset is the entry's."""
+  cfg = entry.get('config')
+  if cfg is None or not cfg.get('data') or not cfg.data.get('name'):
+    raise ValueError(f'{where}.config.data must name the dataset the trained '
+                     f'model {entry.trained.get("path")!r} is evaluated on.')
+  try:
+    spec = trained_elsewhere.check_spec(entry.trained)
+  except ValueError as err:
+    raise ValueError(f'{where}.trained: {err}') from None
+  if spec['kind'] == 'workdir':
+    run = io.read_json(os.path.join(spec['path'], 'config.json'))
+    name = (run.get('data') or {}).get('name')
+    if name != cfg.data.name:
+      raise ValueError(f'{where}.trained is the run {spec["path"]!r}, '
+                       f'trained on {name!r}, but {where}.config.data is '
+                       f'{cfg.data.name!r}.')
+
+
+def architecture(entry) -> str:
+  """The zoo model of an entry (its training config's or `.trained`'s)."""
+  if entry.get('trained'):
+    spec = trained_elsewhere.check_spec(entry.trained)
+    if spec['kind'] == 'workdir':
+      return io.read_json(os.path.join(spec['path'], 'config.json')
+                          )['model']['name']
+    return spec['model']
+  return entry.config.model.name
 
 
 def _check_task(task: str, tcfg) -> None:
@@ -151,6 +195,8 @@ def check_study_config(config, *, build: bool = True) -> None:
 
 def _check_models_fit_data(config) -> None:
   for task, label, entry in entries(config):
+    if entry.get('trained'):
+      continue  # checked by _check_trained; its fit when it is evaluated
     cfg = entry.config
     train.check_config(cfg)
     ds = candidate.load_split(cfg, 'train')

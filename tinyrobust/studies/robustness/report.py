@@ -140,6 +140,15 @@ def _figures(config, workdir, t1, curve_rows) -> list[str]:
   return paths + [p]
 
 
+def _source(src) -> str:
+  """A trained-elsewhere model's protocol note ('' for one trained here)."""
+  if not src:
+    return ''
+  return (f'; trained elsewhere, not by this study: {src["kind"]} '
+          f'{src["path"]} (sha256 {src["sha256"]}), evaluated and profiled '
+          'as given')
+
+
 def _protocol(config, results, outcomes) -> str:
   lines = []
   acfg = attack_config_lib.attack_config(config)
@@ -152,7 +161,8 @@ def _protocol(config, results, outcomes) -> str:
       lines.append(
           f'  - {label}: {r["final"]["dataset"]}, '
           f'{r["attack"]["denominator"]} test examples; split: '
-          f'{r["attack"].get("protocol") or r["final"].get("protocol")}')
+          f'{r["attack"].get("protocol") or r["final"].get("protocol")}'
+          + _source(r['final'].get('source')))
   lines.append(
       f'- Attacks: {list(acfg.attacks)}, norm {acfg.norm}, loss {acfg.loss}, '
       f'PGD {acfg.pgd_steps} steps x {acfg.pgd_restarts} restart(s) with '

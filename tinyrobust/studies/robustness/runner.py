@@ -42,6 +42,7 @@ from tinyrobust.nas import candidate
 from tinyrobust.nas import executors as executors_lib
 from tinyrobust.studies.robustness import config as study_config
 from tinyrobust.studies.robustness import report
+from tinyrobust.studies.robustness import trained_stage
 from tinyrobust.studies.robustness import transfer_stage
 
 
@@ -95,7 +96,9 @@ class ModelJob:
     entry = config.tasks[task].models[label]
     timings = {}
     t0 = time.perf_counter()
-    final, model, variables, run_cfg = self._train(entry.config, wd)
+    final, model, variables, run_cfg = (
+        trained_stage.load(entry, wd, label) if entry.get('trained') else
+        self._train(entry.config, wd))
     timings['train_s'] = time.perf_counter() - t0
     t0 = time.perf_counter()
     attack = self._attack(config, task, model, variables, run_cfg, wd)

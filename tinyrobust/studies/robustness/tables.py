@@ -47,7 +47,8 @@ def table1(config, results) -> list[dict[str, Any]]:
     prof = r['profile']
     int8 = prof.get('int8') or {}
     rows.append({
-        'task': task, 'model': label, 'architecture': entry.config.model.name,
+        'task': task, 'model': label,
+        'architecture': study_config.architecture(entry),
         'kind': entry.kind, 'dataset': entry.config.data.name,
         'test_accuracy': r['final']['test_accuracy'],
         'test_examples': r['final']['test_count'],
@@ -59,6 +60,9 @@ def table1(config, results) -> list[dict[str, Any]]:
             if (v.get('int8') or {}).get('fits'))) or 'none',
         'input': entry.input, 'nas': entry.get('nas', False),
         'transfer_learning': entry.get('transfer', False),
+        'trained': (f'elsewhere ({r["final"]["source"]["kind"]})'
+                    if r['final'].get('source') else 'here'),
+        'sha256': (r['final'].get('source') or {}).get('sha256', ''),
         'note': prof.get('export_error') or int8.get('tflm_error') or '',
     })
   return rows
