@@ -11,6 +11,9 @@
     threat_space.py the `threat` section: input or signal space, precisions
                     (each dataset's signal space: `tinyrobust.data.signal`)
     deployed.py     float32 vs int8 (LiteRT, fake-quant) on the same examples
+    routes.py       per-example routes to a deployed model, their worst case;
+                    Square driven on a host scoring function (LiteRT)
+    tflite_target.py  a bare .tflite as the attacked target (evaluate_tflite)
     scheduler.py    the host-side scheduler engine of the evaluator
 
 The `attack` config section is read by `tinyrobust.attacks.config`; the
