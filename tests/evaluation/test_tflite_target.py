@@ -3,6 +3,7 @@ worst case in `evaluate_deployed`: the same Square search on the same file,
 seed and examples; the worst case never above any route, per example."""
 
 import hashlib
+import os
 
 import jax
 import jax.numpy as jnp
@@ -106,3 +107,26 @@ def test_worst_case_is_the_per_example_minimum():
   with pytest.raises(ValueError, match="'b'"):
     routes.worst_case({'a': o['a'], 'b': routes.outcomes(
         y[:3], clean[:3], adv_b[:, :3])}, [0.0, 1.0])
+
+
+def test_attack_mode_on_a_bare_flatbuffer(exported, tmp_path):
+  """--mode=attack with config.target.tflite: no trained run, the data
+  section of the named training config, tflite_results.json written."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  from tinyrobust import io  # pylint: disable=g-import-not-at-top
+  from tinyrobust import modes  # pylint: disable=g-import-not-at-top
+  cfg = importlib.import_module(
+      'experiments.configs.attack.tflite').get_config('train=digits_cnn')
+  cfg.target.tflite = exported[4]
+  cfg.attack.attacks = ('square',)
+  cfg.attack.eps_grid = (0.0, 0.15)
+  cfg.attack.max_examples = 8
+  cfg.attack.batch_size = 8
+  cfg.attack.options.square.queries = 2
+  wd = str(tmp_path / 'tflite_attack')
+  res = modes.run('attack', cfg, wd)
+  saved = io.read_json(os.path.join(wd, 'tflite_results.json'))
+  assert saved['routes'].keys() == {'square@litert'}
+  assert saved['num_examples'] == 8 and saved['data']['name'] == 'digits'
+  assert saved['worst_case']['per_eps'] == res['worst_case']['per_eps']
+  assert saved['target']['sha256'] == res['target']['sha256']
