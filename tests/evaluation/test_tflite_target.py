@@ -3,6 +3,7 @@ worst case in `evaluate_deployed`: the same Square search on the same file,
 seed and examples; the worst case never above any route, per example."""
 
 import hashlib
+import importlib
 import os
 
 import jax
@@ -12,7 +13,9 @@ import pytest
 
 from tinyrobust import data as data_lib
 from tinyrobust import hardware
+from tinyrobust import io
 from tinyrobust import models
+from tinyrobust import modes
 from tinyrobust.evaluation import deployed
 from tinyrobust.evaluation import routes
 from tinyrobust.evaluation import tflite_target
@@ -112,9 +115,6 @@ def test_worst_case_is_the_per_example_minimum():
 def test_attack_mode_on_a_bare_flatbuffer(exported, tmp_path):
   """--mode=attack with config.target.tflite: no trained run, the data
   section of the named training config, tflite_results.json written."""
-  import importlib  # pylint: disable=g-import-not-at-top
-  from tinyrobust import io  # pylint: disable=g-import-not-at-top
-  from tinyrobust import modes  # pylint: disable=g-import-not-at-top
   cfg = importlib.import_module(
       'experiments.configs.attack.tflite').get_config('train=digits_cnn')
   cfg.target.tflite = exported[4]
