@@ -109,6 +109,23 @@ def _target_section(section):
   return pkg('tinyrobust.evaluation.tflite_target').surrogate_spec(section)
 
 
+def _study_entry_missing_file(ctx):
+  """A study whose large model names a Keras file that is not there: the
+  config check (before any training) names the entry and the path."""
+  parts = pkg('experiments.configs.study.parts')
+  study_config = pkg('tinyrobust.studies.robustness.config')
+  ml_collections = pkg('ml_collections')
+  c = parts.study_base(autoattack=False)
+  digits = parts.data_config('digits', epochs=1, lr=1e-2, batch_size=64)
+  c.tasks.image = parts.task('pixel/255', (0.0, 8.0))
+  m = c.tasks.image.models
+  m.tiny = parts.entry(digits, 'tiny', 'mlp', raw=True, hidden=(4,))
+  m.large = parts.entry(digits, 'large', 'mlp', raw=True)
+  m.large.trained = ml_collections.ConfigDict(
+      {'path': '/no/such/large.h5', 'model': 'mlp'})
+  return study_config.check_study_config(c, build=False)
+
+
 def _cases() -> list[Case]:
   g = 'targets'
   return [
@@ -141,6 +158,9 @@ def _cases() -> list[Case]:
            ("'resnet9'", 'dscnn')),
       Case('trained_model_unknown_key', g, lambda c: _load(
           {'path': _tflite(c), 'modle': 'mlp'}), ("'modle'",)),
+      Case('study_entry_missing_file', g, _study_entry_missing_file,
+           ('tasks.image.models.large.trained', '/no/such/large.h5',
+            'does not exist')),
       Case('target_section_unknown_field', g, lambda c: _target_section(
           {'tflite': 'm.tflite', 'surogate': '/runs/x'}), ("'surogate'",)),
   ]
