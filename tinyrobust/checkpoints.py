@@ -51,16 +51,27 @@ def prepare_workdir(config, workdir: str) -> None:
 
   A workdir that holds only a config (no checkpoint yet) takes the new one;
   with a checkpoint, a differing config is refused except in the cosmetic
-  fields `MUTABLE_FIELDS`.
+  fields `MUTABLE_FIELDS`; a run's files without its config.json (deleted)
+  are refused before anything is written: the run's settings are unknown.
   """
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise ValueError(f'--workdir {workdir!r} is a file, not a directory.')
   os.makedirs(workdir, exist_ok=True)
   if not os.access(workdir, os.W_OK):
     raise ValueError(f'--workdir {workdir!r} is not writable.')
+  cfg_path = os.path.join(workdir, 'config.json')
+  run_files = [n for n in (METRICS, LATEST, BEST, FINAL)
+               if os.path.exists(os.path.join(workdir, n))]
+  if run_files and not os.path.exists(cfg_path):
+    raise ValueError(
+        f'{cfg_path} is missing, but {workdir!r} holds {", ".join(run_files)}'
+        ' of a run: its settings are unknown, and resuming with this config '
+        'could mix two configs in one run. Restore config.json (the one the '
+        'run was trained with) to resume, or start over with --restart, '
+        f'which moves {", ".join(run_files)} aside.')
   started = os.path.exists(os.path.join(workdir, LATEST))
-  config_io.pin_config(config, os.path.join(workdir, 'config.json'),
-                       mutable=MUTABLE_FIELDS, replace_if=not started)
+  config_io.pin_config(config, cfg_path, mutable=MUTABLE_FIELDS,
+                       replace_if=not started)
 
 
 def save_checkpoint(workdir: str, state: Any, epoch: int,

@@ -21,7 +21,7 @@ import tempfile
 from tests.misuse import sweep
 
 AREAS = ('attacks', 'cli', 'concurrency', 'data', 'evaluation', 'hardware',
-         'io', 'journals', 'models', 'search', 'targets')
+         'io', 'journals', 'models', 'search', 'targets', 'workdirs')
 
 
 def tally(areas=AREAS) -> collections.Counter:

@@ -304,7 +304,7 @@ def _concurrency_cases() -> list[Case]:
            ('batch_size', '0')),
       Case('config_json_emptied', g, _emptied_config, ('config.json',)),
       Case('variables_of_other_architecture', g, _other_arch_config,
-           ('do not fit the model', 'another architecture')),
+           ('best.ckpt', 'config.json', 'another architecture')),
   ]
 
 
