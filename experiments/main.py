@@ -32,8 +32,10 @@ _WORKDIR = flags.DEFINE_string(
 _MODE = flags.DEFINE_enum('mode', 'train', modes.names(), 'What to run.')
 _RESTART = flags.DEFINE_bool(
     'restart', False, '--mode=train only: start the run over, moving its '
-    'metrics.jsonl, checkpoints, final_metrics.json and config.json aside '
-    'into <workdir>/replaced_<time>/ (e.g. when latest.ckpt was deleted).')
+    'metrics.jsonl, checkpoints, final_metrics.json, config.json and the '
+    'attack/profile results (attack_results.json/.csv, results.jsonl, '
+    'profile.json) aside into <workdir>/replaced_<time>/ (e.g. when '
+    'latest.ckpt was deleted).')
 flags.mark_flags_as_required(['workdir'])
 
 
