@@ -31,6 +31,11 @@ def study_base(quick: bool = False, autoattack: bool = True
   c.hardware = ml_collections.ConfigDict({'measure': True})
   c.study = ml_collections.ConfigDict({'executor': 'sequential',
                                        'num_workers': 1, 'bootstrap': 1000})
+  # Issue 26: `--config.study.adv_train=pgd_at|trades|fgsm_rs` adds
+  # adversarially trained copies (tinyrobust.studies.robustness.defended).
+  c.study.adv_train = 'none'
+  c.study.adv_train_kinds = ('tiny', 'large')
+  c.study.adv_train_options = {'steps': 3 if quick else 10}
   c.tasks = ml_collections.ConfigDict()
   return c
 

@@ -17,6 +17,7 @@ from tinyrobust import io
 from tinyrobust import results as results_lib
 from tinyrobust.attacks import config as attack_config_lib
 from tinyrobust.studies.robustness import config as study_config
+from tinyrobust.studies.robustness import defended
 from tinyrobust.studies.robustness import tables
 from tinyrobust.studies.robustness import transfer_report
 
@@ -199,12 +200,14 @@ def write_report(config, workdir: str, outcomes) -> dict[str, Any]:
   """Writes table1/gap/curves CSV, figures/ and report.md; returns summary."""
   results = {(t, l): tables.load_model_results(workdir, t, l)
              for t, l, _ in study_config.entries(config)}
-  t1 = tables.table1(config, results)
-  curve_rows = tables.curves(config, results)
-  gap_rows = tables.gap(config, results, n_boot=int(config.study.bootstrap),
+  t1 = defended.annotate_table1(config, workdir,
+                                tables.table1(config, results))
+  curve_rows = defended.mark_curves(config, tables.curves(config, results))
+  gap_rows = tables.gap(defended.standard(config), results,
+                        n_boot=int(config.study.bootstrap),
                         seed=int(config.seed))
   found = tables.findings(gap_rows)
-  notes = tables.caveats(t1, found)
+  notes = tables.caveats(defended.standard_rows(t1), found)
   for name, rows in (('table1', t1), ('gap', gap_rows),
                      ('curves', curve_rows)):
     io.write_csv(os.path.join(workdir, f'{name}.csv'), rows)
@@ -218,6 +221,8 @@ def write_report(config, workdir: str, outcomes) -> dict[str, Any]:
          markdown_table(gap_rows), '## Figures', '']
   md += [f'![{os.path.basename(p)}](figures/{os.path.basename(p)})'
          for p in figs]
+  adv_md, adv = defended.section(config, workdir, results, markdown_table)
+  md += [''] + adv_md if adv_md else []  # issue 26: adversarial training
   extra = transfer_report.write(config, workdir, markdown_table)
   if extra:  # issue 25: the attacker without access to the target
     md += [''] + extra['markdown']
@@ -227,12 +232,13 @@ def write_report(config, workdir: str, outcomes) -> dict[str, Any]:
   with open(path, 'w') as f:
     f.write('\n'.join(md))
   summary = {'table1': t1, 'gap': gap_rows, 'findings': found,
-             'caveats': notes, 'transfer': extra,
+             'caveats': notes, 'transfer': extra, 'adv_train': adv,
              'figures': figs, 'report': path,
              'timings': {f'{t}/{l}': o['timings']
                          for (t, l), o in outcomes.items()}}
   io.write_json(os.path.join(workdir, 'summary.json'), summary)
   print(f'[study] report: {path}', flush=True)
-  for f in found + ((extra or {}).get('findings') or []):
+  for f in found + ((extra or {}).get('findings') or []) + (
+      adv.get('findings') or []):
     print(f'[study] {f["text"]}', flush=True)
   return summary

@@ -41,6 +41,7 @@ from tinyrobust.attacks import config as attack_config_lib
 from tinyrobust.nas import candidate
 from tinyrobust.nas import executors as executors_lib
 from tinyrobust.studies.robustness import config as study_config
+from tinyrobust.studies.robustness import defended
 from tinyrobust.studies.robustness import report
 from tinyrobust.studies.robustness import trained_stage
 from tinyrobust.studies.robustness import transfer_stage
@@ -212,7 +213,8 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, *,
 
 
 def resolve_config(config) -> ml_collections.ConfigDict:
-  """A copy with `study`, `attack` and `hardware` defaults filled."""
+  """A copy with `study`, `attack` and `hardware` defaults filled and the
+  `study.adv_train` copies added (`defended.expand`)."""
   d = config_io.config_json(config)
   s = default_study_config().to_dict()
   s.update(d.get('study') or {})
@@ -221,4 +223,4 @@ def resolve_config(config) -> ml_collections.ConfigDict:
       ml_collections.ConfigDict(d)).to_dict()
   d.setdefault('hardware', {'measure': True})
   d.setdefault('seed', 0)
-  return ml_collections.ConfigDict(d)
+  return ml_collections.ConfigDict(defended.expand(d))
