@@ -188,6 +188,7 @@ def format_worst_case(wc: Mapping[str, Any]) -> list[str]:
            f'(clean {wc["clean_accuracy"]:.4f}):']
   for row in wc['per_eps']:
     routes_txt = ' '.join(f'{r}={a:.4f}' for r, a in row['by_route'].items())
+    only = ' '.join(f'{r}={k}' for r, k in row['only_route'].items())
     lines.append(f'  eps={row["eps"]:.4g} worst={row["robust_accuracy"]:.4f}'
-                 f' | {routes_txt}')
+                 f' | {routes_txt} | broken by this route only: {only}')
   return lines
