@@ -161,3 +161,42 @@ def test_handcrafted_baseline_gets_the_final_retrain_budget(tmp_path):
     with open(tmp_path / d / 'metrics.jsonl') as f:
       assert json.loads(f.readline())['epochs'] == cfg.train.epochs
   assert hand['model_kwargs']['nb_filters'] == 4  # the hand-set TCN
+
+
+def _run_dir(d, cfg, steps):
+  """A fabricated training run: its config and per-epoch journal."""
+  os.makedirs(d)
+  with open(os.path.join(d, 'config.json'), 'w') as f:
+    json.dump(cfg.to_dict(), f)
+  with open(os.path.join(d, 'metrics.jsonl'), 'w') as f:
+    for i, s in enumerate(steps):
+      f.write(json.dumps({'epoch': i + 1, 'step': s}) + '\n')
+
+
+def test_gradient_evaluations_of_each_arm_by_hand(tmp_path):
+  c = _config(seeds=1)
+  c.search_study.adv_train = {'method': 'pgd_at', 'steps': 3,
+                              'check_examples': 50, 'check_steps': 2}
+  b = c.search_study.boards[0]
+  adv = ss.run_config(c, 'tcn', b, 'adv', 0)
+  hand = ss.run_config(c, 'tcn', b, 'handcrafted', 0)
+  at = ss.run_config(c, 'tcn', b, 'advtrain', 0)
+  bs = int(adv.train.batch_size)
+  # A search: two trained trials of 2 epochs (10 steps each) + final.
+  for t in ('trial_0000', 'trial_0001'):
+    _run_dir(str(tmp_path / 's' / 'trials' / t), adv, [10, 20])
+  _run_dir(str(tmp_path / 's' / 'final'), adv, [10, 20, 30])
+  got = ss.run_grad_evals(adv, 'adv', str(tmp_path / 's'), (5000, 900))
+  # Trial attacks: FGSM (1) + PGD (pgd_steps) on max_examples, one eps.
+  per = 1 + int(adv.attack.pgd_steps)
+  n_att = min(int(adv.attack.max_examples), 900)
+  assert got == {'train': (20 + 20 + 30) * bs, 'attack': 2 * n_att * per,
+                 'trials': 2, 'total': 70 * bs + 2 * n_att * per}
+  _run_dir(str(tmp_path / 'h' / 'final'), hand, [10, 20, 30])
+  assert ss.run_grad_evals(hand, 'handcrafted', str(tmp_path / 'h'),
+                           (5000, 900))['total'] == 30 * bs
+  # PGD-AT-3: 4 evaluations per example; 3 epoch checks of PGD-2 on 50.
+  _run_dir(str(tmp_path / 'a' / 'final'), at, [10, 20, 30])
+  assert ss.run_grad_evals(at, 'advtrain', str(tmp_path / 'a'),
+                           (5000, 900))['total'] == 30 * bs * 4 + 3 * 50 * 2
+  assert ss.run_grad_evals(at, 'advtrain', str(tmp_path / 'x')) is None

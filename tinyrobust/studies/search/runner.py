@@ -79,16 +79,18 @@ def adv_train_section(config, run_cfg) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(d)
 
 
-def run_grad_evals(cfg, arm: str, wd: str) -> dict[str, Any] | None:
+def run_grad_evals(cfg, arm: str, wd: str, sizes: tuple[int, int] | None
+                   = None) -> dict[str, Any] | None:
   """Gradient evaluations of one run from its folders (None without a
   trained final model): training of the trials and final model, and the
-  adversarial term's attacks on each trained trial."""
+  adversarial term's attacks on each trained trial. `sizes`: the (train,
+  val) split sizes (default: loaded)."""
   final = os.path.join(wd, 'final')
   if not os.path.exists(os.path.join(final, 'config.json')):
     return None
   rcfg = search.resolve_config(cfg)
-  n_train = len(candidate.load_split(rcfg, 'train').y)
-  n_val = len(candidate.load_split(rcfg, 'val').y)
+  n_train, n_val = sizes or (len(candidate.load_split(rcfg, 'train').y),
+                             len(candidate.load_split(rcfg, 'val').y))
   trials = [] if arm in definitions.TRAINED_ARMS else sorted(
       os.path.join(wd, 'trials', t) for t in os.listdir(os.path.join(
           wd, 'trials')) if os.path.exists(os.path.join(
