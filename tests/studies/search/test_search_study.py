@@ -200,3 +200,12 @@ def test_gradient_evaluations_of_each_arm_by_hand(tmp_path):
   assert ss.run_grad_evals(at, 'advtrain', str(tmp_path / 'a'),
                            (5000, 900))['total'] == 30 * bs * 4 + 3 * 50 * 2
   assert ss.run_grad_evals(at, 'advtrain', str(tmp_path / 'x')) is None
+
+
+def test_one_pair_gives_no_verdict():
+  from tinyrobust.studies.search import definitions  # pylint: disable=g-import-not-at-top
+  v = definitions.verdict([{'adv_minus_noadv_points': 30.0}])
+  assert v['verdict'] == 'too few pairs' and 'at least 2 seeds' in v['text']
+  v = definitions.compare([{'adv_minus_advtrain_points': -5.0}], arm='adv',
+                          baseline='advtrain', metric='test_accuracy')
+  assert v['verdict'] == 'too few pairs' and '-5.0' in v['text']

@@ -53,6 +53,19 @@ def _bootstrap(pairs, key, bootstrap, seed):
   return d, lo, hi
 
 
+def _too_few(d, what: str, diff: str) -> dict[str, Any]:
+  """No verdict from fewer than 2 pairs (a bootstrap of one value has no
+  spread)."""
+  if not d.size:
+    return {'verdict': 'no pairs', 'n_pairs': 0,
+            'text': f'{what}: no paired runs.'}
+  return {'verdict': 'too few pairs', 'n_pairs': 1,
+          'mean_points': float(d[0]),
+          'text': f'{what}: one paired run ({diff} = {float(d[0]):+.1f} '
+                  'points), no interval and no verdict: at least 2 seeds '
+                  'are needed.'}
+
+
 def compare(pairs, *, arm: str, baseline: str, metric: str,
             bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
   """`arm` vs `baseline` judged from paired differences of `metric`
@@ -61,9 +74,9 @@ def compare(pairs, *, arm: str, baseline: str, metric: str,
   key = f'{arm}_minus_{baseline}_points'
   d, lo, hi = _bootstrap(pairs, key, bootstrap, seed)
   what = metric.replace('test_', '').replace('_', ' ')
-  if not d.size:
-    return {'verdict': 'no pairs', 'n_pairs': 0, 'metric': metric,
-            'text': f'{arm} vs {baseline} ({what}): no paired runs.'}
+  if d.size < 2:
+    return _too_few(d, f'{arm} vs {baseline} on {what}',
+                    f'{arm} - {baseline}')
   mean = float(d.mean())
   v = 'better' if lo > 0 else 'worse' if hi < 0 else 'inconclusive'
   how = {'better': f'{arm} is more robust than {baseline}',
@@ -82,8 +95,9 @@ def verdict(pairs, *, bootstrap: int = 1000, seed: int = 0,
   """The study's claim judged from paired differences (bootstrap over
   pairs): holds / hurts / inconclusive, and whether +claim is in the CI."""
   d, lo, hi = _bootstrap(pairs, 'adv_minus_noadv_points', bootstrap, seed)
-  if not d.size:
-    return {'verdict': 'no pairs', 'n_pairs': 0, 'text': 'No paired runs.'}
+  if d.size < 2:
+    return _too_few(d, 'The claim (adv vs noadv on FGSM consistency)',
+                    'adv - noadv')
   mean = float(d.mean())
   if lo > 0:
     what = 'holds: the adversarial term raises FGSM consistency'
