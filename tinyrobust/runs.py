@@ -36,6 +36,7 @@ from tinyrobust import evaluation
 from tinyrobust import hardware
 from tinyrobust import io
 from tinyrobust import results as results_lib
+from tinyrobust import runs_transfer
 from tinyrobust import train as train_lib
 from tinyrobust.attacks import config as attack_config_lib
 from tinyrobust.evaluation import deployed as deployed_lib
@@ -150,10 +151,12 @@ def deployed(model, variables, target: Target, acfg, *, seed: int,
 
 
 def write_records(results, workdir, model, variables, config, ds, threat,
-                  extra=()) -> None:
+                  extra=(), transfer=None) -> None:
   """`results.jsonl`: one `tinyrobust.results` record per attack and eps,
   with the MCU cost fields when `profile.json` exists; `extra` holds
-  `(precision, results)` pairs of other precisions (int8)."""
+  `(precision, results)` pairs of other precisions (int8); `transfer` the
+  `runs_transfer.run` output. Every record's attack names `crafted_on`
+  (source workdirs) and `target`."""
   prof_path = os.path.join(workdir, 'profile.json')
   profile_d = io.read_json(prof_path) if os.path.exists(prof_path) else None
   params = sum(int(getattr(a, 'size', 0)) for a in jax.tree_util.tree_leaves(
@@ -167,6 +170,13 @@ def write_records(results, workdir, model, variables, config, ds, threat,
         dataset={'name': config.data.name, 'split': 'test',
                  'protocol': (ds.meta or {}).get('protocol')},
         threat={**threat, 'precision': precision}, profile=profile_d)
+  for r in recs:
+    r['attack'].update(crafted_on=[workdir], target=workdir, transfer=False)
+  if transfer:
+    recs += runs_transfer.records(
+        transfer, model=recs[0]['model'], dataset=recs[0]['dataset'],
+        threat={**threat, 'precision': 'float32'},
+        norm=recs[0]['threat_model']['norm'])
   io.write_jsonl(os.path.join(workdir, 'results.jsonl'), recs)
 
 
@@ -185,6 +195,9 @@ def attack(config, workdir: str) -> dict[str, Any]:
   target = attack_target(model, config)
   checkpoints.check_variables_fit(model, variables,
                                   target.dataset.x.shape[1:], workdir)
+  plan = runs_transfer.prepare(  # sources checked before any attack
+      config, acfg, workdir, trained_run, lambda m, c: attack_target(
+          m, c, threat=target.threat).problem)
   prob, seed = target.problem, int(config.get('seed', 0))
   results = robustness(prob.apply_fn, variables, target.inputs(), acfg,
                        seed=seed, clip=prob.clip,
@@ -205,9 +218,15 @@ def attack(config, workdir: str) -> dict[str, Any]:
                     'split': 'test', 'model': config.model.name,
                     'training_finished': finished,
                     'attack_config': acfg.to_dict()}
+  if plan is not None:
+    results['transfer'] = runs_transfer.run(
+        plan, acfg, target, variables, workdir=workdir, seed=seed,
+        train_problem=lambda: _xy(attack_target(
+            model, config, threat=target.threat, split='train').problem))
   paths = evaluation.write_results(results, workdir)
   write_records(results, workdir, model, variables, config, target.dataset,
-                results['threat'], extra=extra)
+                results['threat'], extra=extra,
+                transfer=results.get('transfer'))
   evaluation.print_results(
       {**results, 'rows': [r for r in results['rows']
                            if r['precision'] == 'float32']},
@@ -220,6 +239,10 @@ def attack(config, workdir: str) -> dict[str, Any]:
   if 'deployed' in results:
     deployed_lib.print_deployed(results['deployed'])
   return results
+
+
+def _xy(problem):
+  return problem.x, problem.y
 
 
 def _add_deployed(results, dep, tags) -> list[tuple[str, dict[str, Any]]]:

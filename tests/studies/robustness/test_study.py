@@ -11,10 +11,15 @@ from tinyrobust import train
 from tinyrobust.studies.robustness import config as study_config
 from tinyrobust.studies.robustness import runner
 from tinyrobust.studies.robustness import tables
+from tests.studies.robustness import test_study_transfer
 
 
-def _config():
+def _config(transfer=False):
   c = parts.study_base()
+  if transfer:  # issue 25's stages (tests/studies/robustness/test_study_transfer.py)
+    c.attack.transfer = {'attacks': ('pgd',),
+                         'sources': ('mlp_large', 'mlp_tiny')}
+    c.attack.universal = {'eps': (16.0,), 'epochs': 1}
   c.attack.pgd_steps = 3
   c.hardware.measure = False
   c.study.bootstrap = 200
@@ -47,8 +52,9 @@ class Spy:
 def test_study_end_to_end_then_cached(tmp_path, monkeypatch):
   wd = str(tmp_path)
   spy = Spy()
-  summary = runner.run_study(_config(), wd, train_fn=spy)
+  summary = runner.run_study(_config(transfer=True), wd, train_fn=spy)
   assert len(spy.calls) == 3
+  test_study_transfer.check_transfer(wd, summary)
   for name in ('table1.csv', 'gap.csv', 'curves.csv', 'report.md',
                'summary.json', 'figures/image_curves.png',
                'figures/image_tiny_vs_large.png',
@@ -74,9 +80,12 @@ def test_study_end_to_end_then_cached(tmp_path, monkeypatch):
   monkeypatch.setattr(evaluation, 'robustness_run',
                       lambda *a, **k: attacked.append(1) or real(*a, **k))
   spy2 = Spy()
-  again = runner.run_study(_config(), wd, train_fn=spy2)
+  again = runner.run_study(_config(transfer=True), wd, train_fn=spy2)
   assert spy2.calls == [] and attacked == []
   assert again['gap'] == summary['gap']
+  test_study_transfer.check_resume(wd, monkeypatch,
+                                   lambda: runner.run_study(
+                                       _config(transfer=True), wd))
 
 
 def _config_resolved():

@@ -1,88 +1,69 @@
-"""The study's transfer and universal stages (issue 25): the diagonal equals
-the white-box stage, records name source and target, units resume."""
+"""The study's transfer and universal stages (issue 25).
+
+The stages run inside `test_study.py`'s end-to-end study (its models are
+trained once): `check_transfer` and `check_resume` are called from there.
+This file's own tests cover the config reader without training anything.
+"""
 
 import glob
 import os
 
+import ml_collections
 import numpy as np
 import pytest
 
-from experiments.configs.study import parts
+from tinyrobust.attacks import config as attack_config
 from tinyrobust.attacks import universal
-from tinyrobust.studies.robustness import runner
 from tinyrobust.studies.robustness import transfer_stage
 
-
-def _config():
-  c = parts.study_base(autoattack=False)
-  c.attack.pgd_steps = 3
-  c.attack.max_examples = 60
-  c.attack.batch_size = 32
-  c.hardware.measure = False
-  c.study.bootstrap = 100
-  c.attack.transfer = {'attacks': ('pgd', 'mi-fgsm'), 'ensemble': True,
-                       'options': {'mi-fgsm': {'steps': 3}}}
-  c.attack.universal = {'eps': (16.0,), 'epochs': 1, 'batch_size': 128}
-  digits = parts.data_config('digits', epochs=1, lr=1e-2, batch_size=64)
-  c.tasks.image = parts.task('pixel/255', (0.0, 8.0, 16.0))
-  m = c.tasks.image.models
-  m.mlp_tiny = parts.entry(digits, 'tiny', 'mlp', raw=True, hidden=(8,))
-  m.mlp_tiny2 = parts.entry(digits, 'tiny', 'mlp', raw=True, hidden=(6,))
-  m.mlp_large = parts.entry(digits, 'large', 'mlp', raw=True, hidden=(32,))
-  return c
+SOURCES = ('mlp_large', 'mlp_tiny')  # test_study._config(transfer=True)
+MODELS = ('mlp_tiny', 'cnn_tiny', 'mlp_large')
 
 
-@pytest.fixture(scope='module')
-def study(tmp_path_factory):
-  wd = str(tmp_path_factory.mktemp('study_transfer'))
-  return wd, runner.run_study(_config(), wd)
-
-
-def test_diagonal_equals_white_box_and_records_name_source_and_target(study):
-  wd, summary = study
+def check_transfer(wd, summary):
+  """The diagonal equals the white-box stage; records name source and
+  target; findings, table, figure; the universal perturbation's file."""
   tr = summary['transfer']
-  # Every model x the white-box stage's attacks that transfer crafts (pgd).
   assert {(d['model'], d['attack']) for d in tr['diagonal']} == {
-      (l, 'pgd') for l in ('mlp_tiny', 'mlp_tiny2', 'mlp_large')}
+      (s, 'pgd') for s in SOURCES}
   assert tr['diagonal_equal']
-  # Independently: the white-box stage's per-example robust flags.
+  # Independently of the report: the white-box stage's per-example flags.
   recs, ex = transfer_stage.load_unit(
       os.path.join(wd, 'transfer', 'image__pgd__mlp_large.json'))
   with np.load(os.path.join(wd, 'models', 'image__mlp_large',
                             'attack_examples.npz')) as z:
     np.testing.assert_array_equal(ex[('mlp_large', 'mlp_large')]['robust'],
                                   z['pgd__robust'])
-  assert {(r['crafted_on'], r['target']) for r in recs} == {
-      ('mlp_large', t) for t in ('mlp_tiny', 'mlp_tiny2', 'mlp_large')}
+  assert {(r['crafted_on'], r['target'], r['white_box']) for r in recs} == {
+      ('mlp_large', t, t == 'mlp_large') for t in MODELS}
   srcs = {os.path.basename(p).split('__')[2][:-5] for p in glob.glob(
-      os.path.join(wd, 'transfer', 'image__mi-fgsm__*.json'))}
-  assert srcs == {'mlp_tiny', 'mlp_tiny2', 'mlp_large', 'ensemble[tiny]'}
-  # Findings with intervals and the comparison table, per model and eps.
-  f = [x for x in tr['findings'] if x['case'] == 'large']
-  assert f and all(x['lo'] <= x['rate'] <= x['hi'] for x in f)
-  assert {(r['model'], r['eps']) for r in tr['attacker_table']} == {
-      (l, 16.0) for l in ('mlp_tiny', 'mlp_tiny2', 'mlp_large')}
+      os.path.join(wd, 'transfer', 'image__pgd__*.json'))}
+  assert srcs == set(SOURCES) | {'ensemble[tiny]'}
+  found = {f['case']: f for f in tr['findings']}
+  assert set(found) == {'large', 'tiny'}
+  assert sorted(found['large']['pairs']) == [['mlp_large', 'cnn_tiny'],
+                                             ['mlp_large', 'mlp_tiny']]
+  assert found['tiny']['pairs'] == [['mlp_tiny', 'mlp_large']]
+  assert all(f['lo'] <= f['rate'] <= f['hi'] for f in found.values())
+  rows = {r['model']: r for r in tr['attacker_table']}
+  assert set(rows) == set(MODELS) and all(r['eps'] == 16.0
+                                          for r in rows.values())
+  assert rows['mlp_large']['transfer_best_source'] == 'mlp_tiny (pgd)'
+  assert rows['cnn_tiny']['transfer_ensemble_large'] is None  # one large
   assert os.path.getsize(os.path.join(wd, 'figures',
                                       'image_transfer_pgd.png')) > 0
   assert 'Diagonal check' in open(os.path.join(wd, 'report.md')).read()
-
-
-def test_universal_saved_with_protocol_inside_ball(study):
-  wd, summary = study
   uap = universal.load_universal(os.path.join(
       wd, 'universal', 'image__mlp_tiny__eps16.npz'))
   assert uap.delta.shape == (8, 8, 1)
   assert np.max(np.abs(uap.delta)) <= 16 / 255 + 1e-6
-  assert uap.protocol['eps_in_units'] == 16.0
   assert uap.protocol['split'] == 'train' and uap.protocol['sources'] == [
       'mlp_tiny']
-  row = [r for r in summary['transfer']['attacker_table']
-         if r['model'] == 'mlp_tiny'][0]
-  assert 0 <= row['universal_own'] <= row['clean']
+  assert 0 <= rows['mlp_tiny']['universal_own'] <= rows['mlp_tiny']['clean']
 
 
-def test_killed_transfer_stage_resumes_only_missing_units(study, monkeypatch):
-  wd, _ = study
+def check_resume(wd, monkeypatch, rerun):
+  """A deleted (killed) transfer unit is the only work a re-run does."""
   victim = os.path.join(wd, 'transfer', 'image__pgd__mlp_tiny.json')
   os.remove(victim)
   calls = []
@@ -92,5 +73,25 @@ def test_killed_transfer_stage_resumes_only_missing_units(study, monkeypatch):
                           s, *a, **k))
   monkeypatch.setattr(transfer_stage.universal_lib, 'fit_universal',
                       lambda *a, **k: pytest.fail('universal re-fitted'))
-  runner.run_study(_config(), wd)
+  rerun()
   assert calls == [['mlp_tiny']] and os.path.exists(victim)
+
+
+def _acfg(**section):
+  return attack_config.attack_config(ml_collections.ConfigDict(
+      {'attack': {'attacks': ['fgsm', 'pgd'], 'pgd_steps': 4, **section}}))
+
+
+def test_transfer_options_follow_the_white_box_attack():
+  acfg = _acfg(transfer={'attacks': ['pgd', 'mi-fgsm'],
+                         'options': {'mi-fgsm': {'steps': 3}}},
+               universal={'eps': 0.5})
+  tcfg = attack_config.transfer_config(acfg)
+  opts = attack_config.transfer_attack_options(acfg, tcfg, clip=(0, 1))
+  assert opts['pgd'] == attack_config.attack_options(acfg, clip=(0, 1))['pgd']
+  assert opts['mi-fgsm']['steps'] == 3 and opts['mi-fgsm']['clip'] == (0, 1)
+  assert attack_config.attack_index(acfg, 'pgd') == 1
+  assert attack_config.universal_config(acfg)['eps'] == (0.5,)
+  # Absent subsections change nothing (the white-box caches' keys).
+  assert 'transfer' not in _acfg().to_dict()
+  assert attack_config.transfer_config(_acfg()) is None

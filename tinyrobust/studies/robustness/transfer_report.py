@@ -114,8 +114,9 @@ def findings(config, tr) -> list[dict[str, Any]]:
           eps = eps_u * study_config.unit(
               task, config.tasks[task].eps_units).scale
           for name, srcs, tgts in cases:
-            if not srcs or not tgts or not all(
-                (s, t) in res.examples for s in srcs for t in tgts):
+            srcs = [s for s in srcs if tgts and all(
+                (s, t) in res.examples for t in tgts if t != s)]
+            if not srcs or not tgts:
               continue
             f = transfer_lib.transfer_finding(
                 res, sources=srcs, targets=tgts, eps=eps,
