@@ -112,7 +112,9 @@ def check_outcome(results: Sequence[Mapping[str, Any]], workdir: str
     return
   failed = [r for r in results if r.get('status') == 'failed']
   env = [r for r in failed if is_retried(r)]
-  first = (failed[0].get('error') or '')[:400] if failed else ''
+  first = (failed[0].get('error') or '') if failed else ''
+  if len(first) > 600:
+    first = first[:600] + ' [...; the whole error is in trials.jsonl]'
   msg = (f'No trial of the search in {workdir!r} succeeded: '
          f'{reasons(results)}.')
   if first:
