@@ -21,7 +21,8 @@ import tempfile
 from tests.misuse import sweep
 
 AREAS = ('attacks', 'cli', 'concurrency', 'data', 'evaluation', 'hardware',
-         'io', 'journals', 'models', 'search', 'targets', 'workdirs')
+         'io', 'journals', 'models', 'search', 'targets', 'transfer',
+         'workdirs')
 
 
 def tally(areas=AREAS) -> collections.Counter:
