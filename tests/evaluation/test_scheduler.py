@@ -37,15 +37,49 @@ def _kernels():
                                     random_start=False)}
 
 
-def test_bucket_sizes_are_full_steps_then_step_over_a_power_of_four():
+def test_bucket_sizes_are_full_steps_then_step_over_a_power_of_growth():
   assert scheduler.bucket_sizes(600, 256) == [256, 256, 256]
   assert scheduler.bucket_sizes(560, 256) == [256, 256, 64]
-  assert scheduler.bucket_sizes(3, 256) == [16]
+  assert scheduler.bucket_sizes(3, 256) == [8]
   assert scheduler.bucket_sizes(0, 256) == []
   assert scheduler.bucket_sizes(200, 256) == [256]
-  assert scheduler.bucket_sizes(9, 64, min_bucket=8, multiple=3) == [18]
+  assert scheduler.bucket_sizes(129, 256) == [256]
+  assert scheduler.bucket_sizes(127, 256) == [128]
+  assert scheduler.bucket_sizes(9, 64, min_bucket=8, multiple=3) == [9]
   assert scheduler.bucket_sizes(3, 4) == [4]
-  assert scheduler.bucket_sizes(9, 64, growth=2) == [16]
+  # growth 4: fewer shapes, more padding
+  assert scheduler.bucket_sizes(3, 256, growth=4) == [16]
+  assert scheduler.bucket_sizes(127, 256, growth=4) == [256]
+  assert scheduler.bucket_sizes(9, 64, min_bucket=8, multiple=3,
+                                growth=4) == [18]
+  for n in range(1, 300):  # padding never exceeds the growth factor
+    last = scheduler.bucket_sizes(n, 256)[-1]
+    rest = n % 256 or 256
+    assert rest <= last <= max(2 * rest, 8), n
+
+
+def test_consistency_false_attacks_only_clean_correct_points():
+  # Deterministic kernels: robust counts are the same either way; without
+  # consistency the misclassified points are never attacked and count as
+  # consistent (x_adv = x).
+  x, y, v = _digits()
+  kernels = _kernels()
+  full = scheduler.Scheduler(_linear, kernels, GRID, batch_size=256).run(
+      v, x, y, seed=0)
+  sch = scheduler.Scheduler(_linear, kernels, GRID, batch_size=256,
+                            consistency=False)
+  fast = sch.run(v, x, y, seed=0)
+  ok = fast['fgsm']['examples']['clean']
+  attacked = np.concatenate([c[3] for c in sch.calls])
+  assert ok.all() or not np.isin(np.flatnonzero(~ok), attacked).any()
+  assert np.isin(np.flatnonzero(ok), attacked).all()
+  for name in kernels:
+    assert fast[name]['robust'] == full[name]['robust'], name
+    assert all(f >= c for f, c in zip(fast[name]['consistent'],
+                                      full[name]['consistent']))
+  with pytest.raises(ValueError, match='consistency'):
+    scheduler.Scheduler(_linear, kernels, GRID, batch_size=8,
+                        consistency='yes')
 
 
 def test_equals_masked_evaluator_for_deterministic_kernels():

@@ -24,6 +24,9 @@ and its two views `evaluate_robustness` (results) and
 the model checks and the random-noise baseline of
 `tinyrobust.evaluation.sanity` unless `sanity_checks=False`.
 
+An evaluator turns on JAX's persistent compilation cache
+(`tinyrobust.compile_cache.enable`), so re-runs load their programs.
+
 Attacks are plug-ins: any name in `tinyrobust.attacks.list_attacks()` can be
 listed in a config's `attack.attacks`; its metric keys are built from the
 name (`<name>_consistency`, `<name>_robust_accuracy`).
@@ -41,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tinyrobust import attacks as attacks_lib
+from tinyrobust import compile_cache
 from tinyrobust import io
 from tinyrobust import sharding
 from tinyrobust.attacks import config as attack_config_lib
@@ -64,16 +68,21 @@ class RobustnessEvaluator:
     batch_size: requested examples per step (capped at the data size).
     mesh: the 1-D device mesh the batch axis is sharded over.
     engine: 'scheduler' (default) or 'sweep' (see the module docstring).
+    consistency: 'scheduler' engine only: False attacks only the
+      clean-correct points with one-stage attacks (robust accuracy only;
+      `consistent` then counts misclassified points as consistent, see
+      `scheduler`).
   """
 
   def __init__(self, apply_fn: Callable, attacks: Mapping[str, Callable],
                eps_grid: Sequence[float], *, batch_size: int,
                devices: Sequence[jax.Device] | None = None,
-               engine: str = 'scheduler'):
+               engine: str = 'scheduler', consistency: bool = True):
     if engine not in ENGINES:
       raise ValueError(f'Unknown evaluation engine {engine!r}. Valid: '
                        f'{", ".join(ENGINES)}.')
     self.engine = engine
+    compile_cache.enable()
     self.apply_fn = apply_fn
     self.attacks = {n: attacks_lib.as_attack(n, a) for n, a in
                     attacks.items()}
@@ -84,7 +93,7 @@ class RobustnessEvaluator:
     self._craft_fns = {}
     self._scheduler = scheduler.Scheduler(
         apply_fn, self.attacks, self.eps_grid, batch_size=self.batch_size,
-        devices=devices)
+        devices=devices, consistency=consistency)
 
   def _shardings(self):
     """in_shardings of `(variables, x, y, key, grid)`, and the `[E, B]`
@@ -214,10 +223,10 @@ class RobustnessEvaluator:
     variables, grid = self._placed(variables, x)
     out = {}
     for a_idx, (name, fn) in enumerate(self._fns.items()):
-      c = _zero_counts(len(self.eps_grid))
+      c = summary.zero_counts(len(self.eps_grid))
       start = time.perf_counter()
       for key, xb, yb, n_valid in self._batches(x, y, a_idx, seed):
-        _add_counts(c, fn(variables, xb, yb, key, grid), yb, n_valid)
+        summary.add_counts(c, fn(variables, xb, yb, key, grid), yb, n_valid)
       c['seconds'] = time.perf_counter() - start
       ex = c['examples']
       c['examples'] = {'clean': np.concatenate(ex['clean']),
@@ -243,36 +252,6 @@ class RobustnessEvaluator:
            for key, xb, yb, n_valid in self._batches(x, y, a_idx, seed)],
           axis=1)
     return out
-
-
-def _zero_counts(n_eps: int) -> dict[str, Any]:
-  z = lambda: np.zeros(n_eps, np.int64)
-  return {'clean_correct': 0, 'clean_nonfinite': 0, 'robust': z(),
-          'consistent': z(), 'adv_nonfinite': z(),
-          'broken_by': [{} for _ in range(n_eps)],
-          'examples': {'clean': [], 'robust': [], 'consistent': []}}
-
-
-def _add_counts(c, outputs, yb, n_valid: int) -> None:
-  """Adds one batch's outcomes (`summary.outcomes`) to the counts and
-  per-example records."""
-  clean_pred, clean_fin, adv_pred, adv_fin, stage = (np.asarray(o)
-                                                     for o in outputs)
-  yv = np.asarray(yb)[:n_valid]
-  for per_eps, st in zip(c['broken_by'], stage[:, :n_valid]):
-    for k, count in zip(*np.unique(st[st >= 0], return_counts=True)):
-      per_eps[int(k)] = per_eps.get(int(k), 0) + int(count)
-  clean_fin = clean_fin[:n_valid]
-  adv_fin = adv_fin[:, :n_valid]
-  o = summary.outcomes(yv, clean_pred[:n_valid], clean_fin,
-                       adv_pred[:, :n_valid], adv_fin)
-  c['clean_correct'] += int(o['clean'].sum())
-  c['clean_nonfinite'] += int((~clean_fin).sum())
-  c['robust'] += o['robust'].sum(axis=1)
-  c['consistent'] += o['consistent'].sum(axis=1)
-  c['adv_nonfinite'] += (~adv_fin).sum(axis=1)
-  for k in ('clean', 'robust', 'consistent'):
-    c['examples'][k].append(o[k])
 
 
 @dataclasses.dataclass

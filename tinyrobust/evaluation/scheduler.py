@@ -7,9 +7,9 @@ who import them. For each attack, in ascending eps, for each of its stages
 (an AutoAttack cascade has several, any other attack is one stage):
 
 1. gather the points still open into buckets: full batches of the step size,
-   the remainder padded to a power of two (at least `min_bucket`), so each
-   stage compiles for a bounded set of shapes (at most
-   `log2(step / min_bucket) + 2` per stage);
+   the remainder padded to the next `step / growth**k` (at least
+   `min_bucket`), so each stage compiles for a bounded set of shapes (at
+   most `log_growth(step / min_bucket) + 2` per stage);
 2. run the stage on each bucket (kernels are called eagerly with concrete
    arrays, so their `loop='auto'` steps are driven from the host on CPU);
 3. scatter the outcome back: a point whose prediction changed (or whose
@@ -33,10 +33,14 @@ plus the regression rate times the points decided before eps k.
 Which points are open. For a cascade (AutoAttack), a point misclassified
 on the clean input is done before any attack (stage 0, 'clean', consistent
 because its adversarial input is x itself), as in AutoAttack. For a
-one-stage attack (FGSM, PGD, ...) misclassified points are attacked too,
-so that consistency (prediction on x_adv equals the prediction on x, the
-study's "adversarial accuracy") is measured as before; for them the witness
-is a change of the (wrong) prediction.
+one-stage attack (FGSM, PGD, ...) misclassified points are attacked too
+(`consistency=True`, the default), so that consistency (prediction on x_adv
+equals the prediction on x, the study's "adversarial accuracy") is
+measured; for them the witness is a change of the (wrong) prediction. With
+`consistency=False` a one-stage attack is treated like a cascade: only the
+clean-correct points are attacked (what robust accuracy needs, and what
+AutoAttack and torchattacks do), and the misclassified ones count as
+consistent (x_adv = x), so `consistent` is then not the study's metric.
 
 Keys: bucket `b` of stage `s` at eps index `k` of attack `a` uses
 `fold_in(fold_in(fold_in(key(seed), a), k * n_stages + s), b)`; buckets are
@@ -73,13 +77,14 @@ _timed = scheduler_state.timed
 
 
 def bucket_sizes(n_open: int, step: int, *, min_bucket: int = 8,
-                 multiple: int = 1, growth: int = 4) -> list[int]:
+                 multiple: int = 1, growth: int = 2) -> list[int]:
   """Bucket sizes for `n_open` points: full `step`s, then the remainder
   padded to the smallest allowed size that holds it. Allowed sizes are
   `step / growth**k` down to `min_bucket`, rounded up to `multiple` (the
-  device count): with growth 4 a stage compiles for at most
-  `log4(step / min_bucket) + 1` shapes and pads at most 4x (compile time,
-  not padding, dominates small evaluations on CPU)."""
+  device count): a stage compiles for at most
+  `log_growth(step / min_bucket) + 1` shapes and pads at most `growth`x
+  (growth 2 by default: the attacks' run time, not their compile, which
+  the persistent compilation cache keeps across runs, dominates)."""
   sizes = [step] * (n_open // step)
   rest = n_open - step * len(sizes)
   if rest:
@@ -91,12 +96,12 @@ def bucket_sizes(n_open: int, step: int, *, min_bucket: int = 8,
   return sizes
 
 
-def _buckets(idx: np.ndarray, step: int, min_bucket: int, multiple: int
-             ) -> Iterator[tuple[np.ndarray, int]]:
+def _buckets(idx: np.ndarray, step: int, min_bucket: int, multiple: int,
+             growth: int) -> Iterator[tuple[np.ndarray, int]]:
   """(indices padded to the bucket size by repeating the first, n_valid)."""
   lo = 0
   for size in bucket_sizes(len(idx), step, min_bucket=min_bucket,
-                           multiple=multiple):
+                           multiple=multiple, growth=growth):
     part = idx[lo:lo + size]
     lo += len(part)
     yield np.concatenate([part, np.repeat(part[:1], size - len(part))]), \
@@ -137,13 +142,19 @@ class Scheduler:
     eps_grid: the radii as given (results keep this order).
     batch_size, mesh: the step size cap and the 1-D device mesh.
     min_bucket: smallest padded bucket.
+    growth: ratio between allowed bucket sizes (2: at most 2x padding and
+      `log2(step / min_bucket) + 1` compiled shapes per stage; 4: half the
+      shapes, up to 4x padding).
     audit: points re-attacked per eps for the raw per-eps outcome.
+    consistency: also attack clean-misclassified points with one-stage
+      attacks (see the module docstring).
   """
 
   def __init__(self, apply_fn: Callable, attacks: Mapping[str, Callable],
                eps_grid: Sequence[float], *, batch_size: int,
                devices: Sequence[jax.Device] | None = None,
-               min_bucket: int = 8, audit: int = 32):
+               min_bucket: int = 8, audit: int = 32, growth: int = 2,
+               consistency: bool = True):
     self.apply_fn = apply_fn
     self.attacks = {n: attack_registry.as_attack(n, a)
                     for n, a in attacks.items()}
@@ -154,12 +165,15 @@ class Scheduler:
                        f'numbers >= 0, got {eps_grid!r}.')
     for name, value, lo in (('batch_size', batch_size, 1),
                             ('min_bucket', min_bucket, 1),
-                            ('audit', audit, 0)):
+                            ('audit', audit, 0), ('growth', growth, 2)):
       if isinstance(value, bool) or not isinstance(value, (int, np.integer)
                                                    ) or value < lo:
         raise ValueError(f'{name} must be an int >= {lo}, got {value!r}.')
     self.batch_size, self.min_bucket = int(batch_size), int(min_bucket)
-    self.audit = int(audit)
+    self.audit, self.growth = int(audit), int(growth)
+    if not isinstance(consistency, bool):
+      raise ValueError(f'consistency must be a bool, got {consistency!r}.')
+    self.consistency = consistency
     self.mesh = sharding.batch_mesh(devices)
     self._order = np.argsort(self.eps_grid, kind='stable')
     self._predict = jax.jit(self._predict_fn)
@@ -185,16 +199,18 @@ class Scheduler:
   def warm_sizes(self, n: int) -> list[int]:
     """Bucket sizes a run over `n` points can use: exactly
     `bucket_sizes(n, step)` when one attack pass over every point is all
-    there is (one-stage attacks, one nonzero eps), else every power of two
-    in [min_bucket, step] and the step itself."""
+    there is (one-stage attacks attacking every point, one nonzero eps),
+    else every allowed bucket size in [min_bucket, step] and the step."""
     step = sharding.step_batch_size(self.batch_size, n, self.mesh)
     nonzero = np.unique(self.eps_grid[self.eps_grid > 0])
     cascade = any(getattr(a, 'stages', None) for a in self.attacks.values())
-    if len(nonzero) <= 1 and not cascade:
+    if len(nonzero) <= 1 and not cascade and self.consistency:
       return sorted(set(bucket_sizes(n, step, min_bucket=self.min_bucket,
-                                     multiple=self.mesh.size)))
+                                     multiple=self.mesh.size,
+                                     growth=self.growth)))
     return sorted({bucket_sizes(r, step, min_bucket=self.min_bucket,
-                                multiple=self.mesh.size)[-1]
+                                multiple=self.mesh.size,
+                                growth=self.growth)[-1]
                    for r in range(1, step + 1)})
 
   def precompile(self, variables, x: np.ndarray) -> float:
@@ -263,7 +279,8 @@ class Scheduler:
     step = sharding.step_batch_size(self.batch_size, n, self.mesh)
     fingerprint = scheduler_state.fingerprint(
         x, y, self.attacks, self.eps_grid, seed, step, self.audit,
-        self.min_bucket, stages_of)
+        self.min_bucket, stages_of,
+        extra={'growth': self.growth, 'consistency': self.consistency})
     store = scheduler_state.StateFile(state_path, fingerprint, self.attacks,
                                       n, len(self.eps_grid), save_every)
     states = store.load()
@@ -289,7 +306,8 @@ class Scheduler:
     # Points settled before any attack (idempotent, so also on resume):
     # non-finite clean outputs, and for a cascade the clean
     # misclassifications (AutoAttack's stage 0).
-    settled = ~clean_fin | ((clean_pred != y) if cascade else False)
+    attack_wrong = self.consistency and not cascade
+    settled = ~clean_fin | ((clean_pred != y) if not attack_wrong else False)
     st.decided_at[settled] = 0
     st.stage_of[settled] = 0
     st.nonfinite[~clean_fin] = True
@@ -313,7 +331,8 @@ class Scheduler:
       kernel = self._callable(kernel)
       key = jax.random.fold_in(root, k * n_stages + s)
       for b, (bidx, n_valid) in enumerate(
-          _buckets(idx, step, self.min_bucket, self.mesh.size)):
+          _buckets(idx, step, self.min_bucket, self.mesh.size,
+                   self.growth)):
         if b < b0:
           continue
         with _timed(st.times, stage_name):

@@ -99,7 +99,7 @@ class AttackState:
 
 
 def fingerprint(x, y, attacks, grid, seed, step, audit, min_bucket,
-                stages_of: Callable) -> str:
+                stages_of: Callable, extra: Mapping | None = None) -> str:
   """sha256 of everything a resumed run must share with the saved one."""
   h = hashlib.sha256()
   h.update(np.ascontiguousarray(x).tobytes())
@@ -110,7 +110,8 @@ def fingerprint(x, y, attacks, grid, seed, step, audit, min_bucket,
                      attacks.items()},
           'grid': [float(e) for e in grid], 'seed': int(seed),
           'step': int(step), 'audit': int(audit),
-          'min_bucket': int(min_bucket), 'version': STATE_VERSION}
+          'min_bucket': int(min_bucket), 'version': STATE_VERSION,
+          **jsonable(dict(extra or {}))}
   h.update(json.dumps(meta, sort_keys=True, default=str).encode())
   return h.hexdigest()
 

@@ -155,3 +155,34 @@ def metrics_at(results: Mapping[str, Any], eps_index: int = 0, *,
     out[f'{prefix}{name}_consistency'] = float(p['consistency'])
     out[f'{prefix}{name}_robust_accuracy'] = float(p['robust_accuracy'])
   return out
+
+
+def zero_counts(n_eps: int) -> dict[str, Any]:
+  """Empty per-eps counts (the sweep engine's accumulator)."""
+  z = lambda: np.zeros(n_eps, np.int64)
+  return {'clean_correct': 0, 'clean_nonfinite': 0, 'robust': z(),
+          'consistent': z(), 'adv_nonfinite': z(),
+          'broken_by': [{} for _ in range(n_eps)],
+          'examples': {'clean': [], 'robust': [], 'consistent': []}}
+
+
+def add_counts(c, outputs, yb, n_valid: int) -> None:
+  """Adds one batch's outcomes (`summary.outcomes`) to the counts and
+  per-example records."""
+  clean_pred, clean_fin, adv_pred, adv_fin, stage = (np.asarray(o)
+                                                     for o in outputs)
+  yv = np.asarray(yb)[:n_valid]
+  for per_eps, st in zip(c['broken_by'], stage[:, :n_valid]):
+    for k, count in zip(*np.unique(st[st >= 0], return_counts=True)):
+      per_eps[int(k)] = per_eps.get(int(k), 0) + int(count)
+  clean_fin = clean_fin[:n_valid]
+  adv_fin = adv_fin[:, :n_valid]
+  o = outcomes(yv, clean_pred[:n_valid], clean_fin,
+                       adv_pred[:, :n_valid], adv_fin)
+  c['clean_correct'] += int(o['clean'].sum())
+  c['clean_nonfinite'] += int((~clean_fin).sum())
+  c['robust'] += o['robust'].sum(axis=1)
+  c['consistent'] += o['consistent'].sum(axis=1)
+  c['adv_nonfinite'] += (~adv_fin).sum(axis=1)
+  for k in ('clean', 'robust', 'consistent'):
+    c['examples'][k].append(o[k])
