@@ -20,9 +20,9 @@ import tempfile
 
 from tests.misuse import sweep
 
-AREAS = ('attacks', 'cli', 'concurrency', 'data', 'evaluation', 'hardware',
-         'io', 'journals', 'models', 'search', 'targets', 'transfer',
-         'workdirs')
+AREAS = ('adv_train', 'attacks', 'cli', 'concurrency', 'data', 'evaluation',
+         'hardware', 'io', 'journals', 'models', 'search', 'targets',
+         'transfer', 'workdirs')
 
 
 def tally(areas=AREAS) -> collections.Counter:
