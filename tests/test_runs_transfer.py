@@ -9,11 +9,13 @@ import ml_collections
 import numpy as np
 import pytest
 
+from tinyrobust import data as data_lib
 from tinyrobust import io as io_lib
 from tinyrobust import models
 from tinyrobust import results as results_lib
 from tinyrobust import runs
 from tinyrobust import train
+from tinyrobust.evaluation import inputs
 
 
 def _runs(tmp_path, monkeypatch):
@@ -96,3 +98,48 @@ def test_bad_sources_named_before_any_attack(tmp_path, monkeypatch, sources,
   with pytest.raises(ValueError, match=match):
     runs.attack(_config(srcs), target)
   assert not called
+
+
+def test_db_budget_reported_both_ways_and_transfers(tmp_path, monkeypatch,
+                                                    shared_data_dir):
+  """Speech Commands waveforms, eps as SNR in dB: the radius per clip is
+  rms(x) 10^(-dB/20) (closed form), and a copy of the target as the source
+  gives the white-box numbers."""
+  del shared_data_dir
+  data = {'name': 'speech_commands', 'options': {'features': 'waveform',
+                                                 'seed': 0}}
+  model = models.get_model('mlp', num_classes=12, hidden=(4,))
+  v = model.init(jax.random.key(0), jnp.zeros((1, 16000)))
+  base = ml_collections.ConfigDict({'seed': 0, 'data': data, 'model': {
+      'name': 'mlp'}, 'train': {}})
+  served = {}
+  for name in ('target', 'copy'):
+    d = str(tmp_path / name)
+    os.makedirs(d)
+    io_lib.write_json(os.path.join(d, 'config.json'), base.to_dict())
+    served[d] = (model, v, base)
+  monkeypatch.setattr(train, 'load_trained',
+                      lambda wd: served[os.path.abspath(wd)])
+  target, copy = (str(tmp_path / n) for n in ('target', 'copy'))
+  c = ml_collections.ConfigDict(base.to_dict())
+  c.threat = {'eps_units': 'dB'}
+  c.attack = {'attacks': ['pgd'], 'eps_grid': [20.0, 40.0], 'pgd_steps': 2,
+              'batch_size': 8, 'max_examples': 8,
+              'transfer': {'sources': [copy], 'attacks': ['pgd']}}
+  res = runs.attack(c, target)
+  per_eps = res['attacks']['pgd']['per_eps']
+  assert [p['eps_db'] for p in per_eps] == [40.0, 20.0]  # r ascending
+  assert [p['eps'] for p in per_eps] == pytest.approx([0.01, 0.1])
+  x = data_lib.load(  # the evaluated clips
+      'speech_commands', 'test', **data['options']).x
+  x = x[inputs.subset_indices(len(x), 8, 0)].astype(np.float64)
+  rms = np.sqrt(np.mean(x ** 2, axis=1))
+  assert per_eps[1]['eps_linf_mean'] == pytest.approx(rms.mean() * 0.1,
+                                                      rel=1e-5)
+  assert per_eps[0]['eps_linf_max'] == pytest.approx(rms.max() * 0.01,
+                                                     rel=1e-5)
+  assert res['eps_protocol']['eps_units'] == 'dB'
+  rows = {r['eps_in_units']: r for r in res['transfer']['rows']}
+  assert set(rows) == {20.0, 40.0}
+  for p in per_eps:
+    assert rows[p['eps_db']]['robust_accuracy'] == p['robust_accuracy']

@@ -39,6 +39,7 @@ from tinyrobust import results as results_lib
 from tinyrobust import runs_transfer
 from tinyrobust import train as train_lib
 from tinyrobust.attacks import config as attack_config_lib
+from tinyrobust.evaluation import db_budget
 from tinyrobust.evaluation import deployed as deployed_lib
 from tinyrobust.evaluation import threat_space
 
@@ -199,14 +200,21 @@ def attack(config, workdir: str) -> dict[str, Any]:
       config, acfg, workdir, trained_run, lambda m, c: attack_target(
           m, c, threat=target.threat).problem)
   prob, seed = target.problem, int(config.get('seed', 0))
-  results = robustness(prob.apply_fn, variables, target.inputs(), acfg,
-                       seed=seed, clip=prob.clip,
-                       eps_scale=prob.eps_scale).results
+  db_overrides, db = db_budget.evaluator_overrides(  # dB: the r grid
+      prob, acfg, target.threat['eps_units'])
+  run = robustness(prob.apply_fn, variables, target.inputs(), acfg,
+                   seed=seed, clip=prob.clip, eps_scale=prob.eps_scale,
+                   **db_overrides)
+  results = run.results
+  if db is not None:  # eps both ways: dB and the radius
+    db_budget.annotate(results, prob.x if run.indices is None else
+                       prob.x[run.indices], db, acfg.norm)
   finished = train_lib.is_finished(workdir)
   if not finished:
     logging.warning('%s has not finished training; attacking its best '
                     'checkpoint so far.', workdir)
-  tags = {'space': prob.space, 'eps_units': prob.eps_units}
+  tags = {'space': prob.space, 'eps_units': prob.eps_units if db is None
+          else db_budget.snr.RATIO_UNITS}  # dB rows: eps is r, + eps_db
   results['threat'] = {**target.threat, **tags, 'info': prob.info}
   for row in results['rows']:
     row.update(tags, precision='float32', crafted_on='float32')

@@ -31,7 +31,10 @@ import numpy as np
 from tinyrobust import config_io
 from tinyrobust import results as results_lib
 from tinyrobust.attacks import config as attack_config_lib
+from tinyrobust.attacks import registry
+from tinyrobust.attacks import snr
 from tinyrobust.attacks import universal as universal_lib
+from tinyrobust.evaluation import db_budget
 from tinyrobust.evaluation import inputs
 from tinyrobust.evaluation import transfer as transfer_lib
 
@@ -105,6 +108,12 @@ def _rows(result, to_units, workdir):
   return rows
 
 
+def _relative(name: str, options, norm: str) -> Callable:
+  """`apply_fn -> Attack` reading eps as the ratio r (dB threats)."""
+  return lambda f: snr.relative_attack(
+      registry.get_attack(name, f, **options), norm=norm)
+
+
 def run(plan: Plan, acfg, target, variables, *, workdir: str, seed: int,
         train_problem: Callable) -> dict[str, Any]:
   """Transfer and universal evaluations of the target (module docstring).
@@ -118,7 +127,11 @@ def run(plan: Plan, acfg, target, variables, *, workdir: str, seed: int,
   prob = target.problem
   idx = inputs.subset_indices(len(prob.y), acfg.get('max_examples'), seed)
   x, y = (prob.x, prob.y) if idx is None else (prob.x[idx], prob.y[idx])
+  db = db_budget.is_db(target.threat['eps_units'])
   grid, to_units = np.asarray(acfg.eps_grid, np.float64), float
+  if db:  # the r grid; rows report eps_in_units in dB
+    grid, dbs = db_budget.ratio_grid(acfg.eps_grid)
+    to_units = dict(zip(grid.tolist(), dbs.tolist())).get
   tgt = {workdir: (prob.apply_fn, variables)}
   rows, paths = [], []
   clip = prob.clip
@@ -134,6 +147,8 @@ def run(plan: Plan, acfg, target, variables, *, workdir: str, seed: int,
         res = transfer_lib.transfer_matrix(
             {s: spec}, tgt, x, y, eps_grid=grid, seed=seed,
             batch_size=int(acfg.batch_size), attack=name, options=opts[name],
+            attack_factory=_relative(name, opts[name], acfg.norm) if db
+            else None,
             attack_index=attack_config_lib.attack_index(acfg, name),
             eps_units=prob.eps_units)
         rows += _rows(res, to_units, workdir)
@@ -141,22 +156,25 @@ def run(plan: Plan, acfg, target, variables, *, workdir: str, seed: int,
     xt, yt = train_problem()
     fits = {workdir: (prob.apply_fn, variables), **plan.sources}
     for eps_u in plan.universal['eps'] or [e for e in acfg.eps_grid if e > 0]:
+      eps = db_budget.universal_eps(xt, eps_u, acfg.norm) if db else float(
+          eps_u)
       for s, (fn, v) in fits.items():
         uap = universal_lib.fit_universal(
-            fn, v, xt, yt, eps=float(eps_u), norm=acfg.norm, clip=clip,
+            fn, v, xt, yt, eps=eps, norm=acfg.norm, clip=clip,
             eps_scale=prob.eps_scale, eps_units=prob.eps_units,
             epochs=plan.universal['epochs'],
             batch_size=plan.universal['batch_size'],
-            step_size=plan.universal['rel_step_size'] * float(eps_u),
+            step_size=plan.universal['rel_step_size'] * eps or None,
             loss=acfg.loss, loss_clamp=plan.universal['loss_clamp'],
             seed=seed, source_names=[s])
         tag = 'self' if s == workdir else os.path.basename(
             os.path.normpath(s))
         path = os.path.join(workdir, f'universal_{tag}_eps{eps_u:g}.npz')
         paths.append(universal_lib.save_universal(path, uap))
+        uap.protocol['eps_in_units'] = float(eps_u)
         res = transfer_lib.universal_transfer(
             uap, tgt, x, y, batch_size=int(acfg.batch_size))
-        rows += _rows(res, to_units, workdir)
+        rows += _rows(res, lambda e, u=float(eps_u): u, workdir)
   return {'rows': rows, 'universal': paths,
           'sources': list(plan.sources), 'target': workdir}
 

@@ -26,6 +26,7 @@ from tinyrobust.data.signal import Problem
 from tinyrobust.data.signal import SENSOR_UNITS
 from tinyrobust.data.signal import spec_for
 from tinyrobust.data.signal import SpaceSpec
+from tinyrobust.evaluation import db_budget
 
 SPACES = ('input', 'signal')
 FIELDS = ('space', 'eps_units', 'clip', 'precisions', 'gyro_per_g')
@@ -94,6 +95,9 @@ def check_threat(section: Mapping[str, Any] | None, dataset: str,
 def _check_units(units: str, space: str, spec: SpaceSpec,
                  dataset: str) -> str:
   allowed = spec.input_units if space == 'input' else spec.signal_units
+  if db_budget.is_db(units):  # an SNR budget: waveforms only (issue 25)
+    db_budget.check_db_threat(units, allowed, dataset, space)
+    return units
   if not allowed:  # a dataset that registers no space: any input label
     return units or 'input'
   if not units:
