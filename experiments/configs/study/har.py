@@ -17,6 +17,12 @@ their quick configs, large models CNN and LSTM (no CNN-LSTM) for 5 epochs
 with the CNN at 32 filters; FGSM, PGD-10 and AutoAttack (`parts.AUTOATTACK_QUICK`) on 200 test windows over 5 eps
 values), default / `full`
 (each training config's schedule; use a GPU).
+Transfer and universal (issue 25, `parts.transfer_sections`): PGD (the
+white-box options and key) and MI-FGSM (10 steps) crafted on every model and
+on the tiny and large ensembles; SGD-UAP per model at 0.2 and 0.8 train-std,
+quick: 2 epochs of 64-window batches, step 0.1 eps. `noaa`: without
+AutoAttack. `small` (with quick): only FastGRNN and TCN (tiny) and the CNN
+(large), one SGD-UAP epoch, no TFLM measurement (a loaded 2-core CPU).
 """
 
 from experiments.configs import common
@@ -24,7 +30,7 @@ from experiments.configs.study import parts
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg, flags=('quick', 'full', 'noaa'))
+  args = common.parse_arg(arg, flags=('quick', 'full', 'noaa', 'small'))
   q = args.quick
   variant = 'quick' if q else None
   # quick: the tiny models train as their quick configs do (seconds to
@@ -54,4 +60,9 @@ def get_config(arg=None):
     m[name] = parts.from_train('large', 'auritus_large',
                                parts.with_model(variant, name), train=short,
                                **(narrow if 'cnn' in name else {}))
+  if args.small:  # issue 25's transfer run on a loaded 2-core CPU
+    for name in ('protonn', 'bonsai', 'fastrnn', 'har_lstm'):
+      del m[name]
+    c.hardware.measure = False
+    c.attack.universal.epochs = 1
   return c
