@@ -14,6 +14,10 @@ a Ray cluster or several processes. A job works in
            were made with the same attack settings
   profile  `runs.profile_model` -> profile.json; skipped when present
 
+then, with `attack.transfer` / `attack.universal`, the study-wide transfer
+and universal stages (`transfer_stage`: one journaled file per task, attack
+and source, and per model and universal eps)
+
 so a re-run of a finished study recomputes nothing and a killed study
 resumes with its finished models untouched. JAX's persistent compilation
 cache lives in `<workdir>/jax_cache` (or `study.compilation_cache`), so a
