@@ -38,7 +38,8 @@ def _kernels():
 
 
 def test_bucket_sizes_are_full_steps_then_step_over_a_power_of_growth():
-  assert scheduler.bucket_sizes(600, 256) == [256, 256, 256]
+  assert scheduler.bucket_sizes(600, 256) == [256, 256, 128]
+  assert scheduler.bucket_sizes(600, 256, growth=4) == [256, 256, 256]
   assert scheduler.bucket_sizes(560, 256) == [256, 256, 64]
   assert scheduler.bucket_sizes(3, 256) == [8]
   assert scheduler.bucket_sizes(0, 256) == []
