@@ -99,16 +99,42 @@ def _study_cfg(ctx):
   return _helpers()._study_config()  # pylint: disable=protected-access
 
 
-def _killed_holder(ctx):
-  """A run killed with -9 leaves its lock file: the next run resumes."""
-  wd = ctx.path('killed_holder')
+def holder_child(wd: str, mode: str) -> subprocess.Popen:
+  """A child process holding `wd`'s lock (`workdir.hold(wd, mode)`)."""
   code = ('from tinyrobust import workdir as w\nimport time\n'
-          f'with w.hold({wd!r}, "train"):\n'
+          f'with w.hold({wd!r}, {mode!r}):\n'
           "  print('held', flush=True)\n  time.sleep(600)\n")
   p = subprocess.Popen([sys.executable, '-c', code], cwd=sweep.REPO,
                        stdout=subprocess.PIPE, text=True)
   if p.stdout.readline().strip() != 'held':
+    p.kill()
     raise sweep.SetupError('the holder child did not start')
+  return p
+
+
+def run_copy(ctx, name: str, edit=None) -> str:
+  """A copy of the shared trained run, `edit(path)` applied to it."""
+  d = ctx.path(name)
+  shutil.copytree(ctx.run_dir(), d)
+  if edit is not None:
+    edit(d)
+  return d
+
+
+def other_architecture(d: str) -> None:
+  """Edits the run's config.json to another architecture than best.ckpt's."""
+  path = os.path.join(d, 'config.json')
+  with open(path) as f:
+    cfg = json.load(f)
+  cfg['model']['kwargs']['features'] = [8, 16]
+  with open(path, 'w') as f:
+    json.dump(cfg, f)
+
+
+def _killed_holder(ctx):
+  """A run killed with -9 leaves its lock file: the next run resumes."""
+  wd = ctx.path('killed_holder')
+  p = holder_child(wd, 'train')
   os.kill(p.pid, signal.SIGKILL)
   p.wait()
   pkg('tinyrobust.modes').run('train', ctx.config(), wd)
@@ -230,24 +256,22 @@ def _dangling(ctx):
   return link
 
 
+def write_file(name: str, text: str):
+  """An edit writing `text` into the run's file `name`."""
+  def edit(d):
+    with open(os.path.join(d, name), 'w') as f:
+      f.write(text)
+  return edit
+
+
 def _emptied_config(ctx):
-  d = ctx.path('emptied_config')
-  shutil.copytree(ctx.run_dir(), d)
-  with open(os.path.join(d, 'config.json'), 'w') as f:
-    f.write('{}')
+  d = run_copy(ctx, 'emptied_config', write_file('config.json', '{}'))
   return pkg('tinyrobust.modes').run('attack', ctx.attack_config(), d)
 
 
 def _other_arch_config(ctx):
   """config.json edited to another architecture than best.ckpt's."""
-  d = ctx.path('other_arch_attack')
-  shutil.copytree(ctx.run_dir(), d)
-  path = os.path.join(d, 'config.json')
-  with open(path) as f:
-    cfg = json.load(f)
-  cfg['model']['kwargs']['features'] = [8, 16]
-  with open(path, 'w') as f:
-    json.dump(cfg, f)
+  d = run_copy(ctx, 'other_arch_attack', other_architecture)
   return pkg('tinyrobust.modes').run('attack', None, d)
 
 

@@ -12,11 +12,7 @@ study on a study); a training whose data is missing (environment).
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import subprocess
-import sys
 
 import pytest
 
@@ -31,14 +27,7 @@ RESULTS = ('attack_results.json', 'attack_results.csv', 'results.jsonl',
 
 def _other_arch_profile(ctx):
   """--mode=profile on a run whose config.json names another architecture."""
-  d = ctx.path('other_arch_profile')
-  shutil.copytree(ctx.run_dir(), d)
-  path = os.path.join(d, 'config.json')
-  with open(path) as f:
-    cfg = json.load(f)
-  cfg['model']['kwargs']['features'] = [8, 16]
-  with open(path, 'w') as f:
-    json.dump(cfg, f)
+  d = conc.run_copy(ctx, 'other_arch_profile', conc.other_architecture)
   return pkg('tinyrobust.modes').run('profile', None, d)
 
 
@@ -74,11 +63,12 @@ def _deployed_x_train(ctx):
 def _restart_results(ctx):
   """--restart on a run that was attacked and profiled: no stale result
   may stay beside the new run."""
-  d = ctx.path('restart_results')
-  shutil.copytree(ctx.run_dir(), d)
-  for name in RESULTS:  # as --mode=attack/profile leave them
-    with open(os.path.join(d, name), 'w') as f:
-      f.write('{"old": true}\n')
+  def write_results(d):  # as --mode=attack/profile leave them
+    for name in RESULTS:
+      with open(os.path.join(d, name), 'w') as f:
+        f.write('{"old": true}\n')
+
+  d = conc.run_copy(ctx, 'restart_results', write_results)
   pkg('tinyrobust.modes').run('train', ctx.config(), d, restart=True)
   stale = [n for n in RESULTS if os.path.exists(os.path.join(d, n))]
   if stale:
@@ -90,9 +80,8 @@ def _restart_results(ctx):
 
 def _config_deleted(ctx):
   """A finished run whose config.json was deleted, rerun with another."""
-  d = ctx.path('config_deleted')
-  shutil.copytree(ctx.run_dir(), d)
-  os.remove(os.path.join(d, 'config.json'))
+  d = conc.run_copy(ctx, 'config_deleted',
+                    lambda d: os.remove(os.path.join(d, 'config.json')))
   try:
     pkg('tinyrobust.modes').run('train', ctx.config(features=(8, 16)), d)
   except ValueError as err:
@@ -105,23 +94,10 @@ def _config_deleted(ctx):
   return Verdict('silent', 'resumed a run whose config is unknown')
 
 
-def _busy_holder(wd: str, mode: str):
-  code = ('from tinyrobust import workdir as w\nimport time\n'
-          f'with w.hold({wd!r}, {mode!r}):\n'
-          "  print('held', flush=True)\n  time.sleep(600)\n")
-  p = subprocess.Popen([sys.executable, '-c', code], cwd=sweep.REPO,
-                       stdout=subprocess.PIPE, text=True)
-  if p.stdout.readline().strip() != 'held':
-    p.kill()
-    raise sweep.SetupError('the holder child did not start')
-  return p
-
-
 def _attack_while_held(ctx):
   """--mode=attack on a run another process is still training."""
-  d = ctx.path('attack_while_held')
-  shutil.copytree(ctx.run_dir(), d)
-  p = _busy_holder(d, 'train')
+  d = conc.run_copy(ctx, 'attack_while_held')
+  p = conc.holder_child(d, 'train')
   try:
     pkg('tinyrobust.modes').run('attack', ctx.attack_config(), d)
   except RuntimeError as err:
@@ -134,17 +110,14 @@ def _attack_while_held(ctx):
 
 
 def _stamp_damaged(ctx):
-  d = ctx.path('stamp_damaged')
-  shutil.copytree(ctx.run_dir(), d)
-  with open(os.path.join(d, 'run_mode.json'), 'w') as f:
-    f.write('{}')
+  d = conc.run_copy(ctx, 'stamp_damaged',
+                    conc.write_file('run_mode.json', '{}'))
   return pkg('tinyrobust.modes').run('train', ctx.config(), d)
 
 
 def _deleted_best(ctx):
-  d = ctx.path('deleted_best')
-  shutil.copytree(ctx.run_dir(), d)
-  os.remove(os.path.join(d, 'best.ckpt'))
+  d = conc.run_copy(ctx, 'deleted_best',
+                    lambda d: os.remove(os.path.join(d, 'best.ckpt')))
   return pkg('tinyrobust.modes').run('attack', ctx.attack_config(), d)
 
 
