@@ -85,16 +85,23 @@ def test_failed_candidates_are_recorded_and_search_continues(tmp_path):
   assert os.path.exists(tmp_path / 'summary.json')
 
 
+def _sequential_and(executor: dict, bowl, tmp_path, **cfg):
+  """The journal results of the same search run sequentially and with
+  `executor` (search fields)."""
+  out = []
+  for name, extra in (('seq', {}), ('other', executor)):
+    search.run_search(_config(**extra, **cfg), str(tmp_path / name),
+                      evaluate_fn=bowl, space=bowl.space())
+    out.append(_results(str(tmp_path / name)))
+  return out
+
+
 def test_ray_executor_matches_sequential(tmp_path):
   pytest.importorskip('ray')
   bowl = synthetic.QuadraticBowl(bytes_per_k=1000.0, flash_max=15000.0)
-  cfg = dict(num_trials=6, batch_size=2, n_initial_points=2)
-  search.run_search(_config(**cfg), str(tmp_path / 'seq'), evaluate_fn=bowl,
-                    space=bowl.space())
-  search.run_search(_config(executor='ray', num_workers=1, **cfg),
-                    str(tmp_path / 'ray'), evaluate_fn=bowl,
-                    space=bowl.space())
-  seq, ray = _results(str(tmp_path / 'seq')), _results(str(tmp_path / 'ray'))
+  seq, ray = _sequential_and(dict(executor='ray', num_workers=1), bowl,
+                             tmp_path, num_trials=6, batch_size=2,
+                             n_initial_points=2)
   assert len(seq) == 6 and seq == ray
 
 
@@ -110,11 +117,7 @@ def test_bad_search_config_fails_fast(tmp_path):
 
 
 def test_process_pool_executor_matches_sequential(tmp_path):
-  bowl = synthetic.QuadraticBowl()
-  cfg = dict(num_trials=4, batch_size=2, n_initial_points=2)
-  search.run_search(_config(**cfg), str(tmp_path / 'seq'), evaluate_fn=bowl,
-                    space=bowl.space())
-  search.run_search(_config(executor='process', num_workers=2, **cfg),
-                    str(tmp_path / 'pool'), evaluate_fn=bowl,
-                    space=bowl.space())
-  assert _results(str(tmp_path / 'seq')) == _results(str(tmp_path / 'pool'))
+  seq, pool = _sequential_and(dict(executor='process', num_workers=2),
+                              synthetic.QuadraticBowl(), tmp_path,
+                              num_trials=4, batch_size=2, n_initial_points=2)
+  assert seq == pool
