@@ -29,7 +29,13 @@ clear 151 / silent 1 (the documented `count_batch_axis_undeclared_mlp`) of
 152. Issue 23's area `concurrency` (two runs on one workdir, mode mix-ups,
 deleted checkpoints, environment failures, clips that exclude the data,
 repeated launcher overrides): clear 2 / unclear 8 / silent 7 / loss 5 of 22
-before its fixes; every case clear after.
+before its fixes; every case clear after. Its second pass, area `workdirs`
+(host Square / UAP clips, deployed x_train, another architecture under
+--mode=profile, --restart with results, deleted config.json / best.ckpt, a
+damaged stamp, an attack while a run trains, more mode mix-ups, missing
+data): clear 6 / unclear 3 / silent 3 / loss 0 of 12 at 12024de; 12 clear
+after. Whole table after (`python -m tests.misuse.tally`, 2026-12-07):
+clear 203 / unclear 0 / silent 1 (the documented one) / loss 0 of 204.
 """
 
 from __future__ import annotations
