@@ -190,10 +190,12 @@ def test_apgd_loop_modes_identical(digits_mlp, norm, loss):
   x, y = x[:48], y[:48]
   eps = 0.05 if norm == 'linf' else 0.5
   key = jax.random.key(5)
+  # 'unroll' is compared with the others on PGD and in the closed-form
+  # test; here host (chunks of 4, one program) and fori, for CI time.
   outs = [attacks.make_apgd(apply_fn, norm=norm, loss=loss, steps=12,
                             n_target_classes=2, clip=(0.0, 1.0), loop=loop,
-                            chunk=5, return_info=True)(v, x, y, key, eps)
-          for loop in ('host', 'fori', 'unroll')]
+                            chunk=4, return_info=True)(v, x, y, key, eps)
+          for loop in ('host', 'fori')]
   _assert_same([o[0] for o in outs])
   for k in ('step_size', 'n_halvings', 'success'):
     _assert_same([o[1][k] for o in outs])
@@ -252,7 +254,7 @@ def test_eot_random_model_modes_identical_and_vmappable(digits_mlp):
   key = jax.random.key(6)
   make = lambda loop: attacks.make_apgd_dlr(
       _noisy_apply, steps=6, eot_iter=3, random_apply=True, loop=loop,
-      chunk=4, clip=(0.0, 1.0))
+      chunk=2, clip=(0.0, 1.0))
   host = make('host')(v, x, y, key, 0.05)
   _assert_same([host, make('fori')(v, x, y, key, 0.05)])
   # A different key gives different EOT draws and so a different result.
@@ -271,7 +273,7 @@ def test_square_loop_modes_identical_and_stop(digits_mlp, norm):
   flat = lambda v_, z: apply_fn(v_, z.reshape(z.shape[0], -1))
   eps = 0.1 if norm == 'linf' else 1.0
   key = jax.random.key(8)
-  modes = ('host', 'fori') + (('unroll',) if norm == 'linf' else ())
+  modes = ('host', 'fori')
   outs = [attacks.make_square(flat, norm=norm, queries=12, clip=(0.0, 1.0),
                               loop=loop, chunk=2, return_info=True)(
                                   v, x, y, key, eps)
