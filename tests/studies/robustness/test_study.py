@@ -21,6 +21,10 @@ def _config(transfer=False):
                          'sources': ('mlp_large', 'mlp_tiny')}
     c.attack.universal = {'eps': (16.0,), 'epochs': 1}
   c.attack.pgd_steps = 3
+  # AutoAttack stays in the study (its stages and records), at a budget
+  # for CI's time: 5 steps, 2 targets, 50 queries.
+  c.attack.options.autoattack = {'version': 'standard', 'steps': 5,
+                                 'n_target_classes': 2, 'queries': 50}
   c.hardware.measure = False
   c.study.bootstrap = 200
   digits = parts.data_config('digits', epochs=2, lr=1e-2, batch_size=64)
