@@ -39,6 +39,7 @@ from tinyrobust import config_io
 from tinyrobust import data as data_lib
 from tinyrobust import io
 from tinyrobust import models
+from tinyrobust import qat
 from tinyrobust import registry
 from tinyrobust import sharding
 from tinyrobust import workdir as workdir_lib
@@ -207,9 +208,8 @@ def evaluate_dataset(eval_step, variables, ds: data_lib.Dataset,
                                                     mesh):
     mask = sharding.shard_batch(np.arange(x.shape[0]) < n_valid, mesh)
     out = eval_step(variables, x, y, mask)
-    loss_sum += float(out[0])
-    correct += float(out[1])
-    count += float(out[2])
+    loss_sum, correct, count = (loss_sum + float(out[0]),
+                                correct + float(out[1]), count + float(out[2]))
   return {'loss': loss_sum / max(count, 1), 'accuracy': correct / max(count, 1),
           'count': int(count)}
 
@@ -240,6 +240,7 @@ def check_config(config) -> None:
   if aug and aug != 'none':
     augment_lib.check_augment(aug)
   adversarial.check_config(config)
+  qat.check_config(config)
 
 
 def check_model_builds(model: nn.Module, example_shape) -> None:
@@ -251,10 +252,8 @@ def check_model_builds(model: nn.Module, example_shape) -> None:
 
 
 def _variables(state: TrainState) -> dict[str, Any]:
-  v = {'params': state.params}
-  if state.batch_stats is not None:
-    v['batch_stats'] = state.batch_stats
-  return v
+  bs = {} if state.batch_stats is None else {'batch_stats': state.batch_stats}
+  return {'params': state.params, **bs}
 
 
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation,
@@ -383,24 +382,25 @@ def train_and_evaluate(
   best = {'val_accuracy': -1.0, 'epoch': -1, 'variables': _variables(state),
           **(defence.best_template if defence else {})}
   state, best, start_epoch = restore_checkpoint(workdir, state, best)
-  augment = None
-  if config.data.get('augment', 'none') not in ('none', '', None):
-    augment = augment_lib.get_augment(config.data.augment)
-  train_step = jax.jit(make_train_step(
-      model, tx, num_classes=num_classes,
+  aug = config.data.get('augment', 'none')
+  augment = None if aug in ('none', '', None) else augment_lib.get_augment(aug)
+  make_step = lambda m, d: jax.jit(make_train_step(
+      m, tx, num_classes=num_classes, augment=augment, defence=d,
       total_steps=int(tcfg.epochs) * steps_per_epoch,
-      label_smoothing=_get(tcfg, 'label_smoothing', 0.0), augment=augment,
-      defence=defence), donate_argnums=0)
+      label_smoothing=_get(tcfg, 'label_smoothing', 0.0)), donate_argnums=0)
+  train_step = make_step(model, defence)
   eval_step = jax.jit(make_eval_step(model, num_classes))
   eval_bs = int(_get(tcfg, 'eval_batch_size', 512))
   for epoch in range(start_epoch, int(tcfg.epochs)):
     t0 = time.time()
+    if epoch >= qat.first_epoch(config):  # int8-aware: calibrated per epoch
+      train_step, defence, best = qat.epoch_setup(
+          config, model, splits, state, best, epoch, make_step, steps_per_epoch)
     state, train_m = train_epoch(
-        train_step, state,
-        defence.train_data(train_ds) if defence else train_ds, epoch=epoch, batch_size=batch_size,
+        train_step, state, defence.train_data(train_ds) if defence else
+        train_ds, epoch=epoch, batch_size=batch_size, mesh=mesh,
         steps_per_epoch=steps_per_epoch, data_key=data_key,
-        train_key=train_key, mesh=mesh,
-        show_bar=_get(tcfg, 'progress_bar', True))
+        train_key=train_key, show_bar=_get(tcfg, 'progress_bar', True))
     val_m = evaluate_dataset(eval_step, _variables(state), val_ds, eval_bs,
                              mesh)
     check = defence.epoch_check(state, best) if defence else {}

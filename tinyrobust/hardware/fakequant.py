@@ -85,9 +85,12 @@ def fake_quant(x: jax.Array, scale, zero_point) -> jax.Array:
   return x + jax.lax.stop_gradient((q - zero_point) * scale - x)
 
 
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def quantize_weights(w: jax.Array, axis: int | None) -> jax.Array:
   """Symmetric int8 in [-127, 127] per channel along `axis` (None: per
-  tensor), dequantised; all-zero channels stay zero."""
+  tensor), dequantised; all-zero channels stay zero. The gradient is the
+  identity (straight-through estimator, for quantisation-aware training:
+  `tinyrobust.qat`); the forward value is the rounded one, unchanged."""
   if axis is None:
     m = jnp.max(jnp.abs(w))
   else:
@@ -95,6 +98,11 @@ def quantize_weights(w: jax.Array, axis: int | None) -> jax.Array:
     m = jnp.max(jnp.abs(w), axis=red, keepdims=True)
   scale = jnp.where(m > 0, m / 127.0, 1.0)
   return jnp.clip(jnp.round(w / scale), -127, 127) * scale
+
+
+@quantize_weights.defjvp
+def _quantize_weights_jvp(axis, primals, tangents):
+  return quantize_weights(primals[0], axis), tangents[0]
 
 
 def _trace(model, variables, x_shape, dtype=jnp.float32) -> graph_lib.Graph:
