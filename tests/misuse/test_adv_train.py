@@ -1,7 +1,8 @@
 """Misuse sweep, adv_train: bad adversarial-training settings of the search
 study's `advtrain` arm (`search_study.adv_train`) and of the robustness
 study's `adv_train` variant (`study.adv_train*`, `tasks.<t>.adv_train_eps`)
-fail with the bad value named before any run and before the workdir exists.
+and of int8-aware training (`train.qat_epochs`) fail with the bad value
+named before any run and before the workdir exists.
 """
 
 from __future__ import annotations
@@ -72,6 +73,22 @@ def _robustness_study(study=None, task=None, clash=False):
   return fn
 
 
+def _train(**fields):
+  """Trains the quick digits CNN with `train` fields set (e.g.
+  `qat_epochs`, int8-aware training); must fail before the workdir."""
+  def fn(ctx):
+    digits_cnn = sweep.pkg('experiments.configs.train.digits_cnn')
+    train = sweep.pkg('tinyrobust.train')
+    c = digits_cnn.get_config('quick')
+    with c.ignore_type():
+      for k, v in fields.items():
+        c.train[k] = v
+    d = ctx.path('run')
+    train.train_and_evaluate(c, d)
+    return _nothing_written(d)
+  return fn
+
+
 def _cases() -> list[Case]:
   g = 'adv_train'
   return [
@@ -103,6 +120,16 @@ def _cases() -> list[Case]:
           task={'adv_train_eps': 0.0}), ('adv_train_eps=0.0',)),
       Case('study_label_taken', g, _robustness_study(clash=True),
            ("'mlp_tiny_pgd_at'",)),
+      Case('qat_epochs_negative', g, _train(qat_epochs=-1),
+           ('qat_epochs', 'got -1')),
+      Case('qat_epochs_beyond_epochs', g, _train(qat_epochs=4),
+           ('got 4', 'train.epochs=3')),
+      Case('qat_epochs_a_bool', g, _train(qat_epochs=True),
+           ('qat_epochs', 'got True')),
+      Case('qat_epochs_a_fraction', g, _train(qat_epochs=0.5),
+           ('qat_epochs', 'got 0.5')),
+      Case('qat_epochs_a_string', g, _train(qat_epochs='2'),
+           ('qat_epochs', "got '2'")),
   ]
 
 
