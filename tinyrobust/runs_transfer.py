@@ -72,6 +72,10 @@ def prepare(config, acfg, workdir: str, load: Callable,
   ucfg = attack_config_lib.universal_config(acfg)
   if tcfg is None and ucfg is None:
     return None
+  if (tcfg or {}).get('int8'):
+    raise ValueError("attack.transfer.int8 is a study option (each model's "
+                     "int8 export as a target); in --mode=attack add "
+                     "'int8-litert' to threat.precisions instead.")
   sources = {}
   for src in (tcfg or {}).get('sources', ()):
     if os.path.abspath(src) == os.path.abspath(workdir):

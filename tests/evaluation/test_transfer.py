@@ -76,14 +76,22 @@ def _matrix(engine='scheduler'):
   the scheduler also on a copy of the MLP, with the sweep also crafted on an
   ensemble of the MLP with itself."""
   models, _, _, x, y = _setup()
-  sources, targets = dict(models), dict(models)
+  sources, targets, host = dict(models), dict(models), None
   if engine == 'scheduler':
     targets['copy'] = (copy_apply, models['mlp'][1])
+    host = {'linear_np': _numpy_linear(models['linear'][1])}
   else:
     sources['ens'] = {'m1': models['mlp'], 'm2': models['mlp']}
   return transfer.transfer_matrix(sources, targets, x, y, attack='pgd',
                                   options=PGD, eps_grid=GRID, seed=7,
-                                  batch_size=64, engine=engine)
+                                  batch_size=64, engine=engine,
+                                  host_targets=host)
+
+
+def _numpy_linear(v):
+  """The linear model in NumPy: a host target (as LiteRT's int8 logits)."""
+  w, b = np.asarray(v['w'], np.float64), np.asarray(v['b'], np.float64)
+  return lambda x: np.asarray(x, np.float64).reshape(len(x), -1) @ w + b
 
 
 def _white_box(model, x, y, attack_names, engine='scheduler'):
@@ -99,7 +107,8 @@ def _white_box(model, x, y, attack_names, engine='scheduler'):
 def test_diagonal_equals_white_box_evaluation(name, engine):
   models, _, _, x, y = _setup()
   res = _matrix(engine)
-  assert len(res.records) == 2 * 3 * len(GRID)
+  # scheduler: 2 sources x (3 targets + a host target); sweep: 3 x 2.
+  assert len(res.records) == (8 if engine == 'scheduler' else 6) * len(GRID)
   assert {r['engine'] for r in res.records} == {engine}
   for model in [models[name]]:
     wb = _white_box(model, x, y, ['pgd'], engine)
@@ -166,6 +175,23 @@ def test_identical_copy_equals_white_box_and_rates_are_consistent():
   rate = {(r['crafted_on'], r['target']): r['transfer_success_rate']
           for r in res.records if r['eps'] == GRID[-1]}
   assert rate[('linear', 'linear')] > rate[('linear', 'mlp')] > 0.0
+
+
+def test_host_target_scores_as_the_jax_target():
+  """A host target (NumPy logits, as an int8 flatbuffer in LiteRT) judged
+  on the same x_adv gives the JAX target's per-example outcomes."""
+  res = _matrix('scheduler')
+  for s in ('linear', 'mlp'):
+    jax_t, host_t = res.examples[(s, 'linear')], res.examples[
+        (s, 'linear_np')]
+    for k in ('clean', 'robust', 'consistent', 'transferred', 'nonfinite'):
+      np.testing.assert_array_equal(host_t[k], jax_t[k])
+  assert 'linear_np' in res.protocol['targets']
+  with pytest.raises(ValueError, match=r"\['linear'\]"):
+    transfer.transfer_matrix({'mlp': _setup()[0]['mlp']}, dict(_setup()[0]),
+                             _setup()[3], _setup()[4], eps_grid=GRID,
+                             seed=0, batch_size=64,
+                             host_targets={'linear': lambda x: x})
 
 
 def test_mifgsm_by_name_and_copy():

@@ -1,6 +1,7 @@
 """Misuse sweep, transfer: the `attack.transfer` / `attack.universal`
-sections (issue 25) in `--mode=attack` and the robustness study, and dB
-budgets on a threat without a waveform; every bad value is named with what
+sections (issue 25) in `--mode=attack` and the robustness study, dB
+budgets on a threat without a waveform, and the study's signal-space task
+fields (`tasks.<task>.space`, dB grids); every bad value is named with what
 is allowed, before any attack or training runs.
 """
 
@@ -27,7 +28,9 @@ def _attack(transfer=None, universal=None, threat=None):
   return fn
 
 
-def _study(transfer=None, universal=None):
+def _study(transfer=None, universal=None, kws=None):
+  """The digits study; `kws` adds a keyword-spotting task with these
+  fields (space, eps_units, eps_grid) over its defaults."""
   def fn(ctx):
     parts = pkg('experiments.configs.study.parts')
     runner = pkg('tinyrobust.studies.robustness.runner')
@@ -43,6 +46,15 @@ def _study(transfer=None, universal=None):
       c.attack.transfer = transfer
     if universal is not None:
       c.attack.universal = universal
+    if kws is not None:
+      sc = parts.data_config('speech_commands', epochs=1, lr=1e-2,
+                             batch_size=64, features='mfcc')
+      c.tasks.kws = parts.task(kws.get('eps_units', 'dB'),
+                               kws.get('eps_grid', (30.0, 20.0)))
+      if 'space' in kws:
+        c.tasks.kws.space = kws['space']
+      c.tasks.kws.models.tiny = parts.entry(sc, 'tiny', 'dscnn')
+      c.tasks.kws.models.large = parts.entry(sc, 'large', 'kws_cnn')
     return runner.run_study(c, ctx.path('transfer_study'))
   return fn
 
@@ -84,6 +96,24 @@ def _cases() -> list[Case]:
           {'sources': ['resnet_nope']}), ("'resnet_nope'", 'large, tiny')),
       Case('study_universal_eps_negative', g, _study(
           universal={'eps': [-4.0]}), ('-4.0', '> 0')),
+      Case('transfer_int8_string', g, _study({'int8': 'yes'}),
+           ('int8', "'yes'", 'bool')),
+      Case('transfer_int8_in_attack_mode', g, _attack(
+          {'sources': ['/tmp'], 'int8': True}),
+           ('attack.transfer.int8', 'threat.precisions')),
+      Case('study_space_unknown', g, _study(kws={'space': 'sensor'}),
+           ("'sensor'", 'input, signal')),
+      Case('study_db_without_signal_space', g, _study(kws={}),
+           ("'dB'", "space='signal'")),
+      Case('study_signal_space_mfcc_units', g, _study(
+          kws={'space': 'signal', 'eps_units': 'mfcc',
+               'eps_grid': (0.0, 1.0)}), ("'mfcc'", 'waveform', 'dB')),
+      Case('study_db_grid_increasing', g, _study(
+          kws={'space': 'signal', 'eps_grid': (10.0, 20.0)}),
+           ('[10.0, 20.0]', 'strictly decreasing')),
+      Case('study_db_grid_infinite', g, _study(
+          kws={'space': 'signal', 'eps_grid': (float('inf'), 20.0)}),
+           ('inf', 'finite')),
   ]
 
 

@@ -182,9 +182,12 @@ def default_transfer_config() -> dict[str, Any]:
       models of the task.
     options: per-attack options for attacks not in `attack.attacks`
       (`options['mi-fgsm'] = {'steps': 10, 'decay': 1.0}`).
+    int8: study only: also judge every model's int8 LiteRT export
+      (target `<label>@int8`) on the examples crafted on the float models
+      (`--mode=attack` has `threat.precisions` for that).
   """
   return {'sources': (), 'attacks': ('pgd',), 'ensemble': True,
-          'options': {}}
+          'options': {}, 'int8': False}
 
 
 def default_universal_config() -> dict[str, Any]:
@@ -242,9 +245,10 @@ def transfer_config(acfg) -> dict[str, Any] | None:
   if 'autoattack' in names:
     raise ValueError("attack.transfer.attacks: 'autoattack' is a cascade, "
                      'not one crafting attack; use pgd, mi-fgsm, fgsm, ...')
-  if not isinstance(t['ensemble'], bool):
-    raise ValueError(f'attack.transfer.ensemble must be a bool, got '
-                     f'{t["ensemble"]!r}.')
+  for name in ('ensemble', 'int8'):
+    if not isinstance(t[name], bool):
+      raise ValueError(f'attack.transfer.{name} must be a bool, got '
+                       f'{t[name]!r}.')
   extra = sorted(set(t['options']) - set(names))
   if extra:
     raise ValueError(f'attack.transfer.options names {extra}, not in '

@@ -197,6 +197,17 @@ class _Models:
                             self.batch_size)
 
 
+def litert_logits(model, variables, x_train: np.ndarray, *,
+                  batch_size: int = 256, frontend: Callable | None = None
+                  ) -> Callable[[np.ndarray], np.ndarray]:
+  """`logits(x [N, ...]) -> [N, K]` of the model's full-integer int8
+  flatbuffer in LiteRT (dequantised), exported and calibrated as
+  `evaluate_deployed` does; with `frontend`, x is the signal."""
+  m = _Models(model, variables, frontend or (lambda s: s), x_train,
+              ('float32', 'int8-litert'), batch_size)
+  return lambda x: m.logits('int8-litert', np.asarray(x))
+
+
 def _fidelity(models: _Models, x: np.ndarray) -> dict[str, float]:
   """How closely the fake-quant model reproduces LiteRT on clean inputs:
   top-1 agreement and the largest logit difference in output steps."""

@@ -58,6 +58,18 @@ def outcomes(y, clean_logits, adv_logits, adv_inputs=None
   return {k: np.asarray(v) for k, v in o.items()} | {'nonfinite': ~adv_fin}
 
 
+def predictor_outcomes(logits_fn: Callable[[np.ndarray], np.ndarray], y, x,
+                       x_adv) -> dict[str, np.ndarray]:
+  """`outcomes` of a host predictor (e.g. LiteRT's int8 logits, `[M, ...]
+  -> [M, K]`) on x `[N, ...]` and x_adv `[E, N, ...]`, plus 'transferred'
+  `[E, N]` (clean correct and wrong on x_adv)."""
+  clean = np.asarray(logits_fn(np.asarray(x)))
+  adv = np.stack([np.asarray(logits_fn(np.asarray(a))) for a in x_adv])
+  o = outcomes(y, clean, adv, x_adv)
+  o['transferred'] = o['clean'] & ~o['robust']
+  return o
+
+
 def rates(o: Mapping[str, np.ndarray], eps_grid: Sequence[float]
           ) -> dict[str, Any]:
   """Rates of one route's `outcomes` (denominator: all N examples)."""

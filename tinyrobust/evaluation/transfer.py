@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import statistics
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -52,7 +51,11 @@ from tinyrobust.attacks import build
 from tinyrobust.attacks import threat as threat_lib
 from tinyrobust.attacks import universal as universal_lib
 from tinyrobust.evaluation import crafting
+from tinyrobust.evaluation import routes as routes_lib
 from tinyrobust.evaluation import summary
+# The rates and findings with their intervals (re-exported).
+from tinyrobust.evaluation.transfer_stats import rate_ci  # pylint: disable=unused-import
+from tinyrobust.evaluation.transfer_stats import transfer_finding  # pylint: disable=unused-import
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
 COMBINE = ('logits', 'log_probs')
@@ -221,7 +224,8 @@ def transfer_matrix(sources: Mapping[str, Any], targets: Mapping[str, Any],
                     attack_factory: Callable | None = None,
                     attack_index: int = 0, engine: str = 'scheduler',
                     eps_units: str = 'input',
-                    devices: Sequence[jax.Device] | None = None
+                    devices: Sequence[jax.Device] | None = None,
+                    host_targets: Mapping[str, Callable] | None = None
                     ) -> TransferResult:
   """Crafts on every source, evaluates on every target (module docstring).
 
@@ -246,6 +250,10 @@ def transfer_matrix(sources: Mapping[str, Any], targets: Mapping[str, Any],
       crafting`), so the diagonal equals the evaluation with that engine.
     eps_units: label for the records ('input', 'g', 'dB', ...).
     devices: devices to shard the batch over (default: all visible).
+    host_targets: more targets that are not JAX functions: name ->
+      `logits(x [M, ...]) -> [M, K]` NumPy (e.g. an int8 flatbuffer in
+      LiteRT, `evaluation.deployed.litert_logits`), judged on the same
+      x_adv with the same outcome definition (`routes.outcomes`).
 
   Returns:
     A `TransferResult`; records ordered by source, target, eps.
@@ -254,6 +262,11 @@ def transfer_matrix(sources: Mapping[str, Any], targets: Mapping[str, Any],
     ValueError: bad models, data, grid or attack options, before compiling.
   """
   srcs, tgts = _models('sources', sources), _models('targets', targets)
+  host = dict(host_targets or {})
+  bad = [n for n, f in host.items() if not callable(f) or n in tgts]
+  if bad:
+    raise ValueError(f'host_targets {bad}: each must be a callable x -> '
+                     'logits, named unlike the JAX targets.')
   x, y, grid = _check_data(x, y, eps_grid, batch_size, seed,
                            {**srcs, **tgts})
   if engine not in crafting.ENGINES:
@@ -274,7 +287,10 @@ def transfer_matrix(sources: Mapping[str, Any], targets: Mapping[str, Any],
             'eps_units': eps_units, 'seed': int(seed), 'engine': engine,
             'attack_index': int(attack_index), 'batch_size': int(
                 sharding.step_batch_size(batch_size, len(x), mesh))}
-    for t, ex in _score(tgts, x, y, x_adv, batch_size, mesh).items():
+    scored = _score(tgts, x, y, x_adv, batch_size, mesh)
+    scored.update({t: routes_lib.predictor_outcomes(f, y, x, x_adv)
+                   for t, f in host.items()})
+    for t, ex in scored.items():
       examples[(s, t)] = ex
       for e_idx, e in enumerate(grid):
         records.append(_record(ex, dict(base, target=t, white_box=s == t),
@@ -285,7 +301,7 @@ def transfer_matrix(sources: Mapping[str, Any], targets: Mapping[str, Any],
               'seed': int(seed), 'attack_index': int(attack_index),
               'engine': engine, 'num_examples': int(len(x)),
               'sources': {s: m for s, (_, _, m) in srcs.items()},
-              'targets': list(tgts)}
+              'targets': list(tgts) + list(host)}
   return TransferResult(records, examples, grid, protocol)
 
 
@@ -339,109 +355,3 @@ def universal_transfer(uap: Any, targets: Mapping[str, Any], x: Any, y: Any,
                         {'attack': 'universal', 'universal': protocol,
                          'num_examples': int(len(x)), 'targets': list(tgts)})
 
-
-def rate_ci(success: Any, valid: Any = None, *, method: str = 'wilson',
-            level: float = 0.95, n_boot: int = 2000,
-            seed: int = 0) -> dict[str, Any]:
-  """A rate `k / n` with its confidence interval.
-
-  Args:
-    success: bool `[N]`, or `[P, N]` for P pairs sharing the N examples
-      (e.g. several (source, target) pairs): the pooled rate.
-    valid: bool of the same shape, the denominator's members (e.g. the
-      target classified the example correctly); default all.
-    method: 'wilson' (score interval; `[N]` only, independent trials) or
-      'bootstrap' (percentile, resampling the N examples, so pairs that share
-      an example move together).
-    level: confidence level in (0, 1).
-    n_boot: bootstrap resamples.
-    seed: the bootstrap's seed.
-
-  Returns:
-    {'rate', 'lo', 'hi', 'k', 'n', 'level', 'method'}; rate/lo/hi are None
-    when n = 0.
-  """
-  s = np.asarray(success, bool)
-  v = np.ones_like(s) if valid is None else np.asarray(valid, bool)
-  if s.ndim not in (1, 2) or v.shape != s.shape:
-    raise ValueError(f'success must be [N] or [P, N] and valid the same '
-                     f'shape, got {s.shape} and {v.shape}.')
-  if not 0 < level < 1:
-    raise ValueError(f'level must be in (0, 1), got {level!r}.')
-  if method not in ('wilson', 'bootstrap'):
-    raise ValueError(f"method must be 'wilson' or 'bootstrap', got "
-                     f'{method!r}.')
-  if method == 'wilson' and s.ndim == 2 and s.shape[0] > 1:
-    raise ValueError("method='wilson' assumes independent trials; pooled "
-                     "pairs share examples: use method='bootstrap'.")
-  s2, v2 = np.atleast_2d(s & v), np.atleast_2d(v)
-  k, n = int(s2.sum()), int(v2.sum())
-  out = {'k': k, 'n': n, 'level': level, 'method': method,
-         'rate': None, 'lo': None, 'hi': None}
-  if n == 0:
-    return out
-  out['rate'] = k / n
-  if method == 'wilson':
-    z = statistics.NormalDist().inv_cdf(0.5 + level / 2)
-    p, d = k / n, 1 + z * z / n
-    mid = (p + z * z / (2 * n)) / d
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    out['lo'], out['hi'] = float(max(0.0, mid - half)), float(
-        min(1.0, mid + half))
-    return out
-  ks, ns = s2.sum(0), v2.sum(0)
-  idx = np.random.default_rng(seed).integers(0, s2.shape[1],
-                                             (n_boot, s2.shape[1]))
-  kb, nb = ks[idx].sum(1), ns[idx].sum(1)
-  rates = kb[nb > 0] / nb[nb > 0]
-  lo, hi = np.quantile(rates, [0.5 - level / 2, 0.5 + level / 2])
-  out.update(lo=float(lo), hi=float(hi), n_boot=int(n_boot))
-  return out
-
-
-def transfer_finding(result: TransferResult, *, sources: Sequence[str],
-                     targets: Sequence[str], eps: float,
-                     metric: str = 'transfer', level: float = 0.95,
-                     seed: int = 0) -> dict[str, Any]:
-  """A pooled rate over (source, target) pairs at one eps, with its CI.
-
-  `metric='transfer'`: transfer success rate (denominator: examples the
-  target classifies correctly); 'robust': robust accuracy (all examples).
-  Pairs with source == target (white-box) are left out. The interval is a
-  paired bootstrap over the examples (`rate_ci`).
-  """
-  if metric not in ('transfer', 'robust'):
-    raise ValueError(f"metric must be 'transfer' or 'robust', got "
-                     f'{metric!r}.')
-  hit = np.flatnonzero(np.isclose(result.eps_grid, eps, rtol=1e-6,
-                                  atol=1e-12))
-  if not hit.size:
-    raise ValueError(f'eps={eps} is not in the grid '
-                     f'{result.eps_grid.tolist()}.')
-  pairs = [(s, t) for s in sources for t in targets
-           if s != t and (s, t) in result.examples]
-  missing = [(s, t) for s in sources for t in targets
-             if s != t and (s, t) not in result.examples]
-  if missing or not pairs:
-    raise ValueError(f'No transfer outcomes for pairs {missing or "(none)"}; '
-                     f'have {sorted(result.examples)}.')
-  e = int(hit[0])
-  ex = [result.examples[p] for p in pairs]
-  if metric == 'transfer':
-    succ = np.stack([x['transferred'][e] for x in ex])
-    valid = np.stack([x['clean'] for x in ex])
-  else:
-    succ, valid = np.stack([x['robust'][e] for x in ex]), None
-  ci = rate_ci(succ, valid, method='bootstrap', level=level, seed=seed)
-  eps_e = float(result.eps_grid[e])
-  rate = ('undefined (no example in the denominator)' if ci['rate'] is None
-          else f'{ci["rate"]:.3f} ({level:.0%} CI {ci["lo"]:.3f}-'
-          f'{ci["hi"]:.3f})')
-  src, tgt = ', '.join(sources), ', '.join(targets)
-  ci.update(pairs=[list(p) for p in pairs], eps=eps_e, metric=metric,
-            statement=(
-                f'examples crafted on {src} transfer to {tgt} at rate {rate}'
-                if metric == 'transfer' else
-                f'{tgt} keep robust accuracy {rate} against examples crafted '
-                f'on {src}') + f' ({len(pairs)} pairs, eps={eps_e:g})')
-  return ci

@@ -5,15 +5,21 @@ trained once): `check_transfer` and `check_resume` are called from there.
 This file's own tests cover the config reader without training anything.
 """
 
+import functools
 import glob
 import os
 
+import jax
 import ml_collections
 import numpy as np
 import pytest
 
+from experiments.configs.study import parts
+from tinyrobust import models as zoo
 from tinyrobust.attacks import config as attack_config
 from tinyrobust.attacks import universal
+from tinyrobust.nas import candidate
+from tinyrobust.studies.robustness import transfer_report
 from tinyrobust.studies.robustness import transfer_stage
 
 SOURCES = ('mlp_large', 'mlp_tiny')  # test_study._config(transfer=True)
@@ -40,16 +46,23 @@ def check_transfer(wd, summary):
       os.path.join(wd, 'transfer', 'image__pgd__*.json'))}
   assert srcs == set(SOURCES) | {'ensemble[tiny]'}
   found = {f['case']: f for f in tr['findings']}
-  assert set(found) == {'large', 'tiny'}
+  # No large ensemble (one large model); the tiny one -> the large model.
+  assert set(found) == {'large', 'tiny', 'tiny ensemble'}
   assert sorted(found['large']['pairs']) == [['mlp_large', 'cnn_tiny'],
                                              ['mlp_large', 'mlp_tiny']]
   assert found['tiny']['pairs'] == [['mlp_tiny', 'mlp_large']]
+  assert found['tiny ensemble']['pairs'] == [['ensemble[tiny]',
+                                              'mlp_large']]
   assert all(f['lo'] <= f['rate'] <= f['hi'] for f in found.values())
   rows = {r['model']: r for r in tr['attacker_table']}
   assert set(rows) == set(MODELS) and all(r['eps'] == 16.0
                                           for r in rows.values())
   assert rows['mlp_large']['transfer_best_source'] == 'mlp_tiny (pgd)'
   assert rows['cnn_tiny']['transfer_ensemble_large'] is None  # one large
+  assert rows['mlp_large']['transfer_ensemble_tiny'] == min(
+      r['robust_accuracy'] for r in transfer_stage.load_unit(os.path.join(
+          wd, 'transfer', 'image__pgd__ensemble[tiny].json'))[0]
+      if r['target'] == 'mlp_large' and r['eps'] == pytest.approx(16 / 255))
   assert os.path.getsize(os.path.join(wd, 'figures',
                                       'image_transfer_pgd.png')) > 0
   assert 'Diagonal check' in open(os.path.join(wd, 'report.md')).read()
@@ -95,3 +108,99 @@ def test_transfer_options_follow_the_white_box_attack():
   # Absent subsections change nothing (the white-box caches' keys).
   assert 'transfer' not in _acfg().to_dict()
   assert attack_config.transfer_config(_acfg()) is None
+
+
+def _fit_mlp(cfg, hidden, seed):
+  """A digits MLP (the zoo's) with its output layer fit in closed form
+  (ridge onto one-hot labels, x10; hidden layers as initialised): no
+  training loop, so no compilation."""
+  ds = candidate.load_split(cfg, 'train')
+  model = zoo.get_model('mlp', 10, hidden=hidden)
+  x, y = np.asarray(ds.x), np.asarray(ds.y)
+  v = jax.tree_util.tree_map(np.asarray, model.init(
+      jax.random.PRNGKey(seed), x[:1], train=False))
+  h = x.reshape(len(x), -1).astype(np.float64)
+  for i in range(len(hidden)):
+    d = v['params'][f'Dense_{i}']
+    h = np.maximum(h @ d['kernel'] + d['bias'], 0.0)
+  f = np.concatenate([h, np.ones((len(h), 1))], 1)
+  wb = np.linalg.solve(f.T @ f + 0.1 * np.eye(f.shape[1]),
+                       f.T @ (np.eye(10)[y] - 0.1)) * 10
+  last = v['params'][f'Dense_{len(hidden)}']
+  last['kernel'], last['bias'] = (wb[:-1].astype(np.float32),
+                                  wb[-1].astype(np.float32))
+  return {'apply': functools.partial(model.apply, train=False),
+          'variables': v, 'model': model, 'config': cfg}
+
+
+def test_float_source_int8_target_in_litert(tmp_path):
+  """`attack.transfer.int8`: each model's int8 LiteRT export is a target
+  (`<label>@int8`) of the examples crafted on the float models; no attack,
+  no change (eps 0); the export agrees with its float model on clean
+  inputs; findings pool float -> int8 pairs."""
+  c = parts.study_base(autoattack=False)
+  c.attack.attacks, c.attack.pgd_steps = ('pgd',), 3
+  digits = parts.data_config('digits', epochs=1, lr=1e-2, batch_size=64)
+  c.tasks.image = parts.task('pixel/255', (0.0, 16.0))
+  c.tasks.image.models.tiny = parts.entry(digits, 'tiny', 'mlp', raw=True,
+                                          hidden=())
+  c.tasks.image.models.large = parts.entry(digits, 'large', 'mlp', raw=True,
+                                           hidden=(32,))
+  c.attack.transfer = {'sources': ('large',), 'attacks': ('pgd',),
+                       'ensemble': False, 'int8': True}
+  acfg = attack_config.attack_config(c)
+  tcfg = attack_config.transfer_config(acfg)
+  group = ['large', 'tiny']
+  models = {l: _fit_mlp(c.tasks.image.models[l].config, h, i)
+            for i, (l, h) in enumerate((('large', (32,)), ('tiny', ())))}
+  test = candidate.load_split(models['tiny']['config'], 'test')
+  x, y = np.asarray(test.x)[:64], np.asarray(test.y)[:64]
+  wd = tmp_path / transfer_stage.TRANSFER_DIR
+  wd.mkdir()
+  transfer_stage._transfer(c, acfg, tcfg, 'image', group, models,
+                           (x, y, (0.0, 1.0)), str(wd))
+  recs, ex = transfer_stage.load_unit(str(wd / 'image__pgd__large.json'))
+  assert {r['target'] for r in recs} == {'large', 'tiny', 'large@int8',
+                                         'tiny@int8'}
+  for t in ('large@int8', 'tiny@int8'):
+    o = ex[('large', t)]
+    np.testing.assert_array_equal(o['robust'][0], o['clean'])  # eps 0
+    assert not np.any(o['robust'][1] & ~o['clean'])
+  # The int8 export predicts as its float model on most clean inputs.
+  f32 = np.asarray(models['tiny']['apply'](models['tiny']['variables'], x))
+  assert (f32.argmax(-1) == y).mean() > 0.5
+  assert np.mean(ex[('large', 'tiny@int8')]['clean'] ==
+                 (f32.argmax(-1) == y)) >= 0.9
+  found = {f['case']: f for f in transfer_report.findings(
+      c, transfer_report.collect(str(tmp_path), 'transfer'))}
+  assert found['large -> tiny int8']['pairs'] == [['large', 'tiny@int8']]
+  assert found['own float -> int8 (large)']['pairs'] == [['large',
+                                                          'large@int8']]
+  assert found['large -> tiny int8']['eps'] == pytest.approx(16 / 255)
+  assert 'tiny -> large int8' not in found  # no unit crafted on tiny
+
+
+def test_db_unit_closed_form_and_eps_both_ways():
+  """dB -> r = 10^(-dB/20) and back; the report's eps-both-ways rows read
+  the white-box stage's annotation; a universal record keeps its own eps."""
+  from tinyrobust.studies.robustness import config as study_config  # pylint: disable=g-import-not-at-top
+  from tinyrobust.studies.robustness import signal_space  # pylint: disable=g-import-not-at-top
+  u = study_config.unit('kws', 'dB')
+  assert u.relative and u.to_input(20.0) == pytest.approx(0.1)
+  assert u.to_input(-6.0) == pytest.approx(10 ** 0.3)
+  assert u.from_input(u.to_input(33.0)) == pytest.approx(33.0)
+  task = ml_collections.ConfigDict({'eps_units': 'dB', 'space': 'signal',
+                                    'eps_grid': (40.0, 20.0)})
+  np.testing.assert_allclose(study_config.input_eps(task, 'kws'),
+                             [0.01, 0.1])
+  assert signal_space.threat(task) == {'space': 'signal', 'eps_units': 'dB'}
+  white = {'attacks': {'pgd': {'per_eps': [
+      {'eps': 0.01, 'eps_db': 40.0, 'eps_linf_mean': 0.001,
+       'eps_linf_min': 0.0, 'eps_linf_max': 0.004}]}}}
+  assert signal_space.eps_both_ways(white, 'linf') == [
+      {'eps_db': 40.0, 'r': 0.01, 'mean': 0.001, 'min': 0.0, 'max': 0.004}]
+  config = ml_collections.ConfigDict({'tasks': {'kws': task}})
+  assert transfer_report._in_units(
+      config, {'task': 'kws', 'eps': 0.1}) == pytest.approx(20.0)
+  assert transfer_report._in_units(  # a universal radius is not r
+      config, {'task': 'kws', 'eps': 0.003, 'eps_in_units': 30.0}) == 30.0

@@ -6,8 +6,14 @@
     config.hardware                   {'measure': bool, 'boards': [...]}
     config.study.executor, .num_workers, .bootstrap, .compilation_cache
     config.tasks.<task>               task in TASKS ('image', 'kws', 'har')
-      .eps_units                      one of TASK_UNITS[task]
-      .eps_grid                       radii in `eps_units`
+      .space                          'input' (default: the model's input,
+                                      as the study) | 'signal' (KWS: the
+                                      waveform through the MFCC front-end)
+      .eps_units                      one of TASK_UNITS[task] ('waveform'
+                                      and 'dB' need space='signal')
+      .eps_grid                       radii in `eps_units` (dB: SNR
+                                      budgets, strictly decreasing, so the
+                                      radii increase)
       .models.<label>                 one entry per model:
         .kind                         'tiny' | 'large'
         .input                        'features' | 'raw' (Table 1)
@@ -54,11 +60,27 @@ TASK_DATASETS = {'image': ('cifar10', 'digits'), 'kws': ('speech_commands',),
 @dataclasses.dataclass(frozen=True)
 class Unit:
   """An eps unit: `scale` converts a radius in this unit to input units;
-  `max_input` bounds a sensible radius in input units (None: no bound)."""
+  `max_input` bounds a sensible radius in input units (None: no bound).
+  A `relative` unit (dB) is an SNR budget: the attacks read the relative
+  amplitude r = 10^(-dB / 20) and scale it by each clip's energy
+  (`tinyrobust.evaluation.db_budget`)."""
   name: str
   scale: float
   max_input: float | None
   meaning: str
+  relative: bool = False
+
+  def to_input(self, eps: float) -> float:
+    """A radius in this unit -> the attacks' eps (input units, or r)."""
+    if self.relative:
+      return float(10.0 ** (-float(eps) / 20.0))
+    return float(eps) * self.scale
+
+  def from_input(self, eps: float) -> float:
+    """Inverse of `to_input`."""
+    if self.relative:
+      return float(-20.0 * np.log10(eps)) if eps > 0 else float('inf')
+    return float(eps) / self.scale
 
 
 TASK_UNITS = {
@@ -66,13 +88,21 @@ TASK_UNITS = {
                    'pixel intensity in 0-255 steps (inputs in [0, 1])'),
               Unit('unit', 1.0, 1.0, 'fraction of the [0, 1] pixel range')),
     'kws': (Unit('mfcc', 1.0, None, 'MFCC coefficient units (the model '
-                 'input, as the study)'),),
+                 'input, as the study)'),
+            Unit('waveform', 1.0, 1.0, 'waveform amplitude, full scale 1 '
+                 '(signal space)'),
+            Unit('dB', 1.0, None, 'SNR budget in dB per clip (signal space): '
+                 'L-inf radius rms(x) * 10^(-dB/20), L2 radius ||x||_2 * '
+                 '10^(-dB/20)', relative=True)),
     'har': (Unit('train-std', 1.0, None, 'standard deviations of the '
                  'training split, per channel or feature (standardised '
                  'inputs)'),
             Unit('g|deg/s', 1.0, None, 'raw sensor units: g on accelerometer '
                  'channels, deg/s on gyroscope channels')),
 }
+SPACES = ('input', 'signal')
+# Units of the sensor signal (the study's task space 'signal'), per task.
+SIGNAL_UNITS = {'kws': ('waveform', 'dB')}
 # The study's own image grid: eps 0.05-50 in 0-255 pixel units.
 STUDY_IMAGE_EPS_PIXEL = (0.0, 0.05, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0)
 
@@ -86,9 +116,15 @@ def unit(task: str, name: str) -> Unit:
 
 
 def input_eps(task_cfg, task: str) -> np.ndarray:
-  """The task's eps grid converted to the models' input units."""
-  return np.asarray(task_cfg.eps_grid, np.float64) * unit(
-      task, task_cfg.eps_units).scale
+  """The task's eps grid converted to the attacks' eps (input units; for
+  dB the relative amplitudes r, ascending)."""
+  u = unit(task, task_cfg.eps_units)
+  return np.asarray([u.to_input(e) for e in task_cfg.eps_grid], np.float64)
+
+
+def space(task_cfg) -> str:
+  """Where a task's perturbation lives: 'input' (default) or 'signal'."""
+  return task_cfg.get('space') or 'input'
 
 
 def entries(config) -> list[tuple[str, str, Any]]:
@@ -158,8 +194,15 @@ def _check_task(task: str, tcfg) -> None:
     raise ValueError(f'Unknown study task {task!r}. Valid: '
                      f'{", ".join(TASKS)}.')
   u = unit(task, tcfg.get('eps_units'))
+  _check_space(task, tcfg, u)
   grid = np.asarray(tcfg.get('eps_grid') or (), np.float64)
-  if grid.ndim != 1 or not grid.size or not np.all(np.isfinite(grid)) or \
+  if u.relative:
+    if grid.ndim != 1 or not grid.size or not np.all(np.isfinite(grid)) or \
+        np.any(np.diff(grid) >= 0):
+      raise ValueError(f'tasks.{task}.eps_grid in dB must be finite SNR '
+                       f'budgets in strictly decreasing order (radii '
+                       f'increasing), got {tcfg.get("eps_grid")!r}.')
+  elif grid.ndim != 1 or not grid.size or not np.all(np.isfinite(grid)) or \
       np.any(grid < 0):
     raise ValueError(f'tasks.{task}.eps_grid must be a non-empty list of '
                      f'finite values >= 0, got {tcfg.get("eps_grid")!r}.')
@@ -177,6 +220,23 @@ def _check_task(task: str, tcfg) -> None:
   if kinds != set(KINDS):
     raise ValueError(f'tasks.{task} needs both tiny and large models to '
                      f'compare, got kinds {sorted(kinds)}.')
+
+
+def _check_space(task: str, tcfg, u: Unit) -> None:
+  """`space` is known; signal units go with space='signal' and back."""
+  sp = space(tcfg)
+  if sp not in SPACES:
+    raise ValueError(f'tasks.{task}.space={sp!r}. Valid: '
+                     f'{", ".join(SPACES)}.')
+  signal_units = SIGNAL_UNITS.get(task, ())
+  if sp == 'signal' and u.name not in signal_units:
+    raise ValueError(
+        f"tasks.{task}.space='signal' needs eps_units in "
+        f'{signal_units or "(none: task {task!r} has no signal space)"}, '
+        f'got {u.name!r}.')
+  if sp == 'input' and u.name in signal_units:
+    raise ValueError(f'tasks.{task}.eps_units={u.name!r} is a unit of the '
+                     f"sensor signal; set tasks.{task}.space='signal'.")
 
 
 def check_study_config(config, *, build: bool = True) -> None:

@@ -156,7 +156,12 @@ def _protocol(config, results, outcomes) -> str:
   for task, tcfg in config.tasks.items():
     u = study_config.unit(task, tcfg.eps_units)
     lines.append(f'- **{task}**: eps grid {list(tcfg.eps_grid)} in '
-                 f'`{u.name}` ({u.meaning}; x{u.scale:g} to input units).')
+                 f'`{u.name}` ({u.meaning}; ' + (
+                     'the attacks read r = 10^(-dB/20)' if u.relative else
+                     f'x{u.scale:g} to input units') + (
+                         '; perturbation on the sensor signal in front of '
+                         'each model\'s front-end' if study_config.space(
+                             tcfg) == 'signal' else '') + ').')
     for label in tcfg.models:
       r = results[(task, label)]
       lines.append(

@@ -47,6 +47,7 @@ from tinyrobust.nas import executors as executors_lib
 from tinyrobust.studies.robustness import config as study_config
 from tinyrobust.studies.robustness import defended
 from tinyrobust.studies.robustness import report
+from tinyrobust.studies.robustness import signal_space
 from tinyrobust.studies.robustness import trained_stage
 from tinyrobust.studies.robustness import transfer_stage
 
@@ -135,14 +136,20 @@ class ModelJob:
                            if k not in attack_config_lib.SUBSECTIONS},
                 'eps_grid': grid.tolist(),
                 'seed': int(config.seed)}
+    if signal_space.is_signal(tcfg):
+      settings['space'] = signal_space.threat(tcfg)
     path = os.path.join(wd, evaluation.RESULTS_NAME + '.json')
     if os.path.exists(path) and io.read_json(path).get(
         'study_settings') == io.to_jsonable(settings):
       return {'cached': True}
-    ds = candidate.load_split(run_cfg, 'test')
-    run = runs.robustness(functools.partial(model.apply, train=False),
-                          variables, ds, acfg, seed=int(config.seed),
-                          eps_grid=grid.tolist())
+    if signal_space.is_signal(tcfg):  # waveforms, eps maybe in dB
+      run, ds = signal_space.white_box(model, variables, run_cfg, tcfg, task,
+                                       acfg, seed=int(config.seed))
+    else:
+      ds = candidate.load_split(run_cfg, 'test')
+      run = runs.robustness(functools.partial(model.apply, train=False),
+                            variables, ds, acfg, seed=int(config.seed),
+                            eps_grid=grid.tolist())
     res = run.results
     res['study_settings'] = settings
     res['eps_units'] = tcfg.eps_units

@@ -7,11 +7,18 @@ From what `transfer_stage` stored (never typed by hand):
 * `figures/<task>_transfer_<attack>.png`: heatmaps of the target's robust
   accuracy per source (rows) and target (columns), one panel per eps > 0.
 * findings with 95% intervals (`evaluation.transfer.transfer_finding`,
-  a paired bootstrap over the test examples): large -> tiny, tiny -> large
-  and the large ensemble -> tiny models, per attack and reported eps.
+  a paired bootstrap over the test examples): large -> tiny, tiny -> large,
+  the large ensemble -> tiny models, the tiny ensemble -> large models and,
+  with `attack.transfer.int8`, float -> int8 LiteRT (large -> tiny int8,
+  tiny -> large int8, each model's own float -> its int8 export), per
+  attack and reported eps.
 * `attacker_table.csv`: per model and reported eps, white-box vs transfer
   (best single source, ensemble of the other kind) vs universal (its own,
-  and the best transferred one) robust accuracy.
+  and the best transferred one) robust accuracy; with int8 targets, the
+  int8 export's clean accuracy and its robust accuracy on examples crafted
+  on its own float model and on the best other float model.
+* `eps_db.csv` (tasks with eps in dB): every budget both ways, dB and the
+  radius in waveform units (`signal_space.eps_both_ways`).
 * the diagonal check: on every model, the transfer stage's white-box cell
   (crafted on and judged by the model) per example equals the white-box
   stage's robust and consistent outcomes for the same attack.
@@ -29,6 +36,7 @@ from tinyrobust import io
 from tinyrobust.attacks import config as attack_config_lib
 from tinyrobust.evaluation import transfer as transfer_lib
 from tinyrobust.studies.robustness import config as study_config
+from tinyrobust.studies.robustness import signal_space
 from tinyrobust.studies.robustness import transfer_stage as stage
 
 
@@ -50,9 +58,32 @@ def collect(workdir: str, kind: str) -> dict[str, Any]:
   return {'records': records, 'examples': examples}
 
 
+def _unit(config, task: str) -> study_config.Unit:
+  return study_config.unit(task, config.tasks[task].eps_units)
+
+
 def _units(config, task: str, eps_input: float) -> float:
-  u = study_config.unit(task, config.tasks[task].eps_units)
-  return float(eps_input / u.scale)
+  return _unit(config, task).from_input(eps_input)
+
+
+def _in_units(config, r) -> float:
+  """A record's eps in the task's units (a universal record states its
+  own: its radius is one for every clip, not the per-clip dB radius)."""
+  if r.get('eps_in_units') is not None:
+    return float(r['eps_in_units'])
+  return _units(config, r['task'], r['eps'])
+
+
+def _at(config, r, eps_u: float) -> bool:
+  return bool(np.isclose(_in_units(config, r), eps_u))
+
+
+def _targets(config, task: str, records) -> list[str]:
+  """The task's models, then their int8 exports found in `records`."""
+  models = list(config.tasks[task].models)
+  found = {r['target'] for r in records if r['task'] == task}
+  return models + [f'{l}{stage.INT8}' for l in models
+                   if f'{l}{stage.INT8}' in found]
 
 
 def report_eps(config, task: str) -> list[float]:
@@ -107,12 +138,16 @@ def findings(config, tr) -> list[dict[str, Any]]:
       for group in stage.input_groups(config, task):
         by = {k: [l for l in group if kinds[l] == k]
               for k in study_config.KINDS}
+        q = lambda ls: [f'{l}{stage.INT8}' for l in ls]  # pylint: disable=cell-var-from-loop
         cases = [('large', by['large'], by['tiny']),
                  ('tiny', by['tiny'], by['large']),
-                 ('ensemble', ['ensemble[large]'], by['tiny'])]
+                 ('ensemble', ['ensemble[large]'], by['tiny']),
+                 ('tiny ensemble', ['ensemble[tiny]'], by['large']),
+                 ('large -> tiny int8', by['large'], q(by['tiny'])),
+                 ('tiny -> large int8', by['tiny'], q(by['large']))]
+        cases += [(f'own float -> int8 ({l})', [l], q([l])) for l in group]
         for eps_u in report_eps(config, task):
-          eps = eps_u * study_config.unit(
-              task, config.tasks[task].eps_units).scale
+          eps = _unit(config, task).to_input(eps_u)
           for name, srcs, tgts in cases:
             srcs = [s for s in srcs if tgts and all(
                 (s, t) in res.examples for t in tgts if t != s)]
@@ -129,11 +164,29 @@ def findings(config, tr) -> list[dict[str, Any]]:
   return out
 
 
-def _best(records, *, task, target, eps, exclude) -> dict[str, Any] | None:
+def _best(config, records, *, task, target, eps_u, exclude
+          ) -> dict[str, Any] | None:
   cands = [r for r in records if r['task'] == task and r['target'] == target
-           and np.isclose(r['eps'], eps) and r['crafted_on'] not in exclude
+           and _at(config, r, eps_u) and r['crafted_on'] not in exclude
            and not r['crafted_on'].startswith('ensemble[')]
   return min(cands, key=lambda r: r['robust_accuracy'], default=None)
+
+
+def _int8_columns(config, tr, task, label, eps_u) -> dict[str, Any]:
+  """The model's int8 LiteRT export as a target: clean accuracy, robust
+  accuracy on examples crafted on its own float model (PGD, else the
+  strongest attack) and on the best other float model; {} without it."""
+  t = f'{label}{stage.INT8}'
+  recs = [r for r in tr['records'] if r['task'] == task and r['target'] == t
+          and _at(config, r, eps_u)]
+  if not recs:
+    return {}
+  own = [r['robust_accuracy'] for r in recs if r['crafted_on'] == label]
+  best = _best(config, tr['records'], task=task, target=t, eps_u=eps_u,
+               exclude=(label,))
+  return {'int8_clean': recs[0]['clean_accuracy'],
+          'int8_from_own_float': min(own) if own else None,
+          'int8_transfer_best': best and best['robust_accuracy']}
 
 
 def attacker_table(config, workdir: str, tr, un) -> list[dict[str, Any]]:
@@ -142,28 +195,28 @@ def attacker_table(config, workdir: str, tr, un) -> list[dict[str, Any]]:
   acfg = attack_config_lib.attack_config(config)
   white_attack = 'pgd' if 'pgd' in acfg.attacks else acfg.attacks[0]
   for task in config.tasks:
-    u = study_config.unit(task, config.tasks[task].eps_units)
+    u = _unit(config, task)
     for label, entry in config.tasks[task].models.items():
       white = io.read_json(os.path.join(
           study_config.model_dir(workdir, task, label),
           'attack_results.json'))
       other = 'large' if entry.kind == 'tiny' else 'tiny'
       for eps_u in report_eps(config, task):
-        eps = eps_u * u.scale
+        eps = u.to_input(eps_u)
         per_eps = white['attacks'][white_attack]['per_eps']
         wb = [p['robust_accuracy'] for p in per_eps
               if np.isclose(p['eps'], eps)]
-        best = _best(tr['records'], task=task, target=label, eps=eps,
-                     exclude=(label,))
+        best = _best(config, tr['records'], task=task, target=label,
+                     eps_u=eps_u, exclude=(label,))
         ens = [r['robust_accuracy'] for r in tr['records']
                if r['task'] == task and r['target'] == label and
                r['crafted_on'] == f'ensemble[{other}]' and
-               np.isclose(r['eps'], eps)]
+               _at(config, r, eps_u)]
         own = [r['robust_accuracy'] for r in un['records']
                if r['task'] == task and r['target'] == label and
-               r['crafted_on'] == label and np.isclose(r['eps'], eps)]
-        ubest = _best(un['records'], task=task, target=label, eps=eps,
-                      exclude=(label,))
+               r['crafted_on'] == label and _at(config, r, eps_u)]
+        ubest = _best(config, un['records'], task=task, target=label,
+                      eps_u=eps_u, exclude=(label,))
         rows.append({
             'task': task, 'model': label, 'kind': entry.kind, 'eps': eps_u,
             'eps_units': u.name, 'clean': white['clean_accuracy'],
@@ -174,7 +227,8 @@ def attacker_table(config, workdir: str, tr, un) -> list[dict[str, Any]]:
             f'transfer_ensemble_{other}': min(ens) if ens else None,
             'universal_own': own[0] if own else None,
             'universal_best_transfer': ubest and ubest['robust_accuracy'],
-            'universal_best_source': ubest and ubest['crafted_on']})
+            'universal_best_source': ubest and ubest['crafted_on'],
+            **_int8_columns(config, tr, task, label, eps_u)})
   return rows
 
 
@@ -193,7 +247,7 @@ def plot_heatmaps(config, tr, workdir: str) -> list[str]:
     for attack in sorted({r['attack'] for r in recs}):
       rs = [r for r in recs if r['attack'] == attack]
       srcs = list(dict.fromkeys(r['crafted_on'] for r in rs))
-      tgts = list(config.tasks[task].models)
+      tgts = _targets(config, task, rs)
       grid = sorted({r['eps'] for r in rs})
       fig, axes = plt.subplots(1, len(grid), squeeze=False, figsize=(
           1.2 + 0.75 * len(tgts) * len(grid), 1.0 + 0.45 * len(srcs)))
@@ -225,13 +279,38 @@ def plot_heatmaps(config, tr, workdir: str) -> list[str]:
   return paths
 
 
+def eps_table(config, workdir: str, un) -> list[dict[str, Any]]:
+  """Per dB task and budget, eps both ways: r, the per-clip radius of the
+  white-box and transfer attacks in waveform units (mean, min, max over the
+  evaluated clips) and the universal perturbations' one radius."""
+  acfg = attack_config_lib.attack_config(config)
+  rows = []
+  for task, tcfg in config.tasks.items():
+    if not _unit(config, task).relative:
+      continue
+    first = next(iter(tcfg.models))
+    white = io.read_json(os.path.join(
+        study_config.model_dir(workdir, task, first), 'attack_results.json'))
+    uni = {}
+    for r in un['records']:
+      if r['task'] == task:
+        uni.setdefault(float(r['eps_in_units']), float(r['eps']))
+    for row in signal_space.eps_both_ways(white, acfg.norm):
+      rows.append({'task': task, 'eps_db': row['eps_db'], 'r': row['r'],
+                   'norm': acfg.norm, 'radius_mean': row['mean'],
+                   'radius_min': row['min'], 'radius_max': row['max'],
+                   'universal_radius': uni.get(float(row['eps_db'])),
+                   'units': 'waveform (full scale 1)'})
+  return rows
+
+
 def _csv_rows(config, records) -> list[dict[str, Any]]:
   keep = ('task', 'attack', 'crafted_on', 'target', 'white_box', 'eps',
           'clean_accuracy', 'robust_accuracy', 'consistency',
           'transfer_success_rate', 'num_examples', 'adv_nonfinite', 'seed')
-  return [{**{k: r.get(k) for k in keep}, 'eps_in_units': _units(
-      config, r['task'], r['eps']), 'eps_units': config.tasks[
-          r['task']].eps_units} for r in records]
+  return [{**{k: r.get(k) for k in keep}, 'eps_in_units': _in_units(
+      config, r), 'eps_units': config.tasks[r['task']].eps_units}
+          for r in records]
 
 
 def write(config, workdir: str, markdown_table) -> dict[str, Any] | None:
@@ -263,10 +342,20 @@ def write(config, workdir: str, markdown_table) -> dict[str, Any] | None:
          f'(model, attack) pairs: {"yes" if ok else "NO"}.', '',
          'White-box vs transfer vs universal robust accuracy '
          '(`attacker_table.csv`):', '', markdown_table(table)]
+  both = eps_table(config, workdir, un)
+  if both:
+    io.write_csv(os.path.join(workdir, 'eps_db.csv'), both)
+    md += ['', 'Eps both ways (`eps_db.csv`): each SNR budget in dB, the '
+           'relative amplitude r = 10^(-dB/20) and the radius in waveform '
+           'units it gives (per clip: rms(x) * r for L-inf, ||x||_2 * r '
+           'for L2; mean, min and max over the evaluated clips; a universal '
+           'perturbation has one radius, against the training clips\' mean '
+           'energy):', '', markdown_table(both)]
   md += [f'![{os.path.basename(p)}](figures/{os.path.basename(p)})'
          for p in figs]
   md += ['', 'Universal perturbations (SGD-UAP, Shafahi et al. 2020; fitted '
          'on the training split, evaluated on the white-box test examples) '
          f'are in `{stage.UNIVERSAL_DIR}/*.npz` with their protocol.', '']
   return {'markdown': md, 'figures': figs, 'findings': found,
-          'diagonal': diag, 'diagonal_equal': ok, 'attacker_table': table}
+          'diagonal': diag, 'diagonal_equal': ok, 'attacker_table': table,
+          'eps_db': both}

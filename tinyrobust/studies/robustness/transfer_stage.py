@@ -29,7 +29,6 @@ finished one recomputes nothing.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 from typing import Any
@@ -41,12 +40,16 @@ from tinyrobust import io
 from tinyrobust import train
 from tinyrobust.attacks import config as attack_config_lib
 from tinyrobust.attacks import universal as universal_lib
+from tinyrobust.data import audio
+from tinyrobust.evaluation import deployed
 from tinyrobust.evaluation import transfer as transfer_lib
 from tinyrobust.nas import candidate
 from tinyrobust.studies.robustness import config as study_config
+from tinyrobust.studies.robustness import signal_space
 
 TRANSFER_DIR = 'transfer'
 UNIVERSAL_DIR = 'universal'
+INT8 = '@int8'  # the target name suffix of a model's int8 LiteRT export
 OUTCOME_KEYS = ('clean', 'robust', 'consistent', 'transferred', 'nonfinite')
 
 
@@ -78,15 +81,16 @@ def check_sources(config) -> None:
                        f'labels: {", ".join(t.models)} (or () for all).')
 
 
-def _loaded(workdir: str, task: str, label: str) -> dict[str, Any]:
+def _loaded(workdir: str, task: str, label: str, task_cfg) -> dict[str, Any]:
   wd = study_config.model_dir(workdir, task, label)
   model, variables, run_cfg = train.load_trained(wd)
   white = io.read_json(os.path.join(wd, 'attack_results.json'))
   with np.load(os.path.join(wd, 'attack_examples.npz')) as z:
     indices = np.asarray(z['indices'])
-  return {'apply': functools.partial(model.apply, train=False),
-          'variables': variables, 'config': run_cfg, 'white': white,
-          'indices': indices}
+  # The task's space: the model's input, or the waveform via its front-end.
+  apply_fn, x, y, _ = signal_space.problem(model, run_cfg, task_cfg)
+  return {'apply': apply_fn, 'variables': variables, 'config': run_cfg,
+          'white': white, 'indices': indices, 'model': model, 'x': x, 'y': y}
 
 
 def _group_data(models: dict[str, Any]):
@@ -97,12 +101,27 @@ def _group_data(models: dict[str, Any]):
       raise ValueError(f'{label} was attacked on other test examples than '
                        f'the rest of its input group; re-run its attack '
                        'stage.')
-  ds = candidate.load_split(first['config'], 'test')
   idx = first['indices']
   clip = first['white'].get('clip')
   clip = None if clip is None else (np.asarray(clip[0], np.float32),
                                     np.asarray(clip[1], np.float32))
-  return np.asarray(ds.x)[idx], np.asarray(ds.y)[idx], clip
+  return first['x'][idx], first['y'][idx], clip
+
+
+def _int8_targets(models, task_cfg, batch_size: int) -> dict[str, Any]:
+  """`<label>@int8` -> LiteRT int8 logits of each float model's export
+  (`evaluation.deployed.litert_logits`; signal space: the front-end in
+  float, its output quantised at the int8 model's input)."""
+  out = {}
+  for label, m in models.items():
+    frontend = None
+    if signal_space.is_signal(task_cfg):
+      frontend = audio.feature_fn(m['config'].data.options.features)
+    x_train = candidate.load_split(m['config'], 'train').x
+    out[f'{label}{INT8}'] = deployed.litert_logits(
+        m['model'], m['variables'], np.asarray(x_train),
+        batch_size=batch_size, frontend=frontend)
+  return out
 
 
 def _sources(config, tcfg, task: str, group: list[str], models):
@@ -143,27 +162,47 @@ def load_unit(path: str) -> tuple[list[dict[str, Any]], dict]:
   return recs, examples
 
 
+def _space_key(task_cfg, u=None, eps_u=None) -> dict[str, Any]:
+  """The settings that name the space (none for the model's input, so the
+  units stored before signal-space tasks stay valid) and, for a universal
+  perturbation in scaled units, its radius."""
+  out = {'eps': u.to_input(eps_u)} if u is not None and not u.relative else {}
+  if signal_space.is_signal(task_cfg):
+    out['space'] = signal_space.threat(task_cfg)
+  return out
+
+
 def _transfer(config, acfg, tcfg, task, group, models, data, wd) -> None:
   x, y, clip = data
-  grid = study_config.input_eps(config.tasks[task], task)
+  task_cfg = config.tasks[task]
+  grid = study_config.input_eps(task_cfg, task)
   opts = attack_config_lib.transfer_attack_options(acfg, tcfg, clip=clip)
   targets = {l: (models[l]['apply'], models[l]['variables']) for l in group}
+  int8 = None
   for name in tcfg['attacks']:
     for src, spec in _sources(config, tcfg, task, group, models).items():
       path = os.path.join(wd, f'{task}__{name}__{src}.json')
+      # int8 targets only for float single sources (the float -> int8 row)
+      host = tcfg['int8'] and not src.startswith('ensemble[')
       settings = {'attack': name, 'options': opts[name], 'seed': int(
-          config.seed), 'eps_grid': grid.tolist(), 'targets': group,
+          config.seed), 'eps_grid': grid.tolist(), 'targets': group + (
+              [f'{l}{INT8}' for l in group] if host else []),
                   'batch_size': int(acfg.batch_size),
                   'attack_index': attack_config_lib.attack_index(acfg, name),
-                  'examples': int(len(x))}
+                  'examples': int(len(x)), **_space_key(task_cfg)}
       settings = io.to_jsonable(settings)
       if _cached(path, settings):
         continue
+      if host and int8 is None:
+        int8 = _int8_targets({l: models[l] for l in group}, task_cfg,
+                             int(acfg.batch_size))
       result = transfer_lib.transfer_matrix(
           {src: spec}, targets, x, y, eps_grid=grid, seed=int(config.seed),
           batch_size=int(acfg.batch_size), attack=name, options=opts[name],
+          attack_factory=signal_space.attack_factory(
+              name, opts[name], acfg.norm, task_cfg),
           attack_index=settings['attack_index'], engine='scheduler',
-          eps_units=config.tasks[task].eps_units)
+          eps_units=task_cfg.eps_units, host_targets=int8 if host else None)
       _save(path, result, settings)
       print(f'[study] transfer {task}/{name} crafted on {src}', flush=True)
 
@@ -176,31 +215,42 @@ def universal_eps(config, ucfg, task: str) -> list[float]:
 
 def _universal(config, acfg, ucfg, task, group, models, data, wd) -> None:
   x, y, clip = data
-  u = study_config.unit(task, config.tasks[task].eps_units)
+  task_cfg = config.tasks[task]
+  u = study_config.unit(task, task_cfg.eps_units)
   targets = {l: (models[l]['apply'], models[l]['variables']) for l in group}
   for label in group:
-    m = models[label]
+    m, train_xy = models[label], None
     for eps_u in universal_eps(config, ucfg, task):
       stem = os.path.join(wd, f'{task}__{label}__eps{eps_u:g}')
-      eps = eps_u * u.scale
       settings = io.to_jsonable({
-          'eps': eps, 'eps_in_units': eps_u, 'norm': acfg.norm,
+          'eps_in_units': eps_u, 'norm': acfg.norm,
           'loss': acfg.loss, 'seed': int(config.seed), 'targets': group,
-          'examples': int(len(x)), **{k: ucfg[k] for k in (
+          'examples': int(len(x)), **_space_key(task_cfg, u, eps_u),
+          **{k: ucfg[k] for k in (
               'epochs', 'batch_size', 'rel_step_size', 'loss_clamp')}})
       if _cached(stem + '_eval.json', settings) and os.path.exists(
           stem + '.npz'):
         continue
-      train_ds = candidate.load_split(m['config'], 'train')
+      if train_xy is None:  # once per model (waveforms: a front-end pass)
+        train_xy = signal_space.problem(m['model'], m['config'], task_cfg,
+                                        'train')[1:3]
+      x_train, y_train = train_xy
+      eps = signal_space.universal_radius(task_cfg, eps_u, x_train,
+                                          acfg.norm, u)
       uap = universal_lib.fit_universal(
-          m['apply'], m['variables'], train_ds.x, train_ds.y, eps=eps,
+          m['apply'], m['variables'], x_train, y_train, eps=eps,
           norm=acfg.norm, clip=clip, eps_units=u.name,
           epochs=ucfg['epochs'], batch_size=ucfg['batch_size'],
           step_size=ucfg['rel_step_size'] * eps if eps > 0 else None,
           loss=acfg.loss, loss_clamp=ucfg['loss_clamp'],
           seed=int(config.seed), source_names=[label])
       uap.protocol.update(eps_in_units=eps_u, task=task, split='train',
-                          dataset=m['config'].data.name)
+                          dataset=m['config'].data.name,
+                          space=signal_space.threat(task_cfg)['space'])
+      if signal_space.is_db(task_cfg):
+        uap.protocol.update(eps_db=eps_u, radius_formula=(
+            'one radius for every clip: 10^(-dB/20) x the training split '
+            "mean clip rms (L-inf) / L2 norm (db_budget.universal_eps)"))
       universal_lib.save_universal(stem + '.npz', uap)
       result = transfer_lib.universal_transfer(
           uap, targets, x, y, batch_size=int(acfg.batch_size))
@@ -222,7 +272,8 @@ def run_stage(config, workdir: str) -> bool:
     return False
   for task in config.tasks:
     for group in input_groups(config, task):
-      models = {l: _loaded(workdir, task, l) for l in group}
+      models = {l: _loaded(workdir, task, l, config.tasks[task])
+                for l in group}
       data = _group_data(models)
       if tcfg is not None and len(group) > 1:
         wd = os.path.join(workdir, TRANSFER_DIR)
