@@ -57,6 +57,33 @@ def test_bucket_sizes_are_full_steps_then_step_over_a_power_of_growth():
     last = scheduler.bucket_sizes(n, 256)[-1]
     rest = n % 256 or 256
     assert rest <= last <= max(2 * rest, 8), n
+  # a float growth: ceil(100 / 1.25**k) = 100, 80, 64, 52, 41, ..., 14, 11, 9
+  assert scheduler.bucket_sizes(13, 100, growth=1.25) == [14]
+  assert scheduler.bucket_sizes(70, 100, growth=1.25) == [80]
+  assert scheduler.bucket_sizes(39, 100, growth=1.25) == [41]
+  for n in range(1, 300):
+    last = scheduler.bucket_sizes(n, 256, growth=1.25)[-1]
+    rest = n % 256 or 256
+    assert rest <= last <= max(1.25 * rest + 1, 8), n
+
+
+def test_auto_growth_pads_long_stages_finely():
+  apply_fn = lambda v, x: x.reshape(x.shape[0], -1)[:, :10]
+  aa = attacks.get_attack('autoattack', apply_fn, steps=100,
+                          n_target_classes=9, queries=5000)
+  evals = {s.name: scheduler.stage_evals(s) for s in aa.stages}
+  assert evals == {'apgd-ce': 100, 'apgd-t': 900, 'fab-t': 900,
+                   'square': 5000}
+  pgd = _kernels()['pgd']
+  assert scheduler.stage_evals(pgd) == 5
+  assert scheduler.stage_growth('auto', pgd) == 2.0
+  assert scheduler.stage_growth('auto', aa.stages[-1]) == \
+      scheduler.LONG_GROWTH
+  assert scheduler.stage_growth(4, aa.stages[-1]) == 4.0
+  for bad in (1.0, 0, 'fine', True, 100):
+    with pytest.raises(ValueError, match='growth'):
+      scheduler.Scheduler(_linear, _kernels(), GRID, batch_size=8,
+                          growth=bad)
 
 
 def test_consistency_false_attacks_only_clean_correct_points():

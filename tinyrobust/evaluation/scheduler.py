@@ -77,27 +77,63 @@ _timed = scheduler_state.timed
 
 
 def bucket_sizes(n_open: int, step: int, *, min_bucket: int = 8,
-                 multiple: int = 1, growth: int = 2) -> list[int]:
+                 multiple: int = 1, growth: float = 2) -> list[int]:
   """Bucket sizes for `n_open` points: full `step`s, then the remainder
   padded to the smallest allowed size that holds it. Allowed sizes are
-  `step / growth**k` down to `min_bucket`, rounded up to `multiple` (the
-  device count): a stage compiles for at most
-  `log_growth(step / min_bucket) + 1` shapes and pads at most `growth`x
-  (growth 2 by default: the attacks' run time, not their compile, which
-  the persistent compilation cache keeps across runs, dominates)."""
+  `ceil(step / growth**k)` down to `min_bucket`, rounded up to `multiple`
+  (the device count): a stage compiles for at most
+  `log_growth(step / min_bucket) + 1` shapes and pads at most about
+  `growth`x (2: few shapes for short stages; `LONG_GROWTH` for long ones,
+  whose run time, not their compile, which the persistent compilation
+  cache keeps across runs, dominates)."""
   sizes = [step] * (n_open // step)
   rest = n_open - step * len(sizes)
   if rest:
-    allowed, size = [], step
-    while size >= min_bucket or not allowed:
+    allowed, k = [], 0
+    while True:
+      size = int(math.ceil(step / growth**k - 1e-9))
+      if allowed and size < min_bucket:
+        break
       allowed.append(int(math.ceil(size / multiple) * multiple))
-      size //= growth
+      if size <= 1:
+        break
+      k += 1
     sizes.append(min(a for a in allowed if a >= rest))
   return sizes
 
 
+# Stages that spend at least `LONG_STAGE_EVALS` model evaluations per point
+# (APGD's 100 steps, APGD-T/FAB-T's 9 targets x 100 steps, Square's queries)
+# pad their last bucket by at most `LONG_GROWTH`x under `growth='auto'`;
+# shorter ones (FGSM, PGD-10) by at most 2x, compiling fewer shapes.
+LONG_STAGE_EVALS = 50
+LONG_GROWTH = 1.25
+
+
+def stage_evals(kernel: Callable) -> int:
+  """Model evaluations per attacked point of a stage, from its `config`:
+  Square's `queries`, else `steps x restarts x eot_iter` times the target
+  classes of a targeted stage (1 for a kernel without a config)."""
+  config = dict(getattr(kernel, 'config', None) or {})
+  if 'queries' in config:
+    return int(config['queries'])
+  evals = int(config.get('steps', 1)) * int(config.get('restarts', 1) or 1)
+  evals *= int(config.get('eot_iter', 1) or 1)
+  if config.get('targeted') or config.get('loss') == 'dlr-targeted':
+    evals *= int(config.get('n_target_classes', 1) or 1)
+  return evals
+
+
+def stage_growth(growth: float | str, kernel: Callable) -> float:
+  """The bucket growth one stage uses: `growth` itself, or for 'auto' 2 for
+  short stages and `LONG_GROWTH` for long ones (`LONG_STAGE_EVALS`)."""
+  if growth != 'auto':
+    return float(growth)
+  return LONG_GROWTH if stage_evals(kernel) >= LONG_STAGE_EVALS else 2.0
+
+
 def _buckets(idx: np.ndarray, step: int, min_bucket: int, multiple: int,
-             growth: int) -> Iterator[tuple[np.ndarray, int]]:
+             growth: float) -> Iterator[tuple[np.ndarray, int]]:
   """(indices padded to the bucket size by repeating the first, n_valid)."""
   lo = 0
   for size in bucket_sizes(len(idx), step, min_bucket=min_bucket,
@@ -142,9 +178,11 @@ class Scheduler:
     eps_grid: the radii as given (results keep this order).
     batch_size, mesh: the step size cap and the 1-D device mesh.
     min_bucket: smallest padded bucket.
-    growth: ratio between allowed bucket sizes (2: at most 2x padding and
-      `log2(step / min_bucket) + 1` compiled shapes per stage; 4: half the
-      shapes, up to 4x padding).
+    growth: ratio between allowed bucket sizes, a number > 1 (2: at most
+      2x padding and `log2(step / min_bucket) + 1` compiled shapes per
+      stage; 4: half the shapes, up to 4x padding), or 'auto' (default):
+      per stage, `stage_growth` (2, or `LONG_GROWTH` for stages of at least
+      `LONG_STAGE_EVALS` model evaluations per point).
     audit: points re-attacked per eps for the raw per-eps outcome.
     consistency: also attack clean-misclassified points with one-stage
       attacks (see the module docstring).
@@ -153,7 +191,8 @@ class Scheduler:
   def __init__(self, apply_fn: Callable, attacks: Mapping[str, Callable],
                eps_grid: Sequence[float], *, batch_size: int,
                devices: Sequence[jax.Device] | None = None,
-               min_bucket: int = 8, audit: int = 32, growth: int = 2,
+               min_bucket: int = 8, audit: int = 32,
+               growth: float | str = 'auto',
                consistency: bool = True):
     self.apply_fn = apply_fn
     self.attacks = {n: attack_registry.as_attack(n, a)
@@ -165,12 +204,18 @@ class Scheduler:
                        f'numbers >= 0, got {eps_grid!r}.')
     for name, value, lo in (('batch_size', batch_size, 1),
                             ('min_bucket', min_bucket, 1),
-                            ('audit', audit, 0), ('growth', growth, 2)):
+                            ('audit', audit, 0)):
       if isinstance(value, bool) or not isinstance(value, (int, np.integer)
                                                    ) or value < lo:
         raise ValueError(f'{name} must be an int >= {lo}, got {value!r}.')
     self.batch_size, self.min_bucket = int(batch_size), int(min_bucket)
-    self.audit, self.growth = int(audit), int(growth)
+    if growth != 'auto' and (isinstance(growth, (bool, str)) or not
+                             isinstance(growth, (int, float, np.number))
+                             or not 1.05 <= growth <= 16):
+      raise ValueError(f"growth must be 'auto' or a number in [1.05, 16], "
+                       f'got {growth!r}.')
+    self.audit = int(audit)
+    self.growth = growth if growth == 'auto' else float(growth)
     if not isinstance(consistency, bool):
       raise ValueError(f'consistency must be a bool, got {consistency!r}.')
     self.consistency = consistency
@@ -196,22 +241,25 @@ class Scheduler:
       self._jitted[id(kernel)] = (kernel, jax.jit(kernel))
     return self._jitted[id(kernel)][1]
 
-  def warm_sizes(self, n: int) -> list[int]:
-    """Bucket sizes a run over `n` points can use: exactly
+  def warm_sizes(self, n: int, kernel: Callable | None = None) -> list[int]:
+    """Bucket sizes a run over `n` points can use for one stage `kernel`
+    (None: the smallest growth of any stage): exactly
     `bucket_sizes(n, step)` when one attack pass over every point is all
     there is (one-stage attacks attacking every point, one nonzero eps),
     else every allowed bucket size in [min_bucket, step] and the step."""
     step = sharding.step_batch_size(self.batch_size, n, self.mesh)
+    if kernel is not None:
+      growth = stage_growth(self.growth, kernel)
+    else:
+      growth = min(stage_growth(self.growth, k) for a in self.attacks.values()
+                   for _, k in stages_of(a))
+    sizes = lambda r: bucket_sizes(r, step, min_bucket=self.min_bucket,
+                                   multiple=self.mesh.size, growth=growth)
     nonzero = np.unique(self.eps_grid[self.eps_grid > 0])
     cascade = any(getattr(a, 'stages', None) for a in self.attacks.values())
     if len(nonzero) <= 1 and not cascade and self.consistency:
-      return sorted(set(bucket_sizes(n, step, min_bucket=self.min_bucket,
-                                     multiple=self.mesh.size,
-                                     growth=self.growth)))
-    return sorted({bucket_sizes(r, step, min_bucket=self.min_bucket,
-                                multiple=self.mesh.size,
-                                growth=self.growth)[-1]
-                   for r in range(1, step + 1)})
+      return sorted(set(sizes(n)))
+    return sorted({sizes(r)[-1] for r in range(1, step + 1)})
 
   def precompile(self, variables, x: np.ndarray) -> float:
     """Compiles every stage (and the prediction) for the bucket sizes a run
@@ -226,13 +274,15 @@ class Scheduler:
                                sharding.replicated(self.mesh))
     eps = jnp.asarray(float(self.eps_grid.max()), x.dtype)
     step = sharding.step_batch_size(self.batch_size, len(x), self.mesh)
+    batch = lambda size: (
+        self._put(np.zeros((size,) + x.shape[1:], x.dtype)),
+        self._put(np.zeros(size, np.int32)))
     for size in sorted(set(self.warm_sizes(len(x))) | {step}):
-      xb = self._put(np.zeros((size,) + x.shape[1:], x.dtype))
-      yb = self._put(np.zeros(size, np.int32))
-      jax.block_until_ready(self._predict(variables, xb))
-      for attack in self.attacks.values():
-        for _, kernel in stages_of(attack):
-          out = self._callable(kernel)(variables, xb, yb,
+      jax.block_until_ready(self._predict(variables, batch(size)[0]))
+    for attack in self.attacks.values():
+      for _, kernel in stages_of(attack):
+        for size in sorted(set(self.warm_sizes(len(x), kernel)) | {step}):
+          out = self._callable(kernel)(variables, *batch(size),
                                        jax.random.key(0), eps)
           jax.block_until_ready(out)
     return time.perf_counter() - start
@@ -332,7 +382,7 @@ class Scheduler:
       key = jax.random.fold_in(root, k * n_stages + s)
       for b, (bidx, n_valid) in enumerate(
           _buckets(idx, step, self.min_bucket, self.mesh.size,
-                   self.growth)):
+                   stage_growth(self.growth, stages[s][1]))):
         if b < b0:
           continue
         with _timed(st.times, stage_name):
