@@ -16,6 +16,7 @@ import shutil
 from absl import app
 from absl import flags
 
+from experiments.configs.study import parts
 from tinyrobust import io
 from tinyrobust.studies.robustness import report
 
@@ -29,6 +30,23 @@ T1_FIELDS = ('task', 'model', 'kind', 'dataset', 'test_accuracy',
              'sram_tflm_int8_bytes', 'fits_int8', 'input')
 
 
+def _attacks(a: dict) -> str:
+  """The attacks with their budgets, as the study config states them."""
+  names = {'fgsm': 'FGSM',
+           'pgd': f'PGD-{a["pgd_steps"]} ({a["pgd_restarts"]} restart)'}
+  out = []
+  for name in a['attacks']:
+    if name == 'autoattack':
+      o = {**parts.AUTOATTACK_STANDARD,
+           **a.get('options', {}).get('autoattack', {})}
+      out.append(f'AutoAttack ({o["version"]}: APGD-CE, APGD-T, FAB-T, '
+                 f'Square; {o["steps"]} steps, {o["n_target_classes"]} '
+                 f'targets, {o["queries"]} queries)')
+    else:
+      out.append(names.get(name, name))
+  return ', '.join(out)
+
+
 def _protocol(wd: str, cfg: dict, task: str) -> str:
   """One line: split, attacked examples, eps grid and units, attacks."""
   t, a = cfg['tasks'][task], cfg['attack']
@@ -38,8 +56,7 @@ def _protocol(wd: str, cfg: dict, task: str) -> str:
   return (f'- Protocol ({task}): {res.get("protocol") or "split not stated"};'
           f' {res["num_examples"]} seeded test examples per model (every '
           f'metric\'s denominator); {a["norm"]} eps {t["eps_grid"]} in '
-          f'{t["eps_units"]}; FGSM and PGD-{a["pgd_steps"]} '
-          f'({a["pgd_restarts"]} restart); consistency = pred(x_adv) == '
+          f'{t["eps_units"]}; {_attacks(a)}; consistency = pred(x_adv) == '
           'pred(x) (the study\'s "adversarial accuracy"), robust accuracy = '
           'clean correct and pred(x_adv) == y; gap = mean over eps > 0 of '
           'large minus tiny, 95% paired bootstrap interval over examples.')
