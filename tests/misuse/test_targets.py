@@ -126,6 +126,49 @@ def _study_entry_missing_file(ctx):
   return study_config.check_study_config(c, build=False)
 
 
+def _tcn_weights_only(ctx):
+  """A keras-tcn TCN (one block, 2 filters, kernel 2) + Dense(3) as a
+  weights-only HDF5 file written with h5py (no Keras), imported without
+  the options its weights cannot record."""
+  import h5py  # pylint: disable=g-import-not-at-top
+  path = ctx.path('har_tcn_weights') + '.h5'
+  arrays = {'tcn': {f'tcn/residual_block_0/conv1D_{k}/{w}:0': np.full(
+      (2, 2, 2) if w == 'kernel' else (2,), 0.1, np.float32)
+                    for k in (0, 1) for w in ('kernel', 'bias')},
+            'dense': {'dense/kernel:0': np.ones((2, 3), np.float32),
+                      'dense/bias:0': np.zeros(3, np.float32)}}
+  with h5py.File(path, 'w') as f:
+    f.attrs['layer_names'] = [n.encode() for n in arrays]
+    for layer, weights in arrays.items():
+      g = f.create_group(layer)
+      g.attrs['weight_names'] = [n.encode() for n in weights]
+      for n, a in weights.items():
+        g.create_dataset(n, data=a)
+  return _load({'path': path, 'model': 'tcn', 'kwargs': {'dilations': (1,)}})
+
+
+def _study_entry_other_classes(ctx):
+  """A study entry naming a run of 3 classes evaluated on digits (10)."""
+  io = pkg('tinyrobust.io')
+  models = pkg('tinyrobust.models')
+  parts = pkg('experiments.configs.study.parts')
+  trained_stage = pkg('tinyrobust.studies.robustness.trained_stage')
+  ml_collections = pkg('ml_collections')
+  run = ctx.path('three_class_run')
+  os.makedirs(run)
+  m = models.get_model('mlp', 3, hidden=(4,))
+  io.save_pytree(os.path.join(run, 'best.ckpt'), m.init(
+      jax.random.key(0), jnp.zeros((1, 8, 8, 1))))
+  with open(os.path.join(run, 'config.json'), 'w') as f:
+    json.dump({'data': {'name': 'digits', 'options': {'seed': 0}},
+               'model': {'name': 'mlp', 'num_classes': 3,
+                         'kwargs': {'hidden': [4]}}, 'train': {}}, f)
+  entry = parts.entry(parts.data_config('digits', epochs=1, lr=1e-2,
+                                        batch_size=64), 'tiny', 'mlp')
+  entry.trained = ml_collections.ConfigDict({'path': run})
+  return trained_stage.load(entry, ctx.path('study_job'), 'three')
+
+
 def _cases() -> list[Case]:
   g = 'targets'
   return [
@@ -161,6 +204,12 @@ def _cases() -> list[Case]:
       Case('study_entry_missing_file', g, _study_entry_missing_file,
            ('tasks.image.models.large.trained', '/no/such/large.h5',
             'does not exist')),
+      Case('keras_tcn_weights_without_settings', g, _tcn_weights_only,
+           ("'padding'", "'use_skip_connections'", "'causal'",
+            'har_tcn_weights')),
+      Case('study_entry_outputs_other_classes', g,
+           _study_entry_other_classes,
+           ("'three'", 'outputs 3 classes', "'digits' has 10")),
       Case('target_section_unknown_field', g, lambda c: _target_section(
           {'tflite': 'm.tflite', 'surogate': '/runs/x'}), ("'surogate'",)),
   ]

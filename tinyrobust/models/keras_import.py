@@ -417,7 +417,14 @@ def load_with_kwargs(name: str, source: Any, num_classes: int | None = None,
     model_kwargs['input_shape'] = tuple(input_shape)
   init_shape = None
   if name in INFERENCE:
-    model_kwargs, init_shape = INFERENCE.lookup(name)(layers, model_kwargs)
+    try:
+      model_kwargs, init_shape = INFERENCE.lookup(name)(layers, model_kwargs)
+    except ValueError as err:  # the checkpoint named, then the reason
+      where = (repr(os.fspath(source)) if isinstance(source, (str,
+                                                              os.PathLike))
+               else type(source).__name__)
+      raise ValueError(f'Keras checkpoint {where} as zoo {name!r}: '
+                       f'{err}') from None
   module = model_registry.get_model(name, k, **model_kwargs)
   shape = tuple(input_shape or init_shape or module.example_input_shape())
   template = jax.eval_shape(

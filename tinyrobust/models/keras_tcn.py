@@ -27,16 +27,21 @@ Options, so that a user does not have to guess them:
   input channels, `use_batch_norm` / `use_layer_norm` (with Keras' epsilon
   1e-3), and whether block 0 has the 1x1 matching convolution (it must iff
   the input channels differ from `nb_filters`);
-* from the TCN's Keras config when the file carries one (full-model HDF5,
-  `.keras`): `dilations`, `nb_stacks`, `padding`, `use_skip_connections`;
+* from the TCN's Keras config when the checkpoint carries one
+  (full-model HDF5, `.keras`, a Keras-2 SavedModel's `keras_metadata.pb`):
+  `dilations`, `nb_stacks`, `padding`, `use_skip_connections`;
   `return_sequences=True`, `go_backwards`, activations other than ReLU and
   per-block filter lists of different widths have no zoo counterpart and
   are errors;
-* otherwise (weights-only files, SavedModels) these four cannot be read
-  from the weights: given options are used, else keras-tcn's defaults
-  (`dilations=(1, 2, 4, 8, 16, 32)`, causal, skip connections), with
-  `nb_stacks` = blocks / len(dilations); a block count that no stack of
-  the dilations makes is an error asking for `dilations=`.
+* otherwise (weights-only files, Keras 3 SavedModels) `dilations`,
+  `padding` and `use_skip_connections` cannot be read from the weights (a
+  TCN without skip connections or with 'same' padding has the same arrays
+  as keras-tcn's default one but other outputs), so they must be given:
+  leaving any out is an error naming them with keras-tcn's defaults
+  (`dilations=(1, 2, 4, 8, 16, 32)`, 'causal', True) rather than a
+  silently different model; `nb_stacks` = blocks / len(dilations), and a
+  block count that no stack of the dilations makes is an error asking for
+  `dilations=`.
 
 A given option that contradicts the checkpoint, missing or extra weight
 paths, and shape mismatches are ValueErrors naming the paths and shapes.
@@ -63,6 +68,9 @@ _VARS = {'conv': ('kernel', 'bias'),
          'batch': ('gamma', 'beta', 'moving_mean', 'moving_variance'),
          'layer': ('gamma', 'beta')}
 KERAS_TCN_DILATIONS = (1, 2, 4, 8, 16, 32)  # keras-tcn's TCN default
+# What a TCN's weights do not record, with keras-tcn's defaults.
+UNRECORDED = {'dilations': KERAS_TCN_DILATIONS, 'padding': 'causal',
+              'use_skip_connections': True}
 _KERAS_EPSILON = 1e-3
 Blocks = dict[int, dict[str, dict[str, np.ndarray]]]
 
@@ -249,8 +257,18 @@ def infer_options(layers: Sequence[KerasLayer], model_kwargs: dict
   for key, value in config.items():
     _agree(kw, key, value, 'config')
     kw[key] = value
-  if 'dilations' not in kw:
-    kw['dilations'] = KERAS_TCN_DILATIONS
+  if config:  # a TCN config: keras-tcn's own defaults for keys it lacks
+    kw.update({k: v for k, v in UNRECORDED.items() if kw.get(k) is None})
+  unknown = [k for k in UNRECORDED if kw.get(k) is None]
+  if unknown:
+    raise ValueError(
+        f'The keras-tcn layer {tcns[0].name!r} comes without its TCN config '
+        f'(a weights-only file or a SavedModel without keras_metadata.pb): '
+        f'its weights give {shape.blocks} residual blocks, nb_filters='
+        f'{shape.nb_filters}, kernel_size={shape.kernel_size}, but not '
+        f'{unknown}. Pass them as the model was built (keras-tcn\'s '
+        f'defaults: ' + ', '.join(f'{k}={UNRECORDED[k]!r}' for k in unknown)
+        + ').')
   dil = tuple(kw['dilations'])
   if 'nb_stacks' not in kw and shape.blocks % len(dil) == 0:
     kw['nb_stacks'] = shape.blocks // len(dil)

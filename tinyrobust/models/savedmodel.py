@@ -29,11 +29,19 @@ Which arrays, in which order, under which names:
   classes are unknown; Bidirectional wrappers are split by their
   forward/backward paths and Keras 3 depthwise kernels are recognised by
   layer name (`keras_weights.label_depthwise`).
+
+Configs: a SavedModel written by TF 2.x Keras (Keras 2) also holds
+`keras_metadata.pb`, each layer's class name and `get_config()` as JSON.
+A keras-tcn `TCN` found there gets its class name and config (dilations,
+stacks, padding, skip connections: what its weights cannot record), as from
+a full-model HDF5 file; Keras 3 SavedModels have no such file, so their
+keras-tcn options must be given (`keras_tcn`).
 """
 
 from __future__ import annotations
 
 import collections
+import json
 import os
 
 import numpy as np
@@ -114,11 +122,47 @@ def _rank(key: str) -> int:
   return 2 if key.startswith('optimizer/') else 1
 
 
+def keras_metadata(path: str) -> dict[str, tuple[str, dict]]:
+  """`{layer name: (class name, config)}` from the Keras-2 SavedModel
+  `path`'s `keras_metadata.pb` ({} without one or for unreadable nodes)."""
+  meta = os.path.join(path, 'keras_metadata.pb')
+  if not os.path.exists(meta):
+    return {}
+  # pylint: disable-next=g-import-not-at-top
+  from tensorflow.python.keras.protobuf import saved_metadata_pb2 as pb
+  saved = pb.SavedMetadata()
+  with open(meta, 'rb') as f:
+    try:
+      saved.ParseFromString(f.read())
+    except Exception as err:  # pylint: disable=broad-except
+      raise ValueError(f'SavedModel {path!r}: keras_metadata.pb is not a '
+                       f'Keras SavedMetadata proto ({err}).') from None
+  out = {}
+  for node in saved.nodes:
+    try:
+      d = json.loads(node.metadata)
+    except ValueError:
+      continue
+    if isinstance(d, dict) and d.get('name') and d.get('class_name'):
+      out.setdefault(str(d['name']), (str(d['class_name']),
+                                      d.get('config') or {}))
+  return out
+
+
+def _with_tcn_config(layer: KerasLayer, meta: dict) -> KerasLayer:
+  """`layer` with the class name and config of a keras-tcn TCN in `meta`."""
+  cls, config = meta.get(layer.name, ('', None))
+  if cls != 'TCN':
+    return layer
+  return layer._replace(class_name=cls, config=config)
+
+
 def read_savedmodel(path: str) -> list[KerasLayer]:
   """Weight-carrying layers of the Keras model in SavedModel dir `path`.
 
   Returns:
-    `KerasLayer`s in model order with empty class names (module doc).
+    `KerasLayer`s in model order with empty class names, but a keras-tcn
+    TCN's from `keras_metadata.pb` (module doc).
   """
   prefix = os.path.join(path, 'variables', 'variables')
   if not os.path.exists(prefix + '.index'):
@@ -149,9 +193,11 @@ def read_savedmodel(path: str) -> list[KerasLayer]:
   if not layers:
     raise ValueError(f'SavedModel {path!r} holds no float model variables.')
   layers = {k: _keras_order(v) for k, v in layers.items()}
+  meta = keras_metadata(path)
   out = [KerasLayer(layer.split('/')[-1], '',
                     [np.asarray(a) for _, a in arrays],
                     [keras_weights.short(n) for n, _ in arrays],
                     tuple(n for n, _ in arrays))
          for layer, arrays in layers.items()]
-  return keras_weights.finish(out)
+  return keras_weights.finish([_with_tcn_config(layer, meta)
+                               for layer in out])
