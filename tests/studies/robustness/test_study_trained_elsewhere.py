@@ -1,7 +1,9 @@
 """Study entries that name a trained model instead of a training config:
-a Keras file and a tinyrobust run workdir, evaluated and profiled on the
-task's test split, never trained; Table 1 and the protocol record the file's
-sha256 and 'trained elsewhere'."""
+a Keras .h5 file, a SavedModel directory and a tinyrobust run workdir,
+evaluated and profiled on the task's test split, never trained; Table 1 and
+the protocol record the file's sha256 and 'trained elsewhere'. Per task (KWS,
+HAR, image on the shared data) the trained stage evaluates a SavedModel, a
+keras-tcn .h5 and a .keras file as Keras itself scores them."""
 
 import hashlib
 import json
