@@ -19,7 +19,8 @@ values), default / `full`
 (each training config's schedule; use a GPU).
 Transfer and universal (issue 25, `parts.transfer_sections`): PGD (the
 white-box options and key) and MI-FGSM (10 steps) crafted on every model and
-on the tiny and large ensembles; SGD-UAP per model at 0.2 and 0.8 train-std,
+on the tiny and large ensembles, judged by every model and its int8 LiteRT
+export; SGD-UAP per model at 0.2 and 0.8 train-std,
 quick: 2 epochs of 64-window batches, step 0.1 eps. `noaa`: without
 AutoAttack. `small` (with quick): only FastGRNN and TCN (tiny) and the CNN
 (large), one SGD-UAP epoch, no TFLM measurement (a loaded 2-core CPU).

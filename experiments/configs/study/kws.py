@@ -15,14 +15,14 @@ over 5 eps values on 400 seeded test clips), default / `full` (each training con
 GPU).
 Transfer and universal (issue 25, `parts.transfer_sections`): PGD and
 MI-FGSM (10 steps) crafted on every model and on the tiny and large
-ensembles; SGD-UAP per model at two eps. `noaa`: without AutoAttack.
+ensembles, judged by every model and its int8 LiteRT export; SGD-UAP per
+model at two eps. `noaa`: without AutoAttack.
 `signal` (the attacker's own units, issue 25): the perturbation is added to
 the waveform (full scale 1) in front of each model's MFCC front-end
 (`task.space='signal'`), eps are SNR budgets in dB per clip (40, 30, 20 and
 10 dB; the L-inf radius of clip i is rms(x_i) * 10^(-dB/20), reported
 beside each dB in waveform units), universal perturbations at 30 and 20 dB
-(one radius: against the training clips' mean rms), and every model's int8
-LiteRT export is a transfer target (`attack.transfer.int8`).
+(one radius: against the training clips' mean rms).
 `small` (with quick): DS-CNN and TCN (tiny), CNN and GRU (large; two of
 each, so both ensembles exist), 5 epochs each, 200 test clips, one SGD-UAP
 epoch, no TFLM measurement (a loaded 2-core CPU).
@@ -57,7 +57,6 @@ def get_config(arg=None):
   if args.signal:  # the waveform, SNR budgets in dB (descending)
     c.tasks.kws = parts.task('dB', (40.0, 30.0, 20.0, 10.0))
     c.tasks.kws.space = 'signal'
-    c.attack.transfer.int8 = True
   m = c.tasks.kws.models
   m.dscnn = parts.from_train('tiny', 'speech_commands_dscnn', variant,
                              train=short, raw=False)

@@ -43,13 +43,14 @@ def study_base(quick: bool = False, autoattack: bool = True
 # The study's attacker without access to the target (issue 25): PGD (the
 # white-box attack's options and key, so the diagonal is the white-box
 # number) and MI-FGSM crafted on every model and on the large / tiny
-# ensembles; universal perturbations (SGD-UAP) per model at two eps. Quick
-# budgets on a 2-core CPU: MI-FGSM 10 steps; SGD-UAP 2 epochs of batches of
-# 64 training examples, step 0.1 eps.
+# ensembles, judged by every model and by every model's int8 LiteRT export
+# (float -> int8); universal perturbations (SGD-UAP) per model at two eps.
+# Quick budgets on a 2-core CPU: MI-FGSM 10 steps; SGD-UAP 2 epochs of
+# batches of 64 training examples, step 0.1 eps.
 def transfer_sections(c, *, quick: bool, universal_eps) -> None:
   """Adds `attack.transfer` and `attack.universal` to a study config."""
   c.attack.transfer = ml_collections.ConfigDict({
-      'attacks': ('pgd', 'mi-fgsm'), 'ensemble': True,
+      'attacks': ('pgd', 'mi-fgsm'), 'ensemble': True, 'int8': True,
       'options': {'mi-fgsm': {'steps': 10}}})
   c.attack.universal = ml_collections.ConfigDict({
       'eps': tuple(universal_eps), 'epochs': 2 if quick else 10,

@@ -48,6 +48,8 @@ def collect(workdir: str, kind: str) -> dict[str, Any]:
                   else (stage.UNIVERSAL_DIR, '*_eval.json'))
   records, examples = [], {}
   for path in sorted(glob.glob(os.path.join(workdir, sub, pattern))):
+    if path.endswith(stage.INT8_ERRORS):
+      continue
     task = os.path.basename(path).split('__')[0]
     recs, ex = stage.load_unit(path)
     for r in recs:
@@ -89,11 +91,13 @@ def _targets(config, task: str, records) -> list[str]:
 def report_eps(config, task: str) -> list[float]:
   """The two (or fewer) eps of the comparison and findings, task units:
   the universal eps found in the grid, else the two largest non-zero."""
-  grid = [float(e) for e in config.tasks[task].eps_grid if e > 0]
+  u = _unit(config, task)  # dB: any budget; the grid goes weak -> strong
+  grid = [float(e) for e in config.tasks[task].eps_grid
+          if u.relative or e > 0]
   ucfg = attack_config_lib.universal_config(
       attack_config_lib.attack_config(config))
   picked = [e for e in (ucfg['eps'] if ucfg else ()) if e in grid]
-  return sorted(picked or grid[-2:])
+  return sorted(picked or grid[-2:], key=u.to_input)
 
 
 def diagonal_check(config, workdir: str, tr) -> list[dict[str, Any]]:
@@ -158,6 +162,8 @@ def findings(config, tr) -> list[dict[str, Any]]:
                 seed=int(config.seed))
             f.update(task=task, attack=attack, case=name, eps_in_units=eps_u,
                      eps_units=config.tasks[task].eps_units)
+            if _unit(config, task).relative:  # the attacks' eps is r
+              f['statement'] = f['statement'].replace(', eps=', ', r=')
             f['text'] = (f'{task}, {attack.upper()}, eps={eps_u:g} '
                          f'{f["eps_units"]}: {f["statement"]}.')
             out.append(f)
@@ -342,6 +348,11 @@ def write(config, workdir: str, markdown_table) -> dict[str, Any] | None:
          f'(model, attack) pairs: {"yes" if ok else "NO"}.', '',
          'White-box vs transfer vs universal robust accuracy '
          '(`attacker_table.csv`):', '', markdown_table(table)]
+  for path in sorted(glob.glob(os.path.join(
+      workdir, stage.TRANSFER_DIR, '*' + stage.INT8_ERRORS))):
+    for label, err in sorted(io.read_json(path).items()):
+      md += [f'- No int8 target for {os.path.basename(path).split("__")[0]}'
+             f'/{label}: its int8 export failed ({err}).']
   both = eps_table(config, workdir, un)
   if both:
     io.write_csv(os.path.join(workdir, 'eps_db.csv'), both)

@@ -50,6 +50,7 @@ from tinyrobust.studies.robustness import signal_space
 TRANSFER_DIR = 'transfer'
 UNIVERSAL_DIR = 'universal'
 INT8 = '@int8'  # the target name suffix of a model's int8 LiteRT export
+INT8_ERRORS = '__int8_errors.json'  # per task: label -> export error
 OUTCOME_KEYS = ('clean', 'robust', 'consistent', 'transferred', 'nonfinite')
 
 
@@ -108,20 +109,36 @@ def _group_data(models: dict[str, Any]):
   return first['x'][idx], first['y'][idx], clip
 
 
-def _int8_targets(models, task_cfg, batch_size: int) -> dict[str, Any]:
+def _int8_targets(models, task_cfg, batch_size: int, wd: str, task: str
+                  ) -> dict[str, Any]:
   """`<label>@int8` -> LiteRT int8 logits of each float model's export
   (`evaluation.deployed.litert_logits`; signal space: the front-end in
-  float, its output quantised at the int8 model's input)."""
-  out = {}
+  float, its output quantised at the int8 model's input). A model the
+  converter cannot export is left out and its error kept in
+  `<task>__int8_errors.json` (the report names it)."""
+  out, errors = {}, {}
   for label, m in models.items():
     frontend = None
     if signal_space.is_signal(task_cfg):
       frontend = audio.feature_fn(m['config'].data.options.features)
     x_train = candidate.load_split(m['config'], 'train').x
-    out[f'{label}{INT8}'] = deployed.litert_logits(
-        m['model'], m['variables'], np.asarray(x_train),
-        batch_size=batch_size, frontend=frontend)
+    try:
+      out[f'{label}{INT8}'] = deployed.litert_logits(
+          m['model'], m['variables'], np.asarray(x_train),
+          batch_size=batch_size, frontend=frontend)
+    except Exception as err:  # pylint: disable=broad-except
+      errors[label] = f'{type(err).__name__}: {err}'[:500]
+      print(f'[study] {task}/{label}: no int8 target ({errors[label]})',
+            flush=True)
+  io.write_json(os.path.join(wd, task + INT8_ERRORS), errors)
   return out
+
+
+def _int8_names(wd: str, task: str, group) -> list[str]:
+  """The int8 targets of a group, less the exports known to fail."""
+  path = os.path.join(wd, task + INT8_ERRORS)
+  failed = io.read_json(path) if os.path.exists(path) else {}
+  return [f'{l}{INT8}' for l in group if l not in failed]
 
 
 def _sources(config, tcfg, task: str, group: list[str], models):
@@ -186,7 +203,7 @@ def _transfer(config, acfg, tcfg, task, group, models, data, wd) -> None:
       host = tcfg['int8'] and not src.startswith('ensemble[')
       settings = {'attack': name, 'options': opts[name], 'seed': int(
           config.seed), 'eps_grid': grid.tolist(), 'targets': group + (
-              [f'{l}{INT8}' for l in group] if host else []),
+              _int8_names(wd, task, group) if host else []),
                   'batch_size': int(acfg.batch_size),
                   'attack_index': attack_config_lib.attack_index(acfg, name),
                   'examples': int(len(x)), **_space_key(task_cfg)}
@@ -195,7 +212,8 @@ def _transfer(config, acfg, tcfg, task, group, models, data, wd) -> None:
         continue
       if host and int8 is None:
         int8 = _int8_targets({l: models[l] for l in group}, task_cfg,
-                             int(acfg.batch_size))
+                             int(acfg.batch_size), wd, task)
+        settings['targets'] = group + list(int8)
       result = transfer_lib.transfer_matrix(
           {src: spec}, targets, x, y, eps_grid=grid, seed=int(config.seed),
           batch_size=int(acfg.batch_size), attack=name, options=opts[name],
