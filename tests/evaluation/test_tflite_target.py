@@ -114,11 +114,22 @@ def test_worst_case_is_the_per_example_minimum():
 
 def test_attack_mode_on_a_bare_flatbuffer(exported, tmp_path):
   """--mode=attack with config.target.tflite: no trained run, the data
-  section of the named training config, tflite_results.json written."""
+  section of the named training config, tflite_results.json written; FGSM
+  transferred from a surrogate run workdir (the model the file was exported
+  from, saved as a run) equals FGSM from the same model in memory."""
+  model, v, _, te, path = exported
+  run = tmp_path / 'linear_run'
+  run.mkdir()
+  io.save_pytree(str(run / 'best.ckpt'), v)
+  io.write_json(str(run / 'config.json'), {
+      'data': {'name': 'digits', 'options': {}}, 'train': {},
+      'model': {'name': 'mlp', 'num_classes': 10,
+                'kwargs': {'hidden': [], 'input_shape': [8, 8, 1]}}})
   cfg = importlib.import_module(
       'experiments.configs.attack.tflite').get_config('train=digits_cnn')
-  cfg.target.tflite = exported[4]
-  cfg.attack.attacks = ('square',)
+  cfg.target.tflite = path
+  cfg.target.surrogate = str(run)
+  cfg.attack.attacks = ('square', 'fgsm')
   cfg.attack.eps_grid = (0.0, 0.15)
   cfg.attack.max_examples = 8
   cfg.attack.batch_size = 8
@@ -126,7 +137,14 @@ def test_attack_mode_on_a_bare_flatbuffer(exported, tmp_path):
   wd = str(tmp_path / 'tflite_attack')
   res = modes.run('attack', cfg, wd)
   saved = io.read_json(os.path.join(wd, 'tflite_results.json'))
-  assert saved['routes'].keys() == {'square@litert'}
+  assert saved['routes'].keys() == {'square@litert', 'fgsm@linear_run'}
+  assert saved['surrogate']['kind'] == 'workdir'
+  assert not saved['surrogate']['trained_elsewhere']
+  direct = tflite_target.evaluate_tflite(
+      path, te, attacks=['fgsm'], surrogate=(model.apply, v),
+      eps_grid=saved['eps_grid'], batch_size=8, seed=0, max_examples=8)
+  np.testing.assert_array_equal(_per_example(res, 'fgsm@linear_run'),
+                                _per_example(direct, 'fgsm@surrogate'))
   assert saved['num_examples'] == 8 and saved['data']['name'] == 'digits'
   assert saved['worst_case']['per_eps'] == res['worst_case']['per_eps']
   assert saved['target']['sha256'] == res['target']['sha256']
