@@ -65,6 +65,11 @@ def test_bucket_sizes_are_full_steps_then_step_over_a_power_of_growth():
     last = scheduler.bucket_sizes(n, 256, growth=1.25)[-1]
     rest = n % 256 or 256
     assert rest <= last <= max(1.25 * rest + 1, 8), n
+  # growth 1: the next multiple of min_bucket (and of the device count)
+  assert scheduler.bucket_sizes(70, 128, growth=1) == [72]
+  assert scheduler.bucket_sizes(125, 128, growth=1) == [128]
+  assert scheduler.bucket_sizes(13, 100, growth=1, multiple=3) == [18]
+  assert scheduler.bucket_sizes(200, 128, growth=1) == [128, 72]
 
 
 def test_auto_growth_pads_long_stages_finely():
@@ -80,7 +85,7 @@ def test_auto_growth_pads_long_stages_finely():
   assert scheduler.stage_growth('auto', aa.stages[-1]) == \
       scheduler.LONG_GROWTH
   assert scheduler.stage_growth(4, aa.stages[-1]) == 4.0
-  for bad in (1.0, 0, 'fine', True, 100):
+  for bad in (1.02, 0, 'fine', True, 100):
     with pytest.raises(ValueError, match='growth'):
       scheduler.Scheduler(_linear, _kernels(), GRID, batch_size=8,
                           growth=bad)
