@@ -340,7 +340,8 @@ class Scheduler:
     fingerprint = scheduler_state.fingerprint(
         x, y, self.attacks, self.eps_grid, seed, step, self.audit,
         self.min_bucket, stages_of,
-        extra={'growth': self.growth, 'consistency': self.consistency})
+        extra={'growth': self.growth, 'consistency': self.consistency,
+               'long_stages': [LONG_STAGE_EVALS, LONG_GROWTH]})
     store = scheduler_state.StateFile(state_path, fingerprint, self.attacks,
                                       n, len(self.eps_grid), save_every)
     states = store.load()
