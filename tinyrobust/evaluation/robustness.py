@@ -72,12 +72,15 @@ class RobustnessEvaluator:
       clean-correct points with one-stage attacks (robust accuracy only;
       `consistent` then counts misclassified points as consistent, see
       `scheduler`).
+    growth: 'scheduler' engine only: the bucket policy
+      (`scheduler.Scheduler`; 'auto' pads long stages to a multiple of 8).
   """
 
   def __init__(self, apply_fn: Callable, attacks: Mapping[str, Callable],
                eps_grid: Sequence[float], *, batch_size: int,
                devices: Sequence[jax.Device] | None = None,
-               engine: str = 'scheduler', consistency: bool = True):
+               engine: str = 'scheduler', consistency: bool = True,
+               growth: float | str = 'auto'):
     if engine not in ENGINES:
       raise ValueError(f'Unknown evaluation engine {engine!r}. Valid: '
                        f'{", ".join(ENGINES)}.')
@@ -93,7 +96,7 @@ class RobustnessEvaluator:
     self._craft_fns = {}
     self._scheduler = scheduler.Scheduler(
         apply_fn, self.attacks, self.eps_grid, batch_size=self.batch_size,
-        devices=devices, consistency=consistency)
+        devices=devices, consistency=consistency, growth=growth)
 
   def _shardings(self):
     """in_shardings of `(variables, x, y, key, grid)`, and the `[E, B]`
