@@ -86,7 +86,18 @@ def _evaluation_cases() -> list[Case]:
           dataset=np.zeros((4, 8, 8, 1))), ('dataset',)),
       Case('nan_logits', g, _nan_logits),
       Case('three_output_model_10_class_data', g, _three_outputs, ('3',)),
+      Case('bucket_growth_below_one', g, lambda c: _evaluator(growth=0.5),
+           ('0.5', "'auto'")),
+      Case('bucket_growth_string', g, lambda c: _evaluator(growth='fine'),
+           ("'fine'", "'auto'")),
   ]
+
+
+def _evaluator(**kwargs):
+  apply_fn = lambda v, x: x.reshape(len(x), -1)[:, :10]
+  fgsm = pkg('tinyrobust.attacks').get_attack('fgsm', apply_fn)
+  return pkg('tinyrobust.evaluation').RobustnessEvaluator(
+      apply_fn, {'fgsm': fgsm}, [0.1], batch_size=8, **kwargs)
 
 
 CASES = _evaluation_cases()
