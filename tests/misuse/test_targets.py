@@ -147,6 +147,18 @@ def _tcn_weights_only(ctx):
   return _load({'path': path, 'model': 'tcn', 'kwargs': {'dilations': (1,)}})
 
 
+def _corrupt_keras_metadata(ctx):
+  """A SavedModel (one variable) whose keras_metadata.pb is not a proto."""
+  tf = pkg('tinyrobust.tf_setup').import_tf()
+  path = ctx.path('kws_ref_model')
+  root = tf.Module()
+  root.w = tf.Variable(np.zeros((64, 10), np.float32), name='dense/kernel')
+  tf.saved_model.save(root, path)
+  with open(os.path.join(path, 'keras_metadata.pb'), 'wb') as f:
+    f.write(b'\xff\xff\xff\xff not a SavedMetadata proto')
+  return _load({'path': path, 'model': 'mlp'})
+
+
 def _study_entry_other_classes(ctx):
   """A study entry naming a run of 3 classes evaluated on digits (10)."""
   io = pkg('tinyrobust.io')
@@ -207,6 +219,8 @@ def _cases() -> list[Case]:
       Case('keras_tcn_weights_without_settings', g, _tcn_weights_only,
            ("'padding'", "'use_skip_connections'", "'causal'",
             'har_tcn_weights')),
+      Case('savedmodel_corrupt_keras_metadata', g, _corrupt_keras_metadata,
+           ('kws_ref_model', 'keras_metadata.pb', 'SavedMetadata')),
       Case('study_entry_outputs_other_classes', g,
            _study_entry_other_classes,
            ("'three'", 'outputs 3 classes', "'digits' has 10")),
