@@ -124,7 +124,12 @@ def _rank(key: str) -> int:
 
 def keras_metadata(path: str) -> dict[str, tuple[str, dict]]:
   """`{layer name: (class name, config)}` from the Keras-2 SavedModel
-  `path`'s `keras_metadata.pb` ({} without one or for unreadable nodes)."""
+  `path`'s `keras_metadata.pb` ({} without one; nodes whose metadata is
+  not a layer's JSON are skipped).
+
+  Raises:
+    ValueError: the file is not a Keras `SavedMetadata` proto (naming it).
+  """
   meta = os.path.join(path, 'keras_metadata.pb')
   if not os.path.exists(meta):
     return {}
