@@ -68,7 +68,12 @@ def test_bucket_sizes_are_full_steps_then_step_over_a_power_of_growth():
   # growth 1: the next multiple of min_bucket (and of the device count)
   assert scheduler.bucket_sizes(70, 128, growth=1) == [72]
   assert scheduler.bucket_sizes(125, 128, growth=1) == [128]
-  assert scheduler.bucket_sizes(13, 100, growth=1, multiple=3) == [18]
+  assert scheduler.bucket_sizes(13, 100, growth=1) == [14]  # 1.25-size
+  assert scheduler.bucket_sizes(13, 100, growth=1, multiple=3) == [15]
+  for n in range(1, 300):  # < 8 padded points and at most 1.25x
+    last = scheduler.bucket_sizes(n, 256, growth=1)[-1]
+    rest = n % 256 or 256
+    assert rest <= last <= min(rest + 7, max(1.25 * rest + 1, 8)), n
   assert scheduler.bucket_sizes(200, 128, growth=1) == [128, 72]
 
 

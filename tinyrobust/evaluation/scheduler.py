@@ -84,25 +84,24 @@ def bucket_sizes(n_open: int, step: int, *, min_bucket: int = 8,
   `multiple` (the device count). Allowed sizes are `ceil(step / growth**k)`
   down to `min_bucket` for `growth > 1` (a stage compiles for at most
   `log_growth(step / min_bucket) + 1` shapes and pads at most about
-  `growth`x), and every multiple of `min_bucket` for `growth == 1`
-  (`step / min_bucket` shapes, fewer than `min_bucket` padded points: for
-  long stages, whose run time, not their compile, which the persistent
-  compilation cache keeps across runs, dominates)."""
+  `growth`x); for `growth == 1`, every multiple of `min_bucket` and the
+  `FINE_GROWTH` sizes (fewer than `min_bucket` padded points, and at most
+  `FINE_GROWTH`x: for long stages, whose run time, not their compile, which
+  the persistent compilation cache keeps across runs, dominates)."""
   sizes = [step] * (n_open // step)
   rest = n_open - step * len(sizes)
   if rest:
+    allowed, k, ratio = [], 0, FINE_GROWTH if growth == 1 else growth
+    while True:
+      size = int(math.ceil(step / ratio**k - 1e-9))
+      if allowed and size < min_bucket:
+        break
+      allowed.append(size)
+      if size <= 1:
+        break
+      k += 1
     if growth == 1:
-      allowed = [min(step, int(math.ceil(rest / min_bucket) * min_bucket))]
-    else:
-      allowed, k = [], 0
-      while True:
-        size = int(math.ceil(step / growth**k - 1e-9))
-        if allowed and size < min_bucket:
-          break
-        allowed.append(size)
-        if size <= 1:
-          break
-        k += 1
+      allowed.append(min(step, int(math.ceil(rest / min_bucket) * min_bucket)))
     allowed = [int(math.ceil(a / multiple) * multiple) for a in allowed]
     sizes.append(min(a for a in allowed if a >= rest))
   return sizes
@@ -111,12 +110,15 @@ def bucket_sizes(n_open: int, step: int, *, min_bucket: int = 8,
 # Under `growth='auto'`, stages that spend at least `LONG_STAGE_EVALS` model
 # evaluations per point (APGD's 100 steps, APGD-T/FAB-T's 9 targets x 100
 # steps, Square's queries) pad their last bucket to a multiple of
-# `min_bucket` (`LONG_GROWTH = 1`); shorter ones (FGSM, PGD-10) by at most
-# 2x, compiling fewer shapes. Measured (experiments/bench_autoattack.py,
-# ResNet8 APGD-CE-100, 70 open points, step 128): bucket 128 (growth 2)
-# 0.86x torchattacks' speed, bucket 82 (growth 1.25) 1.34x.
+# `min_bucket` or of `FINE_GROWTH` (`LONG_GROWTH = 1`), whichever is closer;
+# shorter ones (FGSM, PGD-10) by at most 2x, compiling fewer shapes.
+# Measured (experiments/bench_autoattack.py, ResNet8, vs torchattacks):
+# APGD-CE-100 on 70 open points (step 128): bucket 128 (growth 2) 0.86x,
+# bucket 82 (growth 1.25) 1.34x; the standard cascade on 100 images: growth
+# 2 1.31x (buckets 50/25/25/25), growth 1.25 1.96x (41/14/14/14).
 LONG_STAGE_EVALS = 50
 LONG_GROWTH = 1
+FINE_GROWTH = 1.25
 
 
 def stage_evals(kernel: Callable) -> int:
@@ -341,7 +343,7 @@ class Scheduler:
         x, y, self.attacks, self.eps_grid, seed, step, self.audit,
         self.min_bucket, stages_of,
         extra={'growth': self.growth, 'consistency': self.consistency,
-               'long_stages': [LONG_STAGE_EVALS, LONG_GROWTH]})
+               'long_stages': [LONG_STAGE_EVALS, LONG_GROWTH, FINE_GROWTH]})
     store = scheduler_state.StateFile(state_path, fingerprint, self.attacks,
                                       n, len(self.eps_grid), save_every)
     states = store.load()
