@@ -93,6 +93,22 @@ def test_square_p_schedule_halves_at_the_papers_iterations():
   assert p == [0.8, 0.8, 0.4, 0.4, 0.2, 0.8 / 2 ** 9]
 
 
+@pytest.mark.parametrize('side', [1, 3, 8])
+def test_square_window_corners_all_vs_authors(side):
+  # 'all': every corner in [0, 8 - side]; 'authors' (the authors' and
+  # torchattacks' code): [0, 8 - side), so a 1x1 window never covers the
+  # last row or column (and a full-side window sits at 0 either way).
+  seen = {}
+  for corners in square.CORNERS:
+    _, starts = square._window(jax.random.key(0), 4000, (8, 8), side,
+                               corners)
+    seen[corners] = set(np.unique(np.asarray(starts)).tolist())
+  assert seen['all'] == set(range(8 - side + 1))
+  assert seen['authors'] == set(range(max(8 - side, 1)))
+  with pytest.raises(ValueError, match="corners.*'edge'"):
+    attacks.get_attack('square', lambda v, x: x, corners='edge')
+
+
 def test_cascade_is_the_per_example_worst_case(digits_mlp):
   f, v, x, y = digits_mlp
   key = jax.random.key(0)

@@ -29,10 +29,11 @@ class HostSquare:
   logits_np`; proposals and updates are jitted JAX, the scores are not."""
 
   def __init__(self, apply_fn, threat, *, queries, p_init, loss_fn,
-               return_info, ops):
+               return_info, ops, corners='all'):
     square = self._ops = ops
     self.apply_fn, self.threat, self.loss_fn = apply_fn, threat, loss_fn
     self.queries, self.p_init, self.return_info = queries, p_init, return_info
+    self.corners = corners
     self._jitted: dict[Any, Any] = {}
     self._update = jax.jit(
         lambda st, xn, z, y: square._update(st, xn, z, y, loss_fn))
@@ -77,7 +78,7 @@ class HostSquare:
                    'valid': jnp.ones(x.shape[0], bool)}
 
   def _search(self, variables, x, y, key, eps_b):
-    geo = self._ops._Geometry(self.threat, x.shape[1:])
+    geo = self._ops._Geometry(self.threat, x.shape[1:], self.corners)
     shape, b = x.shape[1:], x.shape[0]
     k_init, key = jax.random.split(key)
     x0 = self._fn(geo, shape, 'init')(k_init, x, eps_b)
