@@ -185,8 +185,11 @@ def _int8_columns(config, tr, task, label, eps_u) -> dict[str, Any]:
   t = f'{label}{stage.INT8}'
   recs = [r for r in tr['records'] if r['task'] == task and r['target'] == t
           and _at(config, r, eps_u)]
-  if not recs:
-    return {}
+  if not recs:  # the columns stay when another model of the task has them
+    return dict.fromkeys(('int8_clean', 'int8_from_own_float',
+                          'int8_transfer_best')) if any(
+                              r['task'] == task and r['target'].endswith(
+                                  stage.INT8) for r in tr['records']) else {}
   own = [r['robust_accuracy'] for r in recs if r['crafted_on'] == label]
   best = _best(config, tr['records'], task=task, target=t, eps_u=eps_u,
                exclude=(label,))
@@ -230,7 +233,10 @@ def attacker_table(config, workdir: str, tr, un) -> list[dict[str, Any]]:
             'transfer_best': best and best['robust_accuracy'],
             'transfer_best_source': best and
             f'{best["crafted_on"]} ({best["attack"]})',
-            f'transfer_ensemble_{other}': min(ens) if ens else None,
+            # both columns in every row (a table takes the first row's
+            # keys); an ensemble holding the target itself is not transfer
+            **{f'transfer_ensemble_{k}': (min(ens) if ens else None)
+               if k == other else None for k in ('large', 'tiny')},
             'universal_own': own[0] if own else None,
             'universal_best_transfer': ubest and ubest['robust_accuracy'],
             'universal_best_source': ubest and ubest['crafted_on'],
