@@ -99,3 +99,23 @@ def test_int8_aware_run_exports_to_litert_as_its_fake_quantised_forward(
   assert np.mean(np.argmax(got, -1) == np.argmax(lite, -1)) >= 0.99
   lite_acc = np.mean(np.argmax(lite, -1) == test.y)
   assert lite_acc >= metrics['test_accuracy'] - 0.03, lite_acc
+
+
+def test_qat_epochs_is_a_base_config_field_that_older_pins_tolerate():
+  """`--config.train.qat_epochs=k` needs the field in the base config; a
+  workdir pinned before it existed (no field) still matches a config with
+  it off, and not one with it on, at any depth (a study nests train
+  configs)."""
+  from tinyrobust import config_io
+  cfg = digits_cnn.get_config('quick')
+  assert cfg.train.qat_epochs == 0 and qat.qat_epochs(cfg) == 0
+  new = config_io.config_json(cfg)
+  old = {**new, 'train': {k: v for k, v in new['train'].items()
+                          if k != 'qat_epochs'}}
+  assert list(config_io.diff_keys(old, new)) == []
+  on = {**new, 'train': {**new['train'], 'qat_epochs': 2}}
+  assert list(config_io.diff_keys(old, on)) == ['train.qat_epochs']
+  nest = lambda d: {'tasks': {'t': {'models': {'m': {'config': d}}}}}
+  assert list(config_io.diff_keys(nest(old), nest(new))) == []
+  assert list(config_io.diff_keys(nest(old), nest(on))) == [
+      'tasks.t.models.m.config.train.qat_epochs']

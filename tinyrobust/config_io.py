@@ -34,11 +34,30 @@ def config_json(config: Any) -> dict[str, Any]:
   return json.loads(json.dumps(io.to_jsonable(config), sort_keys=True))
 
 
+# Fields added to the base config after workdirs were pinned, with their
+# 'off' value: a pinned config without the field equals one where it is off
+# (at any depth, e.g. a study's `tasks.<t>.models.<m>.config.train...`), so
+# older runs, studies and searches resume.
+ADDED_FIELDS = {'train.qat_epochs': 0}
+
+
+def _absent_or_off(path: str, a: dict, b: dict, k: str) -> bool:
+  """True when `k` is an `ADDED_FIELDS` field missing on one side and off
+  on the other."""
+  for field, off in ADDED_FIELDS.items():
+    if path == field or path.endswith('.' + field):
+      return (k not in a and b.get(k) == off) or (
+          k not in b and a.get(k) == off)
+  return False
+
+
 def diff_keys(a: Any, b: Any, prefix: str = '') -> Iterator[str]:
-  """Dotted paths where two nested dicts differ."""
+  """Dotted paths where two nested dicts differ (`ADDED_FIELDS` missing on
+  one side and off on the other are no difference)."""
   if isinstance(a, dict) and isinstance(b, dict):
     for k in sorted(set(a) | set(b)):
-      yield from diff_keys(a.get(k), b.get(k), f'{prefix}{k}.')
+      if not _absent_or_off(f'{prefix}{k}', a, b, k):
+        yield from diff_keys(a.get(k), b.get(k), f'{prefix}{k}.')
   elif a != b:
     yield prefix.rstrip('.')
 

@@ -111,6 +111,10 @@ def base_config() -> ml_collections.ConfigDict:
   # tinyrobust.adversarial.default_config. An off section is dropped from the
   # pinned config.json (runs pinned before it existed resume).
   c.train.adversarial = adversarial.default_config()
+  # int8-aware training: the last k epochs through the fake-quantised int8
+  # forward (tinyrobust.qat); 0 = off. Workdirs pinned before the field
+  # existed resume (config_io.ADDED_FIELDS).
+  c.train.qat_epochs = 0
   # Robustness evaluation (--mode=attack, studies, the search's adversarial
   # term); fields documented in tinyrobust.attacks.config.default_attack_config.
   c.attack = attack_config_lib.default_attack_config()
