@@ -120,6 +120,9 @@ def _cases() -> list[Case]:
           task={'adv_train_eps': 0.0}), ('adv_train_eps=0.0',)),
       Case('study_label_taken', g, _robustness_study(clash=True),
            ("'mlp_tiny_pgd_at'",)),
+      Case('study_qat_epochs_string', g, _robustness_study(
+          {'adv_train_qat_epochs': 'last'}), ('adv_train_qat_epochs',
+                                              "'last'")),
       Case('qat_epochs_negative', g, _train(qat_epochs=-1),
            ('qat_epochs', 'got -1')),
       Case('qat_epochs_beyond_epochs', g, _train(qat_epochs=4),

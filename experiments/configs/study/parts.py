@@ -36,6 +36,7 @@ def study_base(quick: bool = False, autoattack: bool = True
   c.study.adv_train = 'none'
   c.study.adv_train_kinds = ('tiny', 'large')
   c.study.adv_train_options = {'steps': 3 if quick else 10}
+  c.study.adv_train_qat_epochs = 0  # k > 0: the copies' last k epochs int8-aware
   c.tasks = ml_collections.ConfigDict()
   return c
 

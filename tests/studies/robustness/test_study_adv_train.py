@@ -51,6 +51,16 @@ def test_expand_adds_defended_copies_and_none_is_the_plain_study():
   assert 'adv_train' not in plain.study  # one pinned form of 'off'
   assert sorted(defended.standard(c).tasks.image.models) == sorted(
       plain.tasks.image.models)
+  assert e.config.train.get('qat_epochs', 0) == 0
+  q = _config()
+  q.study.adv_train_qat_epochs = 1  # int8-aware copies; originals as they were
+  m = runner.resolve_config(q).tasks.image.models
+  assert m.mlp_tiny_pgd_at.config.train.qat_epochs == 1
+  assert m.mlp_tiny.config.train.get('qat_epochs', 0) == 0
+  q.study.adv_train_qat_epochs = 2  # more than the copies' 1 epoch
+  with pytest.raises(ValueError, match='adv_train_qat_epochs.*mlp_tiny_pgd_at'
+                     '.*got 2'):
+    runner.resolve_config(q)
 
 
 def _fake(consistency, robust, acc, n=50):

@@ -6,6 +6,11 @@
                                      ('tiny', 'large'))
     config.study.adv_train_options   other `train.adversarial` fields
                                      (steps, warmup_epochs, beta, ...)
+    config.study.adv_train_qat_epochs  the copies' `train.qat_epochs`
+                                     (default 0; k > 0: the last k epochs
+                                     int8-aware, so the deployed int8
+                                     model is the defended one,
+                                     `tinyrobust.qat`)
     config.tasks.<task>.adv_train_eps  training radius in the task's eps
                                      units (default: the lower median of the
                                      grid's non-zero values)
@@ -36,10 +41,12 @@ import numpy as np
 from tinyrobust import adversarial
 from tinyrobust import checkpoints
 from tinyrobust import io
+from tinyrobust import qat
 from tinyrobust.studies.robustness import config as study_config
 from tinyrobust.studies.robustness import tables
 
-FIELDS = ('adv_train', 'adv_train_kinds', 'adv_train_options')
+FIELDS = ('adv_train', 'adv_train_kinds', 'adv_train_options',
+          'adv_train_qat_epochs')
 VERDICT_TEXT = {'closes': 'adversarial training closes the gap',
                 'reverses': 'adversarial training reverses the gap',
                 'remains': 'the gap remains',
@@ -121,6 +128,7 @@ def expand(d: dict[str, Any]) -> dict[str, Any]:
     raise ValueError(f'study.adv_train_options must be a dict of '
                      f'train.adversarial fields, got {options!r}.')
   study['adv_train_kinds'] = list(kinds)
+  qat_k = study.get('adv_train_qat_epochs', 0)
   for task, tcfg in (d.get('tasks') or {}).items():
     u = study_config.unit(task, tcfg.get('eps_units'))
     eps = task_eps(task, tcfg)
@@ -138,9 +146,22 @@ def expand(d: dict[str, Any]) -> dict[str, Any]:
       section = _section(method, eps * u.scale, options)
       _check_section(section, cfg, f'tasks.{task}.models.{new}')
       cfg.setdefault('train', {})['adversarial'] = section
+      if qat_k:
+        cfg['train']['qat_epochs'] = _qat_epochs(qat_k, cfg, task, new)
       models[new] = {**copy.deepcopy(e), 'config': cfg,
                      'adv_train': method, 'defends': label}
   return d
+
+
+def _qat_epochs(k, cfg, task: str, label: str) -> int:
+  """The checked `study.adv_train_qat_epochs` for one copy's training."""
+  probe = ml_collections.ConfigDict(
+      {**cfg, 'train': {**cfg.get('train', {}), 'qat_epochs': k}})
+  try:
+    return qat.qat_epochs(probe)
+  except ValueError as err:
+    raise ValueError(f'study.adv_train_qat_epochs (tasks.{task}.models.'
+                     f'{label}): {err}') from None
 
 
 def is_defended(entry) -> bool:
