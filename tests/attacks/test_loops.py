@@ -67,8 +67,17 @@ def test_host_falls_back_to_fori_under_jit_and_vmap():
                                     args=(a, x), loop='host', chunk=4)['x']
   assert loops.resolve('host', jnp.ones(2)) == 'host'
   assert loops.resolve('auto') == loops.default_loop()
-  jaxpr = jax.make_jaxpr(run)(jnp.ones(3), jnp.float32(0.5))
-  assert 'scan[' in str(jaxpr)      # a rolled fori_loop, no host driving
+  # traced: no host driving; on CPU up to TRACED_UNROLL_STEPS steps
+  # unrolled (a rolled loop costs ~3x per step there), longer ones rolled
+  jaxpr = str(jax.make_jaxpr(run)(jnp.ones(3), jnp.float32(0.5)))
+  rolled = lambda n: 'scan[' in str(jax.make_jaxpr(
+      lambda x, a: loops.run_loop(body, {'x': x, 'n': jnp.int32(0)}, n,
+                                  args=(a, x), loop='host')['x'])(
+                                      jnp.ones(3), jnp.float32(0.5)))
+  cpu = loops.default_loop() == 'host'
+  assert ('scan[' in jaxpr) != cpu
+  assert rolled(loops.TRACED_UNROLL_STEPS + 1)
+  assert not rolled(1)                   # one step is never a loop
   xs, a_s = jnp.ones((2, 3)), jnp.array([0.5, 0.25], jnp.float32)
   got = jax.vmap(run)(xs, a_s)
   for k in range(2):
