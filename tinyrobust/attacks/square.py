@@ -23,10 +23,8 @@ With `eps_scale` everything happens in the scaled space (as in `make_pgd`);
 `clip` comes last. Departures from the authors' code: window positions and
 signs are drawn per example (the code shares one window per iteration
 across the batch) and the last window position is reachable
-(`corners='all'`; `corners='authors'` draws corners as the code does: on
-8x8 digits, where most queries use 1x1 windows, 'all' leaves 11 points
-fewer robust at eps 0.1 than torchattacks' Square, see
-experiments/bench_autoattack.py).
+(`corners='all'`; 'authors' as the code: on 8x8 digits, mostly 1x1 windows,
+'all' is 11 points stronger at eps 0.1, experiments/bench_autoattack.py).
 
 Two ways to run: `host=False` (default) is a pure, jitted kernel around
 `apply_fn` (per window size a `loops.run_loop` that stops once every

@@ -29,6 +29,7 @@ from tinyrobust import runs
 from tinyrobust.attacks import registry
 from tinyrobust.attacks import snr
 from tinyrobust.evaluation import db_budget
+from tinyrobust.nas import candidate
 from tinyrobust.studies.robustness import config as study_config
 
 
@@ -50,7 +51,6 @@ def problem(model, run_cfg, task_cfg, split: str = 'test'):
   """The task's attack problem for one trained model: `(apply_fn, x, y,
   clip)` in the task's space (input: the model itself on its split)."""
   if not is_signal(task_cfg):
-    from tinyrobust.nas import candidate  # pylint: disable=g-import-not-at-top
     ds = candidate.load_split(run_cfg, split)
     return (functools.partial(model.apply, train=False), np.asarray(ds.x),
             np.asarray(ds.y), None)
