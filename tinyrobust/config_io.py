@@ -38,7 +38,8 @@ def config_json(config: Any) -> dict[str, Any]:
 # 'off' value: a pinned config without the field equals one where it is off
 # (at any depth, e.g. a study's `tasks.<t>.models.<m>.config.train...`), so
 # older runs, studies and searches resume.
-ADDED_FIELDS = {'train.qat_epochs': 0, 'study.adv_train_qat_epochs': 0}
+ADDED_FIELDS = {'train.qat_epochs': 0, 'study.adv_train_qat_epochs': 0,
+                'search_study.adv_train_qat_epochs': 0}
 
 
 def _absent_or_off(path: str, a: dict, b: dict, k: str) -> bool:

@@ -28,6 +28,8 @@ def _search_study(**adv):
         c.search_study.arms = adv.pop('arms')
       if 'whole' in adv:
         c.search_study.adv_train = adv.pop('whole')
+      if 'qat' in adv:
+        c.search_study.adv_train_qat_epochs = adv.pop('qat')
       for k, v in adv.items():
         c.search_study.adv_train[k] = v
     d = ctx.path('search_study')
@@ -104,6 +106,8 @@ def _cases() -> list[Case]:
            ("'pgd_at'", 'section')),
       Case('search_arm_typo', g, _search_study(
           arms=('handcrafted', 'adv_train')), ("'adv_train'", 'advtrain')),
+      Case('search_qat_epochs_beyond_epochs', g, _search_study(qat=99),
+           ('qat_epochs', '99', 'advtrain')),
       Case('study_method_typo', g, _robustness_study({'adv_train': 'pgd'}),
            ("'pgd'", 'pgd_at')),
       Case('study_kinds_typo', g, _robustness_study(

@@ -50,7 +50,9 @@ def get_config(arg=None):
       'n_seeds': int(args.seeds),
       'arms': ('handcrafted', 'noadv', 'adv', 'advtrain'), 'bootstrap': 1000,
       'claim_points': 9.0,
-      'adv_train': {'method': 'pgd_at', 'steps': 3 if args.quick else 10}})
+      'adv_train': {'method': 'pgd_at', 'steps': 3 if args.quick else 10},
+      # k > 0: the advtrain arm's last k epochs int8-aware (tinyrobust.qat)
+      'adv_train_qat_epochs': 0})
   c.searches = ml_collections.ConfigDict()
   c.handcrafted = ml_collections.ConfigDict()
   for m in models:

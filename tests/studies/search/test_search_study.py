@@ -181,6 +181,11 @@ def test_gradient_evaluations_of_each_arm_by_hand(tmp_path):
   adv = ss.run_config(c, 'tcn', b, 'adv', 0)
   hand = ss.run_config(c, 'tcn', b, 'handcrafted', 0)
   at = ss.run_config(c, 'tcn', b, 'advtrain', 0)
+  assert at.train.qat_epochs == 0 and hand.train.qat_epochs == 0
+  c.search_study.adv_train_qat_epochs = 1  # the advtrain arm only
+  assert ss.run_config(c, 'tcn', b, 'advtrain', 0).train.qat_epochs == 1
+  assert ss.run_config(c, 'tcn', b, 'adv', 0).train.qat_epochs == 0
+  c.search_study.adv_train_qat_epochs = 0
   bs = int(adv.train.batch_size)
   # A search: two trained trials of 2 epochs (10 steps each) + final.
   for t in ('trial_0000', 'trial_0001'):

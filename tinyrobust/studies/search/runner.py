@@ -45,6 +45,7 @@ from tinyrobust import config_io
 from tinyrobust import grad_evals
 from tinyrobust import hardware
 from tinyrobust import io
+from tinyrobust import qat
 from tinyrobust.attacks import config as attack_config_lib
 from tinyrobust.nas import candidate
 from tinyrobust.nas import costs
@@ -66,6 +67,9 @@ def run_config(config, model: str, board: str, arm: str, seed: int
     c.search.adversarial_weight = 0.0
   if arm == 'advtrain':
     c.train.adversarial = adv_train_section(config, c)
+    k = config.search_study.get('adv_train_qat_epochs', 0)
+    if k:  # int8-aware: the deployed int8 model is the defended one
+      c.train.qat_epochs = k
   return c
 
 
@@ -215,6 +219,7 @@ def _check_adv_train(config, model: str, board: str) -> None:
   try:
     method = adversarial.settings(cfg)['method']
     adversarial.check_config(cfg)
+    qat.qat_epochs(cfg)
   except ValueError as err:
     raise ValueError(f'search_study.adv_train (arm advtrain, model '
                      f'{model}): {err}') from None
