@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tinyrobust import hardware
-from tinyrobust import io
+from tinyrobust import fileio
 from tinyrobust import models
 
 _MODELS = flags.DEFINE_list('models', None, 'Model names (default: all).')
@@ -116,7 +116,7 @@ def main(argv):
     os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)
     with open(_OUTPUT.value, 'w') as f:
       f.write(table)
-    io.write_json(os.path.splitext(_OUTPUT.value)[0] + '.json', profiles)
+    fileio.write_json(os.path.splitext(_OUTPUT.value)[0] + '.json', profiles)
 
 
 if __name__ == '__main__':

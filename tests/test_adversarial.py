@@ -15,7 +15,7 @@ from tinyrobust import adversarial
 from tinyrobust import collapse
 from tinyrobust import data as data_lib
 from tinyrobust import grad_evals
-from tinyrobust import io
+from tinyrobust import fileio
 from tinyrobust import train
 from tinyrobust.attacks import pgd
 from tinyrobust.attacks import threat as threat_lib
@@ -61,12 +61,12 @@ def test_pgd_at_raises_pgd_accuracy_over_standard_training(tmp_path):
   std_rob = _pgd_accuracy(model, std_vars, 0.1)
   adv_rob = _pgd_accuracy(model, adv_vars, 0.1)
   assert adv_rob >= std_rob + 0.08, (std_rob, adv_rob)
-  lines = io.read_jsonl(str(tmp_path / 'adv' / 'metrics.jsonl'))[:-1]
+  lines = fileio.read_jsonl(str(tmp_path / 'adv' / 'metrics.jsonl'))[:-1]
   assert all(0 <= r['val_pgd_accuracy'] <= 1 and r['collapsed'] is False
              for r in lines)
   # best.ckpt is the epoch with the best check accuracy (ties: clean val).
   best = max(lines, key=lambda r: (r['val_pgd_accuracy'], r['val_accuracy']))
-  final = io.read_json(str(tmp_path / 'adv' / train.FINAL))
+  final = fileio.read_json(str(tmp_path / 'adv' / train.FINAL))
   assert final['best_epoch'] == best['epoch']
   # final_metrics.json: the check's PGD accuracy of the best epoch.
   assert final['val_pgd_accuracy'] == best['val_pgd_accuracy']
@@ -166,15 +166,15 @@ def test_killed_adversarial_training_resumes_bit_identically(tmp_path):
   _, resumed_vars = train.train_and_evaluate(cfg(), cut_dir)
   jax.tree_util.tree_map(np.testing.assert_array_equal, full_vars,
                          resumed_vars)
-  full = io.load_pytree(os.path.join(full_dir, 'latest.ckpt'))
-  cut = io.load_pytree(os.path.join(cut_dir, 'latest.ckpt'))
+  full = fileio.load_pytree(os.path.join(full_dir, 'latest.ckpt'))
+  cut = fileio.load_pytree(os.path.join(cut_dir, 'latest.ckpt'))
   jax.tree_util.tree_map(np.testing.assert_array_equal, full['state'],
                          cut['state'])
   drop = lambda rs: [{k: v for k, v in r.items()
                       if k not in ('seconds', 'check_seconds')} for r in rs]
-  assert drop(io.read_jsonl(os.path.join(full_dir, 'metrics.jsonl'))) == \
-      drop(io.read_jsonl(os.path.join(cut_dir, 'metrics.jsonl')))
-  eps = [r['train_eps'] for r in io.read_jsonl(
+  assert drop(fileio.read_jsonl(os.path.join(full_dir, 'metrics.jsonl'))) == \
+      drop(fileio.read_jsonl(os.path.join(cut_dir, 'metrics.jsonl')))
+  eps = [r['train_eps'] for r in fileio.read_jsonl(
       os.path.join(full_dir, 'metrics.jsonl'))[:-1]]
   # 39 steps per epoch (1,258 / 32), ramp R = round(1.5 * 39) = 58 steps:
   # epoch 1 ends at eps 0.1 * 39 / 58, the ramp is over within epoch 2.
@@ -241,7 +241,7 @@ def test_off_section_is_not_pinned(tmp_path):
   # field existed, so older workdirs resume.
   c = _cfg(1)
   train.train_and_evaluate(c, str(tmp_path))
-  pinned = io.read_json(str(tmp_path / 'config.json'))
+  pinned = fileio.read_json(str(tmp_path / 'config.json'))
   assert 'adversarial' not in pinned['train']
   with warnings.catch_warnings():
     warnings.simplefilter('error', collapse.CatastrophicOverfittingWarning)

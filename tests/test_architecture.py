@@ -243,8 +243,8 @@ def test_find_cycles_on_known_graphs():
 
 
 def test_resolve_names_modules_and_packages():
-  node = ast.parse('from tinyrobust import io, registry').body[0]
-  assert _resolve('tinyrobust.train', node) == ['tinyrobust.io',
+  node = ast.parse('from tinyrobust import fileio, registry').body[0]
+  assert _resolve('tinyrobust.train', node) == ['tinyrobust.fileio',
                                                 'tinyrobust.registry']
   node = ast.parse('from tinyrobust.models import get_model').body[0]
   assert _resolve('tinyrobust.train', node) == ['tinyrobust.models']

@@ -21,7 +21,7 @@ from experiments.configs.study import parts
 from experiments.configs.train import digits_cnn
 from tests.nas import synthetic
 from tinyrobust import checkpoints
-from tinyrobust import io
+from tinyrobust import fileio
 from tinyrobust import modes
 from tinyrobust import models
 from tinyrobust import runs
@@ -45,7 +45,7 @@ def second_run(mode: str, config, workdir: str
   """`modes.run(mode, config, workdir)` in another process."""
   return subprocess.run(
       [sys.executable, '-c', _SECOND, mode,
-       json.dumps(io.to_jsonable(config.to_dict())), workdir],
+       json.dumps(fileio.to_jsonable(config.to_dict())), workdir],
       cwd=REPO, capture_output=True, text=True, timeout=900, env=_env())
 
 
@@ -89,7 +89,7 @@ def run_beside_a_second(mode: str, config, workdir: str, monkeypatch) -> str:
 
 def epochs(path: str) -> list:
   return [r.get('epoch', 'final' if r.get('final') else None)
-          for r in io.read_jsonl(path)]
+          for r in fileio.read_jsonl(path)]
 
 
 def digits_config(epochs_=2):
@@ -146,7 +146,7 @@ def _search_config():
 def test_two_searches_on_one_workdir(tmp_path, monkeypatch):
   wd = str(tmp_path / 'search')
   run_beside_a_second('search', _search_config(), wd, monkeypatch)
-  lines = io.read_jsonl(os.path.join(wd, 'trials.jsonl'))
+  lines = fileio.read_jsonl(os.path.join(wd, 'trials.jsonl'))
   for event in ('suggest', 'result'):
     trials = [l['trial'] for l in lines if l['event'] == event]
     assert sorted(trials) == sorted(set(trials)) and len(trials) == 2, lines
@@ -168,7 +168,7 @@ def _cli_train(wd: str, n_epochs: int) -> subprocess.Popen:
 
 def _without_seconds(path):
   return [{k: v for k, v in r.items() if k != 'seconds'}
-          for r in io.read_jsonl(path)]
+          for r in fileio.read_jsonl(path)]
 
 
 def test_killed_run_lock_is_taken_over_and_resumes_to_same_result(
@@ -178,7 +178,7 @@ def test_killed_run_lock_is_taken_over_and_resumes_to_same_result(
   metrics = os.path.join(killed, 'metrics.jsonl')
   deadline = time.time() + 600
   while time.time() < deadline and proc.poll() is None and not (
-      os.path.exists(metrics) and io.read_jsonl(metrics)):
+      os.path.exists(metrics) and fileio.read_jsonl(metrics)):
     time.sleep(0.2)
   assert proc.poll() is None, proc.stderr.read()[-2000:]
   os.kill(proc.pid, signal.SIGKILL)

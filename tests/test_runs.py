@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import ml_collections
 import pytest
 
-from tinyrobust import io as io_lib
+from tinyrobust import fileio as io_lib
 from tinyrobust import models
 from tinyrobust import results as results_lib
 from tinyrobust import runs

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tinyrobust import data as data_lib
-from tinyrobust import io as io_lib
+from tinyrobust import fileio as io_lib
 from tinyrobust import models
 from tinyrobust import results as results_lib
 from tinyrobust import runs

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from experiments.configs.train import digits_cnn
-from tinyrobust import io
+from tinyrobust import fileio
 from tinyrobust import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,10 +26,10 @@ def test_digits_cnn_reaches_95_percent_and_writes_workdir(tmp_path):
   metrics, variables = train.train_and_evaluate(_cfg(8), str(tmp_path))
   assert metrics['test_accuracy'] >= 0.95, metrics
   assert metrics['test_count'] == 359
-  lines = io.read_jsonl(str(tmp_path / 'metrics.jsonl'))
+  lines = fileio.read_jsonl(str(tmp_path / 'metrics.jsonl'))
   assert [l['epoch'] for l in lines[:-1]] == list(range(1, 9))
   assert lines[-1]['final'] and 'protocol' in lines[-1]
-  assert io.read_json(str(tmp_path / 'config.json'))['model']['name'] == 'cnn'
+  assert fileio.read_json(str(tmp_path / 'config.json'))['model']['name'] == 'cnn'
   model, loaded, config = train.load_trained(str(tmp_path))
   assert config.model.num_classes == 10
   jax.tree_util.tree_map(np.testing.assert_array_equal, variables, loaded)
@@ -53,12 +53,12 @@ def test_resume_after_interruption_gives_identical_params(tmp_path):
 
   with pytest.raises(_Kill):
     train.train_and_evaluate(_cfg(3), cut_dir, callbacks=[kill])
-  assert len(io.read_jsonl(os.path.join(cut_dir, 'metrics.jsonl'))) == 2
+  assert len(fileio.read_jsonl(os.path.join(cut_dir, 'metrics.jsonl'))) == 2
   _, resumed_vars = train.train_and_evaluate(_cfg(3), cut_dir)
   jax.tree_util.tree_map(np.testing.assert_array_equal, full_vars,
                          resumed_vars)
-  full_latest = io.load_pytree(os.path.join(full_dir, 'latest.ckpt'))
-  cut_latest = io.load_pytree(os.path.join(cut_dir, 'latest.ckpt'))
+  full_latest = fileio.load_pytree(os.path.join(full_dir, 'latest.ckpt'))
+  cut_latest = fileio.load_pytree(os.path.join(cut_dir, 'latest.ckpt'))
   jax.tree_util.tree_map(np.testing.assert_array_equal,
                          full_latest['state'], cut_latest['state'])
 
@@ -95,10 +95,10 @@ def test_launcher_applies_config_overrides(tmp_path):
   out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
                        timeout=300)
   assert out.returncode == 0, out.stderr[-2000:]
-  cfg = io.read_json(os.path.join(workdir, 'config.json'))
+  cfg = fileio.read_json(os.path.join(workdir, 'config.json'))
   assert cfg['train']['epochs'] == 2 and cfg['train']['batch_size'] == 4
   assert list(cfg['model']['kwargs']['features']) == [8]
-  lines = io.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
+  lines = fileio.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
   assert len(lines) == 3 and lines[-1]['final']
   assert 'test accuracy' in out.stdout
 

@@ -30,7 +30,7 @@ import flax
 import jax
 
 from tinyrobust import config_io
-from tinyrobust import io
+from tinyrobust import fileio
 
 LATEST, BEST, METRICS, FINAL = ('latest.ckpt', 'best.ckpt', 'metrics.jsonl',
                                 'final_metrics.json')
@@ -83,11 +83,11 @@ def save_checkpoint(workdir: str, state: Any, epoch: int,
   is missing from the journal; `restore_checkpoint` appends it.
   """
   if best['epoch'] == epoch:
-    io.save_pytree(os.path.join(workdir, BEST), best['variables'])
-  io.save_pytree(os.path.join(workdir, LATEST), {
+    fileio.save_pytree(os.path.join(workdir, BEST), best['variables'])
+  fileio.save_pytree(os.path.join(workdir, LATEST), {
       'state': jax.device_get(state), 'epoch': epoch, 'best': best,
       'record': json.dumps(record, sort_keys=True)})
-  io.append_jsonl(os.path.join(workdir, METRICS), record)
+  fileio.append_jsonl(os.path.join(workdir, METRICS), record)
 
 
 def restore_checkpoint(workdir: str, state: Any, best: dict[str, Any]
@@ -102,10 +102,10 @@ def restore_checkpoint(workdir: str, state: Any, best: dict[str, Any]
   if not os.path.exists(path):
     check_journal_without_checkpoint(workdir)
     return state, best, 0
-  raw = io.load_pytree(path)
+  raw = fileio.load_pytree(path)
   template = {'state': flax.serialization.to_state_dict(state),
               'best': flax.serialization.to_state_dict(best)}
-  mismatch = io.tree_shape_mismatch(template['state'], raw['state'])
+  mismatch = fileio.tree_shape_mismatch(template['state'], raw['state'])
   if mismatch:
     raise ValueError(f'{path} was written by a different model or optimizer '
                      f'(differs at {", ".join(mismatch[:5])}). Delete the '
@@ -129,7 +129,7 @@ def check_journal_without_checkpoint(workdir: str) -> None:
       (restore the checkpoint; or start over, moving the old files aside).
   """
   path = os.path.join(workdir, METRICS)
-  records = io.read_jsonl(path) if os.path.exists(path) else []
+  records = fileio.read_jsonl(path) if os.path.exists(path) else []
   epochs = [r.get('epoch') for r in records if not r.get('final')]
   final = any(r.get('final') for r in records)
   if not epochs and not final:
@@ -152,14 +152,14 @@ def check_journal_without_checkpoint(workdir: str) -> None:
 def _reconcile_metrics(path: str, epoch: int, record) -> None:
   """Keeps epoch records 1..epoch+1 once each; appends the checkpointed one
   when the kill came before its line was written."""
-  records = io.read_jsonl(path, repair=True)
+  records = fileio.read_jsonl(path, repair=True)
   keep = [r for r in records
           if not r.get('final') and r.get('epoch', 0) <= epoch + 1]
   seen = {r.get('epoch') for r in keep}
   if record is not None and record['epoch'] not in seen:
     keep.append(record)
   if keep != records:
-    io.write_jsonl(path, keep)
+    fileio.write_jsonl(path, keep)
 
 
 def is_finished(workdir: str) -> bool:

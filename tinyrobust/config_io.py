@@ -15,7 +15,7 @@ from typing import Any, Iterable, Iterator
 
 import ml_collections
 
-from tinyrobust import io
+from tinyrobust import fileio
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -31,7 +31,7 @@ def config_json(config: Any) -> dict[str, Any]:
   """The JSON form of a config, as written to a workdir (sorted, plain)."""
   if isinstance(config, ml_collections.ConfigDict):
     return json.loads(config.to_json_best_effort(sort_keys=True))
-  return json.loads(json.dumps(io.to_jsonable(config), sort_keys=True))
+  return json.loads(json.dumps(fileio.to_jsonable(config), sort_keys=True))
 
 
 # Fields added to the base config after workdirs were pinned, with their
@@ -93,7 +93,7 @@ def pin_config(config: Any, path: str, *, mutable: Iterable[str] = (),
   """
   new = config_json(config)
   if os.path.exists(path) and not replace_if:
-    old = io.read_json(path)
+    old = fileio.read_json(path)
     mutable = tuple(mutable)
     diff = list(diff_keys(_drop(old, mutable), _drop(new, mutable)))
     if diff:
@@ -102,4 +102,4 @@ def pin_config(config: Any, path: str, *, mutable: Iterable[str] = (),
           f'config (differs at: {", ".join(diff)}). Use a new --workdir, or '
           'restore the original settings to resume'
           + (f' (only {", ".join(mutable)} may change).' if mutable else '.'))
-  io.write_json(path, new)
+  fileio.write_json(path, new)

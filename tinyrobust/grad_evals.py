@@ -27,7 +27,7 @@ import ml_collections
 
 from tinyrobust import adversarial
 from tinyrobust import checkpoints
-from tinyrobust import io
+from tinyrobust import fileio
 
 
 def per_example(settings: dict[str, Any]) -> int:
@@ -71,8 +71,8 @@ def training(workdir: str, n_train: int, n_val: int) -> dict[str, int]:
   if not os.path.exists(cfg_path):
     raise ValueError(f'{workdir!r} holds no training run ({cfg_path} is '
                      'missing).')
-  config = ml_collections.ConfigDict(io.read_json(cfg_path))
-  records = [r for r in io.read_jsonl(os.path.join(
+  config = ml_collections.ConfigDict(fileio.read_json(cfg_path))
+  records = [r for r in fileio.read_jsonl(os.path.join(
       workdir, checkpoints.METRICS)) if 'epoch' in r and not r.get('final')]
   steps = int(records[-1]['step']) if records else 0
   batch = min(int(config.train.batch_size), int(n_train))

@@ -34,7 +34,7 @@ from tinyrobust import config_io
 from tinyrobust import data as data_lib
 from tinyrobust import evaluation
 from tinyrobust import hardware
-from tinyrobust import io
+from tinyrobust import fileio
 from tinyrobust import results as results_lib
 from tinyrobust import runs_transfer
 from tinyrobust import train as train_lib
@@ -159,7 +159,7 @@ def write_records(results, workdir, model, variables, config, ds, threat,
   `runs_transfer.run` output. Every record's attack names `crafted_on`
   (source workdirs) and `target`."""
   prof_path = os.path.join(workdir, 'profile.json')
-  profile_d = io.read_json(prof_path) if os.path.exists(prof_path) else None
+  profile_d = fileio.read_json(prof_path) if os.path.exists(prof_path) else None
   params = sum(int(getattr(a, 'size', 0)) for a in jax.tree_util.tree_leaves(
       variables.get('params', variables)))
   recs = []
@@ -178,7 +178,7 @@ def write_records(results, workdir, model, variables, config, ds, threat,
         transfer, model=recs[0]['model'], dataset=recs[0]['dataset'],
         threat={**threat, 'precision': 'float32'},
         norm=recs[0]['threat_model']['norm'])
-  io.write_jsonl(os.path.join(workdir, 'results.jsonl'), recs)
+  fileio.write_jsonl(os.path.join(workdir, 'results.jsonl'), recs)
 
 
 def attack(config, workdir: str) -> dict[str, Any]:
@@ -310,5 +310,5 @@ def profile(config, workdir: str) -> dict[str, Any]:
   checkpoints.check_variables_fit(model, variables, ds.x.shape[1:], workdir)
   result = profile_model(model, variables, ds.x, hw)
   result['workdir'] = os.path.abspath(workdir)
-  io.write_json(os.path.join(workdir, 'profile.json'), result)
+  fileio.write_json(os.path.join(workdir, 'profile.json'), result)
   return result

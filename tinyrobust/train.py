@@ -37,7 +37,7 @@ import tqdm
 from tinyrobust import adversarial
 from tinyrobust import config_io
 from tinyrobust import data as data_lib
-from tinyrobust import io
+from tinyrobust import fileio
 from tinyrobust import models
 from tinyrobust import qat
 from tinyrobust import registry
@@ -317,9 +317,9 @@ def final_report(config, workdir: str, best: dict[str, Any],
       'model': config.model.name, **adversarial.best_fields(best),
   }
   metrics_path = os.path.join(workdir, METRICS)
-  if not any(r.get('final') for r in io.read_jsonl(metrics_path)):
-    io.append_jsonl(metrics_path, final)
-  io.write_json(os.path.join(workdir, FINAL), final)
+  if not any(r.get('final') for r in fileio.read_jsonl(metrics_path)):
+    fileio.append_jsonl(metrics_path, final)
+  fileio.write_json(os.path.join(workdir, FINAL), final)
   logging.info('final: %s', final)
   print(f'[{config.model.name} on {config.data.name}] test accuracy '
         f'{final["test_accuracy"]:.4f} over {final["test_count"]} examples '
@@ -435,7 +435,7 @@ def load_trained(workdir: str):
     if not os.path.exists(p):
       raise ValueError(f'{workdir!r} is not a trained run: {p} is missing. '
                        'Train first with --mode=train.')
-  raw_cfg = io.read_json(cfg_path)
+  raw_cfg = fileio.read_json(cfg_path)
   missing = [k for k in ('data', 'model', 'train') if not isinstance(
       raw_cfg, dict) or not isinstance(raw_cfg.get(k), dict)]
   if missing or 'name' not in raw_cfg['model']:
@@ -445,6 +445,6 @@ def load_trained(workdir: str):
                      '). Restore the file the run wrote, or retrain.')
   config = ml_collections.ConfigDict(raw_cfg)
   model, _ = build_model(config)
-  raw = io.load_pytree(ckpt_path)
+  raw = fileio.load_pytree(ckpt_path)
   variables = jax.tree_util.tree_map(jnp.asarray, raw)
   return model, variables, config

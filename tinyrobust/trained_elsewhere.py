@@ -31,7 +31,7 @@ import os
 from typing import Any, Mapping
 
 from tinyrobust import config_io
-from tinyrobust import io
+from tinyrobust import fileio
 from tinyrobust import train as train_lib
 from tinyrobust.models import keras_import
 from tinyrobust.models import savedmodel
@@ -167,7 +167,7 @@ def load(spec: Any) -> TrainedModel:
   model, variables, effective = keras_import.load_with_kwargs(
       spec['model'], path, num_classes=spec.get('num_classes'),
       input_shape=spec.get('input_shape'), **kwargs)
-  source.update(model=spec['model'], kwargs=io.to_jsonable(effective),
+  source.update(model=spec['model'], kwargs=fileio.to_jsonable(effective),
                 dataset=None)
   return TrainedModel(name, model, variables, source)
 
@@ -194,6 +194,6 @@ def as_run(m: TrainedModel, data: Mapping[str, Any], workdir: str,
                       'kwargs': dict(m.source.get('kwargs') or {})},
             'train': dict(train or {}), 'trained_elsewhere': m.source}
   os.makedirs(workdir, exist_ok=True)
-  io.save_pytree(os.path.join(workdir, train_lib.BEST), m.variables)
-  io.write_json(os.path.join(workdir, 'config.json'), config)
+  fileio.save_pytree(os.path.join(workdir, train_lib.BEST), m.variables)
+  fileio.write_json(os.path.join(workdir, 'config.json'), config)
   return config

@@ -13,7 +13,7 @@ import pytest
 
 from tinyrobust import data as data_lib
 from tinyrobust import hardware
-from tinyrobust import io
+from tinyrobust import fileio
 from tinyrobust import models
 from tinyrobust import modes
 from tinyrobust.evaluation import deployed
@@ -120,8 +120,8 @@ def test_attack_mode_on_a_bare_flatbuffer(exported, tmp_path):
   model, v, _, te, path = exported
   run = tmp_path / 'linear_run'
   run.mkdir()
-  io.save_pytree(str(run / 'best.ckpt'), v)
-  io.write_json(str(run / 'config.json'), {
+  fileio.save_pytree(str(run / 'best.ckpt'), v)
+  fileio.write_json(str(run / 'config.json'), {
       'data': {'name': 'digits', 'options': {}}, 'train': {},
       'model': {'name': 'mlp', 'num_classes': 10,
                 'kwargs': {'hidden': [], 'input_shape': [8, 8, 1]}}})
@@ -136,7 +136,7 @@ def test_attack_mode_on_a_bare_flatbuffer(exported, tmp_path):
   cfg.attack.options.square.queries = 2
   wd = str(tmp_path / 'tflite_attack')
   res = modes.run('attack', cfg, wd)
-  saved = io.read_json(os.path.join(wd, 'tflite_results.json'))
+  saved = fileio.read_json(os.path.join(wd, 'tflite_results.json'))
   assert saved['routes'].keys() == {'square@litert', 'fgsm@linear_run'}
   assert saved['surrogate']['kind'] == 'workdir'
   assert not saved['surrogate']['trained_elsewhere']

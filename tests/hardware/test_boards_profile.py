@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tinyrobust import hardware
-from tinyrobust import io
+from tinyrobust import fileio
 from tinyrobust import models
 from tinyrobust import modes
 
@@ -84,7 +84,7 @@ def test_profile_record(small_cnn):
   assert p['float32']['agreement']['max_abs_diff'] <= 1e-4
   assert p['float32']['flash'] > p['int8']['flash']
   assert p['boards']['stm32f446re']['int8']['fits']
-  json.dumps(io.to_jsonable(p))  # serialisable as profile.json
+  json.dumps(fileio.to_jsonable(p))  # serialisable as profile.json
 
 
 def test_profile_mode(tmp_path, small_cnn):
@@ -97,10 +97,10 @@ def test_profile_mode(tmp_path, small_cnn):
              'kwargs': {'features': [4, 8]}}
   c.train = {'epochs': 1, 'batch_size': 32}
   c.hardware = {'measure': False, 'boards': ['stm32l476rg']}
-  io.write_json(str(tmp_path / 'config.json'), c.to_dict())
-  io.save_pytree(str(tmp_path / 'best.ckpt'), v)
+  fileio.write_json(str(tmp_path / 'config.json'), c.to_dict())
+  fileio.save_pytree(str(tmp_path / 'best.ckpt'), v)
   p = modes.profile(None, str(tmp_path))
-  saved = io.read_json(str(tmp_path / 'profile.json'))
+  saved = fileio.read_json(str(tmp_path / 'profile.json'))
   assert saved['macs'] == p['macs'] > 0
   assert 'tflm_arena' not in saved['int8']
   assert set(saved['boards']) == {'stm32l476rg'}

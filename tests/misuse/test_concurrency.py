@@ -38,7 +38,7 @@ def _train_journal(wd: str) -> str:
 
 
 def _search_journal(wd: str) -> str:
-  io = pkg('tinyrobust.io')
+  io = pkg('tinyrobust.fileio')
   lines = io.read_jsonl(os.path.join(wd, 'trials.jsonl'))
   for event in ('suggest', 'result'):
     t = [l['trial'] for l in lines if l['event'] == event]

@@ -15,7 +15,7 @@ Case, pkg = sweep.Case, sweep.pkg
 
 def _damaged(name: str, data: bytes, loader: str):
   def fn(ctx):
-    io = pkg('tinyrobust.io')
+    io = pkg('tinyrobust.fileio')
     d = ctx.path('io')
     os.makedirs(d)
     p = os.path.join(d, name)
@@ -38,7 +38,7 @@ def _workdir_is_file(ctx):
   p = ctx.path('a_file')
   with open(p, 'w') as f:
     f.write('x')
-  io = pkg('tinyrobust.io')
+  io = pkg('tinyrobust.fileio')
   return io.check_writable_dir(p)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from tinyrobust import hardware
-from tinyrobust import io
+from tinyrobust import fileio
 from tinyrobust import models
 from tinyrobust.hardware import export
 
@@ -76,14 +76,14 @@ def _damaged(name, make):
     data = make(p)
     with open(p, 'wb') as f:
       f.write(data)
-    loader = {'.ckpt': io.load_pytree, '.json': io.read_json,
-              '.jsonl': io.read_jsonl}[os.path.splitext(name)[1]]
+    loader = {'.ckpt': fileio.load_pytree, '.json': fileio.read_json,
+              '.jsonl': fileio.read_jsonl}[os.path.splitext(name)[1]]
     return loader(p)
   return fn
 
 
 def _ckpt_bytes(p, cut=None, extra=b''):
-  io.save_pytree(p, {'params': {'w': np.ones((4, 4), np.float32)}})
+  fileio.save_pytree(p, {'params': {'w': np.ones((4, 4), np.float32)}})
   with open(p, 'rb') as f:
     good = f.read()
   return (good[:cut] if cut else good) + extra
@@ -150,7 +150,7 @@ def _file_workdir(tmp):
   p = os.path.join(tmp, 'run_file')
   with open(p, 'w') as f:
     f.write('x')
-  return io.check_writable_dir(p)
+  return fileio.check_writable_dir(p)
 
 
 # (id, fn(tmp_path_str), exception type, texts the message must contain)

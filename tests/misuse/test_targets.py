@@ -63,7 +63,7 @@ def _labels(ctx):
 def _other_task_surrogate(ctx):
   """A run of another dataset: the misuse MLP saved as a tinyrobust run
   whose config.json says basic_motions (written by hand: no training)."""
-  io = pkg('tinyrobust.io')
+  io = pkg('tinyrobust.fileio')
   d = ctx.path('other_task_run')
   os.makedirs(d)
   with open(os.path.join(d, 'config.json'), 'w') as f:
@@ -161,7 +161,7 @@ def _corrupt_keras_metadata(ctx):
 
 def _study_entry_other_classes(ctx):
   """A study entry naming a run of 3 classes evaluated on digits (10)."""
-  io = pkg('tinyrobust.io')
+  io = pkg('tinyrobust.fileio')
   models = pkg('tinyrobust.models')
   parts = pkg('experiments.configs.study.parts')
   trained_stage = pkg('tinyrobust.studies.robustness.trained_stage')

@@ -49,7 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tinyrobust import io
+from tinyrobust import fileio
 from tinyrobust.data import base
 from tinyrobust.data import har_features
 from tinyrobust.data import imu
@@ -136,7 +136,7 @@ def read_csv_dir(csv_dir: str) -> Recordings:
 
 
 def read_npz(path: str) -> Recordings:
-  d = io.load_npz(path)
+  d = fileio.load_npz(path)
   off, sig, ts = d['offsets'], d['signals'], d['timestamp_ms']
   n = len(off) - 1
   return Recordings(tuple(sig[off[i]:off[i + 1]] for i in range(n)),

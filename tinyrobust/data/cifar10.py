@@ -24,7 +24,7 @@ import functools
 
 import numpy as np
 
-from tinyrobust import io
+from tinyrobust import fileio
 from tinyrobust import tf_setup
 from tinyrobust.data import base
 from tinyrobust.data import signal
@@ -44,7 +44,7 @@ JPEG_NOTE = (
 
 @functools.lru_cache(maxsize=2)
 def _npz(path: str) -> dict[str, np.ndarray]:
-  return io.load_npz(path)
+  return fileio.load_npz(path)
 
 
 def _check(seed, val_fraction):

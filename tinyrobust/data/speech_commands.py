@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tinyrobust import io
+from tinyrobust import fileio
 from tinyrobust import tf_setup
 from tinyrobust.data import audio
 from tinyrobust.data import base
@@ -56,7 +56,7 @@ _SPLITS = ('train', 'val', 'test')
 
 @functools.lru_cache(maxsize=1)
 def _npz(path: str) -> dict[str, np.ndarray]:
-  return io.load_npz(path)
+  return fileio.load_npz(path)
 
 
 def speaker_split(speaker: np.ndarray, fractions: tuple[float, float, float],
@@ -263,7 +263,7 @@ def load_background_noise(data_dir: str | None = None
   if path is None:
     raise sources.DataNotFoundError(sources.not_found_message(
         'speech_commands background noise', NOISE_FILENAME, None, data_dir))
-  d = io.load_npz(path)
+  d = fileio.load_npz(path)
   return {str(n): d[str(n)].astype(np.float32) / 32768.0 for n in d['names']}
 
 

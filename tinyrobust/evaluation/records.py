@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping
 
-from tinyrobust import io
+from tinyrobust import fileio
 
 RESULTS_NAME = 'attack_results'
 
@@ -20,8 +20,8 @@ def write_results(results: Mapping[str, Any], workdir: str,
   """Writes `<name>.json` (everything) and `<name>.csv` (the rows)."""
   json_path = os.path.join(workdir, name + '.json')
   csv_path = os.path.join(workdir, name + '.csv')
-  io.write_json(json_path, results)
-  io.write_csv(csv_path, results['rows'])
+  fileio.write_json(json_path, results)
+  fileio.write_csv(csv_path, results['rows'])
   return json_path, csv_path
 
 

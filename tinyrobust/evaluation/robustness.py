@@ -45,7 +45,7 @@ import numpy as np
 
 from tinyrobust import attacks as attacks_lib
 from tinyrobust import compile_cache
-from tinyrobust import io
+from tinyrobust import fileio
 from tinyrobust import sharding
 from tinyrobust.attacks import config as attack_config_lib
 from tinyrobust.evaluation import inputs
@@ -402,7 +402,7 @@ def robustness_run(apply_fn: Callable, variables: Any, dataset, *, attacks,
   out.update({
       'num_classes': inputs.model_num_classes(apply_fn, variables,
                                               x.shape[1:], x.dtype),
-      'clip': None if clip is None else io.to_jsonable(list(clip)),
+      'clip': None if clip is None else fileio.to_jsonable(list(clip)),
       'seed': int(seed), 'num_devices': evaluator.mesh.size,
       'batch_size': sharding.step_batch_size(batch_size, len(x),
                                              evaluator.mesh),

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tinyrobust import attacks as attacks_lib
-from tinyrobust import io
+from tinyrobust import fileio
 from tinyrobust.evaluation import sanity
 
 
@@ -91,7 +91,7 @@ def summarize(counts: Mapping[str, Mapping[str, Any]],
   for name, c in counts.items():
     rec = attacks_lib.as_attack(name, attacks[name])
     per_attack[name] = {
-        'kind': rec.name, 'config': io.to_jsonable(dict(rec.config)),
+        'kind': rec.name, 'config': fileio.to_jsonable(dict(rec.config)),
         'clean_correct': int(c['clean_correct']),
         'clean_nonfinite': int(c['clean_nonfinite']),
         'per_eps': per_eps_rates(eps_grid, c['robust'], c['consistent'],

@@ -42,7 +42,7 @@ import numpy as np
 
 from tinyrobust import attacks as attacks_lib
 from tinyrobust import data as data_lib
-from tinyrobust import io
+from tinyrobust import fileio
 from tinyrobust import trained_elsewhere
 from tinyrobust.attacks import config as attack_config_lib
 from tinyrobust.evaluation import inputs
@@ -354,7 +354,7 @@ def attack(config, workdir: str) -> dict[str, Any]:
   res['data'] = {'name': name, 'split': 'test', 'options': options}
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, RESULTS_NAME + '.json')
-  io.write_json(path, res)
+  fileio.write_json(path, res)
   print('\n'.join(format_result(res)))
   print(f'Wrote {path}')
   return res

@@ -13,11 +13,11 @@ Two kinds of lines, both keyed by an integer `trial` id:
   whether it is about the candidate or the environment, `failures.py`).
 
 Lines are written whole, flushed and fsynced one at a time
-(`io.append_jsonl`), so a kill loses at most the trial in flight. `replay`
+(`fileio.append_jsonl`), so a kill loses at most the trial in flight. `replay`
 (the resume path) moves a torn last line aside to `trials.jsonl.torn` with a
 warning and truncates the journal to its last whole line, so the resumed
-search appends to a clean file (`io.read_jsonl(repair=True)`); a damaged line
-before the last one raises `io.CorruptFileError` naming the line. `read`
+search appends to a clean file (`fileio.read_jsonl(repair=True)`); a damaged line
+before the last one raises `fileio.CorruptFileError` naming the line. `read`
 only reads (it skips a torn tail without touching the file).
 Non-finite floats are written as the strings 'inf' / 'nan' and read back as
 floats. `replay` returns the finished results in trial order and the
@@ -34,7 +34,7 @@ import datetime
 import os
 from typing import Any, Mapping
 
-from tinyrobust import io
+from tinyrobust import fileio
 from tinyrobust import results
 from tinyrobust.nas import failures
 
@@ -49,7 +49,7 @@ def now() -> str:
 
 
 def _floats(obj: Any) -> Any:
-  """Turns 'inf'/'-inf'/'nan' strings written by `io.to_jsonable` back."""
+  """Turns 'inf'/'-inf'/'nan' strings written by `fileio.to_jsonable` back."""
   if isinstance(obj, dict):
     return {k: _floats(v) for k, v in obj.items()}
   if isinstance(obj, list):
@@ -70,9 +70,9 @@ def _restore_numbers(record: dict[str, Any]) -> dict[str, Any]:
 def _check_trial(path: str, n: int, record: Mapping[str, Any]) -> None:
   trial = record.get('trial')
   if isinstance(trial, bool) or not isinstance(trial, int) or trial < 0:
-    raise io.CorruptFileError(
+    raise fileio.CorruptFileError(
         f'Record {n + 1} of {path!r} has trial={trial!r}; every line needs '
-        f'an integer trial id >= 0. {io.JOURNAL_HINT}', path)
+        f'an integer trial id >= 0. {fileio.JOURNAL_HINT}', path)
 
 
 @dataclasses.dataclass
@@ -97,7 +97,7 @@ class Journal:
 
   def suggest(self, trial: int, params: Mapping[str, Any],
               weights: Mapping[str, float] | None, batch: int) -> None:
-    io.append_jsonl(self.path, {
+    fileio.append_jsonl(self.path, {
         'event': 'suggest', 'trial': int(trial), 'params': dict(params),
         'weights': dict(weights) if weights else None, 'batch': int(batch),
         'time': now()})
@@ -114,13 +114,13 @@ class Journal:
     rec['event'] = 'result'
     rec.setdefault('time', now())
     rec.setdefault('versions', package_versions())
-    io.append_jsonl(self.path, rec)
+    fileio.append_jsonl(self.path, rec)
     return rec
 
   def read(self, *, repair: bool = False) -> list[dict[str, Any]]:
     """All records; `repair` moves a torn last line aside first."""
     return [_restore_numbers(r)
-            for r in io.read_jsonl(self.path, repair=repair)]
+            for r in fileio.read_jsonl(self.path, repair=repair)]
 
   def replay(self) -> Replay:
     """Finished results (trial order) and unfinished suggestions.

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from tinyrobust import io
+from tinyrobust import fileio
 
 DEFAULT_ADVERSARIAL_KEY = 'val_fgsm_consistency'
 
@@ -90,7 +90,7 @@ def write_pareto(results: Sequence[dict[str, Any]], workdir: str, *,
   front = pareto_rows(results, adversarial_key)
   csv_path = os.path.join(workdir, 'pareto.csv')
   png_path = os.path.join(workdir, 'pareto.png')
-  io.write_csv(csv_path, front)
+  fileio.write_csv(csv_path, front)
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top

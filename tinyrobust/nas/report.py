@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from tinyrobust import io
+from tinyrobust import fileio
 from tinyrobust.nas import journal as journal_lib
 from tinyrobust.nas import objective as objective_lib
 from tinyrobust.nas import pareto as pareto_lib
@@ -74,14 +74,14 @@ def _final(config, workdir, best, evaluate_fn):
       evaluate_fn, 'final'):
     return None
   final_path = os.path.join(workdir, 'final.json')
-  if os.path.exists(final_path) and io.read_json(final_path).get(
+  if os.path.exists(final_path) and fileio.read_json(final_path).get(
       'trial') == best['trial']:
-    return io.read_json(final_path)
+    return fileio.read_json(final_path)
   log(f'retraining best trial {best["trial"]} with the full budget')
   final = {'trial': best['trial'],
            **evaluate_fn.final(best['params'], os.path.join(workdir,
                                                              'final'))}
-  io.write_json(final_path, final)
+  fileio.write_json(final_path, final)
   return final
 
 
@@ -128,7 +128,7 @@ def finalize(config, workdir: str, results: list[dict[str, Any]],
       'search_s_this_run': search_s,
       'versions': journal_lib.package_versions(),
   }
-  io.write_json(os.path.join(workdir, 'summary.json'), summary)
+  fileio.write_json(os.path.join(workdir, 'summary.json'), summary)
   _print_best(best, final, adv_key)
   return summary
 

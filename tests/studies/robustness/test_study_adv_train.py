@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from experiments.configs.study import parts
-from tinyrobust import io
+from tinyrobust import fileio
 from tinyrobust.studies.robustness import defended
 from tinyrobust.studies.robustness import runner
 from tinyrobust.studies.robustness import tables
@@ -88,9 +88,9 @@ def _journal(wd, label, seconds):
   d = os.path.join(wd, 'models', f'image__{label}')
   os.makedirs(d)
   for i, s in enumerate(seconds):
-    io.append_jsonl(os.path.join(d, 'metrics.jsonl'),
+    fileio.append_jsonl(os.path.join(d, 'metrics.jsonl'),
                     {'epoch': i + 1, 'step': 10 * (i + 1), 'seconds': s})
-  io.append_jsonl(os.path.join(d, 'metrics.jsonl'), {'final': True})
+  fileio.append_jsonl(os.path.join(d, 'metrics.jsonl'), {'final': True})
 
 
 def test_gap_verdicts_and_costs_by_hand(tmp_path):

@@ -17,7 +17,7 @@ import pytest
 
 from experiments.configs.study import parts
 from tinyrobust import data as data_lib
-from tinyrobust import io
+from tinyrobust import fileio
 from tinyrobust import models
 from tinyrobust.nas import candidate
 from tinyrobust.studies.robustness import config as study_config
@@ -46,7 +46,7 @@ def _run_dir(path: str, data=None, shape=(8, 8, 1), classes=10) -> None:
   model = models.get_model('mlp', classes, hidden=(4,))
   v = model.init(jax.random.key(1), jnp.zeros((1,) + tuple(shape)))
   os.makedirs(path)
-  io.save_pytree(os.path.join(path, 'best.ckpt'), v)
+  fileio.save_pytree(os.path.join(path, 'best.ckpt'), v)
   with open(os.path.join(path, 'config.json'), 'w') as f:
     json.dump({'data': data or {'name': 'digits', 'options': {'seed': 0}},
                'model': {'name': 'mlp', 'num_classes': classes,
@@ -105,7 +105,7 @@ def test_study_evaluates_models_trained_elsewhere(tmp_path):
   assert saved_row['params'] == t1['keras_large']['params']
   assert len(saved_row['sha256']) == 64 != len(
       {saved_row['sha256'], t1['keras_large']['sha256']})
-  fgsm = {m: [p['robust_accuracy'] for p in io.read_json(os.path.join(
+  fgsm = {m: [p['robust_accuracy'] for p in fileio.read_json(os.path.join(
       wd, 'models', f'image__{m}', 'attack_results.json'))['attacks'][
           'fgsm']['per_eps']] for m in ('saved_large', 'keras_large')}
   assert fgsm['saved_large'] == fgsm['keras_large']
@@ -193,5 +193,5 @@ def test_trained_stage_on_each_task_with_keras_outputs(tmp_path,
       with open(entry.trained.path, 'rb') as f:
         assert src['sha256'] == hashlib.sha256(f.read()).hexdigest()
     assert len(src['sha256']) == 64
-    assert io.read_json(os.path.join(wd, 'config.json'))['data'] == (
+    assert fileio.read_json(os.path.join(wd, 'config.json'))['data'] == (
         entry.config.data.to_dict())

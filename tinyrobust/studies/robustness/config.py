@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from tinyrobust import config_io
-from tinyrobust import io
+from tinyrobust import fileio
 from tinyrobust import models
 from tinyrobust import train
 from tinyrobust import trained_elsewhere
@@ -170,7 +170,7 @@ def _check_trained(where: str, entry) -> None:
   except ValueError as err:
     raise ValueError(f'{where}.trained: {err}') from None
   if spec['kind'] == 'workdir':
-    run = io.read_json(os.path.join(spec['path'], 'config.json'))
+    run = fileio.read_json(os.path.join(spec['path'], 'config.json'))
     name = (run.get('data') or {}).get('name')
     if name != cfg.data.name:
       raise ValueError(f'{where}.trained is the run {spec["path"]!r}, '
@@ -183,7 +183,7 @@ def architecture(entry) -> str:
   if entry.get('trained'):
     spec = trained_elsewhere.check_spec(entry.trained)
     if spec['kind'] == 'workdir':
-      return io.read_json(os.path.join(spec['path'], 'config.json')
+      return fileio.read_json(os.path.join(spec['path'], 'config.json')
                           )['model']['name']
     return spec['model']
   return entry.config.model.name

@@ -40,7 +40,7 @@ import numpy as np
 
 from tinyrobust import adversarial
 from tinyrobust import checkpoints
-from tinyrobust import io
+from tinyrobust import fileio
 from tinyrobust import qat
 from tinyrobust.studies.robustness import config as study_config
 from tinyrobust.studies.robustness import tables
@@ -195,7 +195,7 @@ def train_seconds(workdir: str, task: str, label: str) -> float:
   """Wall time of a model's training epochs (its `metrics.jsonl`)."""
   path = os.path.join(study_config.model_dir(workdir, task, label),
                       checkpoints.METRICS)
-  return float(sum(r.get('seconds', 0.0) for r in io.read_jsonl(path)
+  return float(sum(r.get('seconds', 0.0) for r in fileio.read_jsonl(path)
                    if 'epoch' in r and not r.get('final')))
 
 
@@ -330,7 +330,7 @@ def section(config, workdir: str, results, markdown_table
   found = findings(rows)
   cost = costs(config, workdir, results)
   for name, data in (('gap_adv_train', rows), ('adv_train_costs', cost)):
-    io.write_csv(os.path.join(workdir, f'{name}.csv'), data)
+    fileio.write_csv(os.path.join(workdir, f'{name}.csv'), data)
   eps = ', '.join(f'{t} {c.adv_train_eps:g} {c.eps_units}'
                   for t, c in config.tasks.items())
   md = ['## Adversarial training (study.adv_train)', '',

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from tinyrobust import config_io
-from tinyrobust import io
+from tinyrobust import fileio
 from tinyrobust import results as results_lib
 from tinyrobust.attacks import config as attack_config_lib
 from tinyrobust.studies.robustness import config as study_config
@@ -215,7 +215,7 @@ def write_report(config, workdir: str, outcomes) -> dict[str, Any]:
   notes = tables.caveats(defended.standard_rows(t1), found)
   for name, rows in (('table1', t1), ('gap', gap_rows),
                      ('curves', curve_rows)):
-    io.write_csv(os.path.join(workdir, f'{name}.csv'), rows)
+    fileio.write_csv(os.path.join(workdir, f'{name}.csv'), rows)
   figs = _figures(config, workdir, t1, curve_rows)
   md = ['# Robustness study: TinyML vs large models', '',
         '## Findings (computed from the tables below)', '']
@@ -241,7 +241,7 @@ def write_report(config, workdir: str, outcomes) -> dict[str, Any]:
              'figures': figs, 'report': path,
              'timings': {f'{t}/{l}': o['timings']
                          for (t, l), o in outcomes.items()}}
-  io.write_json(os.path.join(workdir, 'summary.json'), summary)
+  fileio.write_json(os.path.join(workdir, 'summary.json'), summary)
   print(f'[study] report: {path}', flush=True)
   for f in found + ((extra or {}).get('findings') or []) + (
       adv.get('findings') or []):

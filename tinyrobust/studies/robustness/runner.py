@@ -37,7 +37,7 @@ import numpy as np
 
 from tinyrobust import config_io
 from tinyrobust import evaluation
-from tinyrobust import io
+from tinyrobust import fileio
 from tinyrobust import runs
 from tinyrobust import train
 from tinyrobust import workdir as workdir_lib
@@ -124,7 +124,7 @@ class ModelJob:
     if not train.is_finished(wd):
       (self.train_fn or train.train_and_evaluate)(cfg, wd)
     model, variables, run_cfg = train.load_trained(wd)
-    final = io.read_json(os.path.join(wd, train.FINAL))
+    final = fileio.read_json(os.path.join(wd, train.FINAL))
     return final, model, variables, run_cfg
 
   def _attack(self, config, task: str, model, variables, run_cfg, wd: str):
@@ -139,8 +139,8 @@ class ModelJob:
     if signal_space.is_signal(tcfg):
       settings['space'] = signal_space.threat(tcfg)
     path = os.path.join(wd, evaluation.RESULTS_NAME + '.json')
-    if os.path.exists(path) and io.read_json(path).get(
-        'study_settings') == io.to_jsonable(settings):
+    if os.path.exists(path) and fileio.read_json(path).get(
+        'study_settings') == fileio.to_jsonable(settings):
       return {'cached': True}
     if signal_space.is_signal(tcfg):  # waveforms, eps maybe in dB
       run, ds = signal_space.white_box(model, variables, run_cfg, tcfg, task,
@@ -168,14 +168,14 @@ class ModelJob:
   def _profile(self, config, model, variables, run_cfg, wd: str):
     path = os.path.join(wd, 'profile.json')
     if os.path.exists(path):
-      return {**io.read_json(path), 'cached': True}
+      return {**fileio.read_json(path), 'cached': True}
     hw = config_io.to_dict(config.get('hardware'))
     ds = candidate.load_split(run_cfg, 'train')
     # A model the TFLite converter cannot export still gets its analytic
     # counts; the report shows the export error instead of flash/SRAM.
     prof = runs.profile_model(model, variables, ds.x, hw,
                               count_on_export_error=True)
-    io.write_json(path, prof)
+    fileio.write_json(path, prof)
     return prof
 
 
@@ -190,7 +190,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, *,
   config = resolve_config(config)
   study_config.check_study_config(config)
   transfer_stage.check_sources(config)
-  io.check_writable_dir(workdir, create=True)
+  fileio.check_writable_dir(workdir, create=True)
   config_io.pin_config(config, os.path.join(workdir, 'study_config.json'),
                        mutable=('study.executor', 'study.num_workers',
                                 'study.ray_address', 'study.bootstrap',

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from tinyrobust import io
+from tinyrobust import fileio
 from tinyrobust.studies.robustness import config as study_config
 
 METRICS = ('consistency', 'robust_accuracy')
@@ -34,9 +34,9 @@ def load_model_results(workdir: str, task: str, label: str) -> dict[str, Any]:
   """Everything a model job stored, as plain data."""
   wd = study_config.model_dir(workdir, task, label)
   ex = np.load(os.path.join(wd, 'attack_examples.npz'))
-  return {'final': io.read_json(os.path.join(wd, 'final_metrics.json')),
-          'attack': io.read_json(os.path.join(wd, 'attack_results.json')),
-          'profile': io.read_json(os.path.join(wd, 'profile.json')),
+  return {'final': fileio.read_json(os.path.join(wd, 'final_metrics.json')),
+          'attack': fileio.read_json(os.path.join(wd, 'attack_results.json')),
+          'profile': fileio.read_json(os.path.join(wd, 'profile.json')),
           'examples': {k: ex[k] for k in ex.files}}
 
 

@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 
 from tinyrobust import config_io
-from tinyrobust import io
+from tinyrobust import fileio
 from tinyrobust import train
 from tinyrobust import trained_elsewhere
 from tinyrobust.checkpoints import RESULT_FILES
@@ -54,7 +54,7 @@ def load(entry, wd: str, label: str = ''
   digest = trained_elsewhere.sha256(spec['path'])
   if os.path.exists(final_path) and os.path.exists(
       os.path.join(wd, 'config.json')):
-    final = io.read_json(final_path)
+    final = fileio.read_json(final_path)
     if (final.get('source') or {}).get('sha256') == digest:
       model, variables, run_cfg = train.load_trained(wd)
       return final, model, variables, run_cfg
@@ -83,6 +83,6 @@ def load(entry, wd: str, label: str = ''
            'protocol': (ds.meta or {}).get('protocol', ''),
            'trained_elsewhere': True,  # not by this study (any kind)
            'source': m.source}
-  io.write_json(final_path, final)
+  fileio.write_json(final_path, final)
   model, variables, run_cfg = train.load_trained(wd)
   return final, model, variables, run_cfg

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from tinyrobust import io
+from tinyrobust import fileio
 from tinyrobust.attacks import config as attack_config_lib
 from tinyrobust.evaluation import transfer as transfer_lib
 from tinyrobust.studies.robustness import config as study_config
@@ -206,7 +206,7 @@ def attacker_table(config, workdir: str, tr, un) -> list[dict[str, Any]]:
   for task in config.tasks:
     u = _unit(config, task)
     for label, entry in config.tasks[task].models.items():
-      white = io.read_json(os.path.join(
+      white = fileio.read_json(os.path.join(
           study_config.model_dir(workdir, task, label),
           'attack_results.json'))
       other = 'large' if entry.kind == 'tiny' else 'tiny'
@@ -301,7 +301,7 @@ def eps_table(config, workdir: str, un) -> list[dict[str, Any]]:
     if not _unit(config, task).relative:
       continue
     first = next(iter(tcfg.models))
-    white = io.read_json(os.path.join(
+    white = fileio.read_json(os.path.join(
         study_config.model_dir(workdir, task, first), 'attack_results.json'))
     uni = {}
     for r in un['records']:
@@ -335,12 +335,12 @@ def write(config, workdir: str, markdown_table) -> dict[str, Any] | None:
       attack_config_lib.universal_config(acfg) is None:
     return None
   tr, un = collect(workdir, 'transfer'), collect(workdir, 'universal')
-  io.write_csv(os.path.join(workdir, 'transfer.csv'),
+  fileio.write_csv(os.path.join(workdir, 'transfer.csv'),
                _csv_rows(config, tr['records']))
-  io.write_csv(os.path.join(workdir, 'universal.csv'),
+  fileio.write_csv(os.path.join(workdir, 'universal.csv'),
                _csv_rows(config, un['records']))
   table = attacker_table(config, workdir, tr, un)
-  io.write_csv(os.path.join(workdir, 'attacker_table.csv'), table)
+  fileio.write_csv(os.path.join(workdir, 'attacker_table.csv'), table)
   found = findings(config, tr)
   diag = diagonal_check(config, workdir, tr)
   figs = plot_heatmaps(config, tr, workdir)
@@ -356,12 +356,12 @@ def write(config, workdir: str, markdown_table) -> dict[str, Any] | None:
          '(`attacker_table.csv`):', '', markdown_table(table)]
   for path in sorted(glob.glob(os.path.join(
       workdir, stage.TRANSFER_DIR, '*' + stage.INT8_ERRORS))):
-    for label, err in sorted(io.read_json(path).items()):
+    for label, err in sorted(fileio.read_json(path).items()):
       md += [f'- No int8 target for {os.path.basename(path).split("__")[0]}'
              f'/{label}: its int8 export failed ({err}).']
   both = eps_table(config, workdir, un)
   if both:
-    io.write_csv(os.path.join(workdir, 'eps_db.csv'), both)
+    fileio.write_csv(os.path.join(workdir, 'eps_db.csv'), both)
     md += ['', 'Eps both ways (`eps_db.csv`): each SNR budget in dB, the '
            'relative amplitude r = 10^(-dB/20) and the radius in waveform '
            'units it gives (per clip: rms(x) * r for L-inf, ||x||_2 * r '

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from tinyrobust import config_io
-from tinyrobust import io
+from tinyrobust import fileio
 from tinyrobust import train
 from tinyrobust.attacks import config as attack_config_lib
 from tinyrobust.attacks import universal as universal_lib
@@ -85,7 +85,7 @@ def check_sources(config) -> None:
 def _loaded(workdir: str, task: str, label: str, task_cfg) -> dict[str, Any]:
   wd = study_config.model_dir(workdir, task, label)
   model, variables, run_cfg = train.load_trained(wd)
-  white = io.read_json(os.path.join(wd, 'attack_results.json'))
+  white = fileio.read_json(os.path.join(wd, 'attack_results.json'))
   with np.load(os.path.join(wd, 'attack_examples.npz')) as z:
     indices = np.asarray(z['indices'])
   # The task's space: the model's input, or the waveform via its front-end.
@@ -130,14 +130,14 @@ def _int8_targets(models, task_cfg, batch_size: int, wd: str, task: str
       errors[label] = f'{type(err).__name__}: {err}'[:500]
       print(f'[study] {task}/{label}: no int8 target ({errors[label]})',
             flush=True)
-  io.write_json(os.path.join(wd, task + INT8_ERRORS), errors)
+  fileio.write_json(os.path.join(wd, task + INT8_ERRORS), errors)
   return out
 
 
 def _int8_names(wd: str, task: str, group) -> list[str]:
   """The int8 targets of a group, less the exports known to fail."""
   path = os.path.join(wd, task + INT8_ERRORS)
-  failed = io.read_json(path) if os.path.exists(path) else {}
+  failed = fileio.read_json(path) if os.path.exists(path) else {}
   return [f'{l}{INT8}' for l in group if l not in failed]
 
 
@@ -156,21 +156,21 @@ def _sources(config, tcfg, task: str, group: list[str], models):
 
 def _cached(path: str, settings: dict[str, Any]) -> bool:
   return os.path.exists(path) and os.path.exists(path[:-5] + '.npz') and \
-      io.read_json(path).get('settings') == io.to_jsonable(settings)
+      fileio.read_json(path).get('settings') == fileio.to_jsonable(settings)
 
 
 def _save(path: str, result: transfer_lib.TransferResult, settings) -> None:
   np.savez_compressed(path[:-5] + '.npz', **{
       f'{s}|{t}|{k}': v for (s, t), ex in result.examples.items()
       for k, v in ex.items()})
-  io.write_json(path, {'settings': settings, 'records': result.records,
+  fileio.write_json(path, {'settings': settings, 'records': result.records,
                        'protocol': result.protocol})
 
 
 def load_unit(path: str) -> tuple[list[dict[str, Any]], dict]:
   """`(records, examples)` of one stored unit: examples keyed `(crafted_on,
   target)` -> outcome name -> bool array."""
-  recs = io.read_json(path)['records']
+  recs = fileio.read_json(path)['records']
   examples: dict[tuple[str, str], dict[str, np.ndarray]] = {}
   with np.load(path[:-5] + '.npz') as z:
     for key in z.files:
@@ -207,7 +207,7 @@ def _transfer(config, acfg, tcfg, task, group, models, data, wd) -> None:
                   'batch_size': int(acfg.batch_size),
                   'attack_index': attack_config_lib.attack_index(acfg, name),
                   'examples': int(len(x)), **_space_key(task_cfg)}
-      settings = io.to_jsonable(settings)
+      settings = fileio.to_jsonable(settings)
       if _cached(path, settings):
         continue
       if host and int8 is None:
@@ -240,7 +240,7 @@ def _universal(config, acfg, ucfg, task, group, models, data, wd) -> None:
     m, train_xy = models[label], None
     for eps_u in universal_eps(config, ucfg, task):
       stem = os.path.join(wd, f'{task}__{label}__eps{eps_u:g}')
-      settings = io.to_jsonable({
+      settings = fileio.to_jsonable({
           'eps_in_units': eps_u, 'norm': acfg.norm,
           'loss': acfg.loss, 'seed': int(config.seed), 'targets': group,
           'examples': int(len(x)), **_space_key(task_cfg, u, eps_u),

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from tinyrobust import config_io
-from tinyrobust import io
+from tinyrobust import fileio
 from tinyrobust.studies.search import definitions as ss
 
 
@@ -131,7 +131,7 @@ def write(config, workdir: str, rows) -> dict[str, Any]:
   _figure(rows, os.path.join(workdir, 'figures', 'fronts.png'))
   summary = {'verdict': v, 'verdicts': verdicts, 'table2': t2,
              'costs': costs(t2), 'pairs': pairs, 'runs': len(rows)}
-  io.write_json(os.path.join(workdir, 'summary.json'), summary)
+  fileio.write_json(os.path.join(workdir, 'summary.json'), summary)
   with open(os.path.join(workdir, 'report.md'), 'w') as f:
     f.write(_report(config, t2, verdicts))
   for x in verdicts.values():

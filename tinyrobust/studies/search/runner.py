@@ -44,7 +44,7 @@ from tinyrobust import adversarial
 from tinyrobust import config_io
 from tinyrobust import grad_evals
 from tinyrobust import hardware
-from tinyrobust import io
+from tinyrobust import fileio
 from tinyrobust import qat
 from tinyrobust.attacks import config as attack_config_lib
 from tinyrobust.nas import candidate
@@ -167,16 +167,16 @@ def run_search_study(config, workdir: str, *,
           path = os.path.join(wd, 'study_run.json')
           cfg = run_config(config, model, board, arm, seed)
           if os.path.exists(path):
-            summary = io.read_json(path)
+            summary = fileio.read_json(path)
           else:
             summary = (handcrafted_fn(cfg, config_io.to_dict(
                 config.handcrafted[model]), wd)
                        if arm in definitions.TRAINED_ARMS
                        else search_fn(cfg, wd))
-            summary = io.to_jsonable(summary)
+            summary = fileio.to_jsonable(summary)
           if 'grad_evals' not in summary:  # counted once, from the folders
             summary['grad_evals'] = run_grad_evals(cfg, arm, wd)
-            io.write_json(path, summary)
+            fileio.write_json(path, summary)
           rows.append(_row(model, board, arm, seed, summary))
   return report.write(config, workdir, rows)
 
