@@ -9,8 +9,9 @@ who import them. For each attack, in ascending eps, for each of its stages
 1. gather the points still open into buckets: full batches of the step size,
    the remainder padded to an allowed size (`bucket_sizes`): for short
    stages the next `step / 2**k` (at least `min_bucket`), for long ones
-   (APGD, APGD-T, FAB-T, Square: `LONG_STAGE_EVALS`) the next multiple of
-   `min_bucket`, so each stage compiles for a bounded set of shapes;
+   (APGD, APGD-T, FAB-T, Square: `LONG_STAGE_EVALS`) the nearer of the next
+   multiple of `min_bucket` and the next `FINE_GROWTH` size, so each stage
+   compiles for a bounded set of shapes;
 2. run the stage on each bucket (kernels are called eagerly with concrete
    arrays, so their `loop='auto'` steps are driven from the host on CPU);
 3. scatter the outcome back: a point whose prediction changed (or whose
