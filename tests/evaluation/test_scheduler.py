@@ -13,6 +13,7 @@ from tinyrobust import attacks
 from tinyrobust import evaluate
 from tinyrobust.attacks import registry
 from tinyrobust.evaluation import scheduler
+from tinyrobust.evaluation import scheduler_state
 
 GRID = (0.0, 0.02, 0.05, 0.1)
 
@@ -221,6 +222,23 @@ def test_killed_and_resumed_gives_the_same_counts(tmp_path, kill_after):
   # no bucket is attacked twice: killed + resumed calls == uninterrupted
   assert len(killed.calls) + len(resumed.calls) == len(ref_sch.calls)
   assert len(killed.calls) == kill_after
+
+
+def test_cpu_time_is_kept_per_stage_and_old_states_still_resume():
+  x, y, v = _digits()
+  out = scheduler.Scheduler(_linear, _kernels(), GRID, batch_size=128).run(
+      v, x, y, seed=0)
+  for name, c in out.items():
+    assert set(c['cpu_seconds']) == set(c['stage_seconds']) == {name}
+    # CPU time is spent (> 0) and, on 2 threads of XLA:CPU, at most a few
+    # times the wall time.
+    assert 0 < c['cpu_seconds'][name] <= 8 * c['seconds'] + 0.05
+  # A state written before cpu time was kept: [wall, compile] per stage.
+  times = {'pgd': [1.0, 0.5]}
+  with scheduler_state.timed(times, 'pgd'):
+    sum(range(10000))
+  assert len(times['pgd']) == 3 and np.isnan(times['pgd'][2])
+  assert times['pgd'][0] > 1.0
 
 
 def test_state_of_another_evaluation_is_refused(tmp_path):

@@ -411,7 +411,8 @@ def robustness_run(apply_fn: Callable, variables: Any, dataset, *, attacks,
       results=out, seconds={n: float(c['seconds']) for n, c in counts.items()},
       examples={n: c['examples'] for n, c in counts.items()},
       timing={n: {k: c[k] for k in ('seconds', 'stage_seconds',
-                                    'compile_seconds') if k in c}
+                                    'compile_seconds', 'cpu_seconds')
+                  if k in c}
               for n, c in counts.items()},
       indices=inputs.subset_indices(
           len(inputs.unpack_dataset(dataset)[1]),

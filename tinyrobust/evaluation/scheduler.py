@@ -261,7 +261,8 @@ class Scheduler:
       index -> examples it broke first; cascades), 'raw_robust' [E]
       (estimated raw per-eps count, see the module docstring), 'audit'
       (per eps attacked/regressed), 'seconds', 'stage_seconds' and
-      'compile_seconds' (stage -> seconds), 'examples': per-example
+      'compile_seconds', 'cpu_seconds' (stage -> seconds; cpu: the
+      process's CPU time, compile included), 'examples': per-example
       booleans {'clean' [N], 'robust' [E, N], 'consistent' [E, N]}}, with E
       in the order of `eps_grid`.
     """
@@ -419,6 +420,8 @@ class Scheduler:
     out['seconds'] = float(sum(v[0] for v in times.values()))
     out['stage_seconds'] = {s: float(v[0] - v[1]) for s, v in times.items()}
     out['compile_seconds'] = {s: float(v[1]) for s, v in times.items()}
+    out['cpu_seconds'] = {s: float(v[2]) if len(v) > 2 else float('nan')
+                          for s, v in times.items()}
     out['examples'] = {'clean': ok, 'robust': np.stack(robust),
                        'consistent': np.stack(consistent)}
     for key in ('robust', 'consistent', 'adv_nonfinite', 'raw_robust'):

@@ -128,28 +128,13 @@ class ModelJob:
     return final, model, variables, run_cfg
 
   def _attack(self, config, task: str, model, variables, run_cfg, wd: str):
-    acfg = attack_config_lib.attack_config(config)
-    tcfg = config.tasks[task]
-    grid = study_config.input_eps(tcfg, task)
-    # The transfer/universal subsections are stages of their own.
-    settings = {'attack': {k: v for k, v in acfg.to_dict().items()
-                           if k not in attack_config_lib.SUBSECTIONS},
-                'eps_grid': grid.tolist(),
-                'seed': int(config.seed)}
-    if signal_space.is_signal(tcfg):
-      settings['space'] = signal_space.threat(tcfg)
+    settings = attack_settings(config, task)
     path = os.path.join(wd, evaluation.RESULTS_NAME + '.json')
     if os.path.exists(path) and fileio.read_json(path).get(
         'study_settings') == fileio.to_jsonable(settings):
       return {'cached': True}
-    if signal_space.is_signal(tcfg):  # waveforms, eps maybe in dB
-      run, ds = signal_space.white_box(model, variables, run_cfg, tcfg, task,
-                                       acfg, seed=int(config.seed))
-    else:
-      ds = candidate.load_split(run_cfg, 'test')
-      run = runs.robustness(functools.partial(model.apply, train=False),
-                            variables, ds, acfg, seed=int(config.seed),
-                            eps_grid=grid.tolist())
+    run, ds = white_box_run(config, task, model, variables, run_cfg)
+    tcfg = config.tasks[task]
     res = run.results
     res['study_settings'] = settings
     res['eps_units'] = tcfg.eps_units
@@ -177,6 +162,39 @@ class ModelJob:
                               count_on_export_error=True)
     fileio.write_json(path, prof)
     return prof
+
+
+def attack_settings(config, task: str) -> dict[str, Any]:
+  """What a model's white-box attack stage depends on (its cache key)."""
+  acfg = attack_config_lib.attack_config(config)
+  tcfg = config.tasks[task]
+  # The transfer/universal subsections are stages of their own.
+  settings = {'attack': {k: v for k, v in acfg.to_dict().items()
+                         if k not in attack_config_lib.SUBSECTIONS},
+              'eps_grid': study_config.input_eps(tcfg, task).tolist(),
+              'seed': int(config.seed)}
+  if signal_space.is_signal(tcfg):
+    settings['space'] = signal_space.threat(tcfg)
+  return settings
+
+
+def white_box_run(config, task: str, model, variables, run_cfg,
+                  **overrides):
+  """`(run, dataset)`: the study's white-box attack stage on one trained
+  model (`runs.robustness` on the task's test split and eps grid, or the
+  signal-space path); `overrides` replace evaluator settings (e.g.
+  `engine='sweep'` in experiments/bench_study_attack.py)."""
+  acfg = attack_config_lib.attack_config(config)
+  tcfg = config.tasks[task]
+  if signal_space.is_signal(tcfg):  # waveforms, eps maybe in dB
+    return signal_space.white_box(model, variables, run_cfg, tcfg, task,
+                                  acfg, seed=int(config.seed), **overrides)
+  ds = candidate.load_split(run_cfg, 'test')
+  grid = study_config.input_eps(tcfg, task)
+  run = runs.robustness(functools.partial(model.apply, train=False),
+                        variables, ds, acfg, seed=int(config.seed),
+                        **{'eps_grid': grid.tolist(), **overrides})
+  return run, ds
 
 
 def run_study(config: ml_collections.ConfigDict, workdir: str, *,

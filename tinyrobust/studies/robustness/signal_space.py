@@ -61,9 +61,10 @@ def problem(model, run_cfg, task_cfg, split: str = 'test'):
 
 
 def white_box(model, variables, run_cfg, task_cfg, task: str, acfg, *,
-              seed: int):
+              seed: int, **extra):
   """The white-box stage of a signal-space task: `(run, dataset)` with the
-  evaluator's results; dB eps annotated both ways (module docstring)."""
+  evaluator's results; dB eps annotated both ways (module docstring).
+  `extra`: more evaluator settings (e.g. `engine`)."""
   t = runs.attack_target(model, run_cfg, threat=threat(task_cfg))
   prob = t.problem
   grid = study_config.input_eps(task_cfg, task)
@@ -77,7 +78,7 @@ def white_box(model, variables, run_cfg, task_cfg, task: str, acfg, *,
                        'must be strictly decreasing.')
   run = runs.robustness(prob.apply_fn, variables, t.inputs(), acfg,
                         seed=seed, clip=prob.clip, eps_scale=prob.eps_scale,
-                        **overrides)
+                        **overrides, **extra)
   if is_db(task_cfg):
     x = prob.x if run.indices is None else prob.x[run.indices]
     db_budget.annotate(run.results, x, db, acfg.norm)
