@@ -13,8 +13,10 @@ signal task) runs through two engines, interleaved in one process:
   order, each stage on the points still open, host-driven steps on CPU).
 
 Each arm's first call (trace + compile + run, JAX's persistent compilation
-cache off unless `--compile_cache`) is reported apart from its best rerun
-(`--repeats`); the ratio is before / after on both. The two engines do not
+cache off unless `--compile_cache`; its compile seconds from JAX's compile
+events) is reported apart from its best rerun (`--repeats`; every call
+builds its attacks anew, as a study does per model, so reruns compile
+again unless the persistent cache is on); the ratio is before / after. The two engines do not
 count the same thing at eps > 0 (the scheduler reports the per-example
 worst case over the eps up to each one, the sweep each eps's own outcome),
 so the robust accuracies printed beside the times differ where the sweep's
@@ -40,6 +42,7 @@ import numpy as np
 from tinyrobust import config_io
 from tinyrobust import fileio
 from tinyrobust import train
+from tinyrobust.evaluation import scheduler_state
 from tinyrobust.studies.robustness import config as study_config
 from tinyrobust.studies.robustness import runner
 from tinyrobust.studies.robustness import trained_stage
@@ -54,6 +57,9 @@ _REPEATS = flags.DEFINE_integer('repeats', 1, 'Timed reruns per arm after '
                                 'the first call (best kept).')
 _BEFORE_LOOP = flags.DEFINE_string('before_loop', 'fori', "The 'before' "
                                    "arm's step loop ('' keeps 'auto').")
+_AFTER_BATCH = flags.DEFINE_integer(
+    'after_batch_size', 0, "The 'after' arm's batch size (0: the study's "
+    "attack.batch_size, as the 'before' arm).")
 _CACHE = flags.DEFINE_bool('compile_cache', False, "Keep JAX's persistent "
                            'compilation cache on (first calls then load).')
 
@@ -86,6 +92,7 @@ def _arms(config, attacks: list[str]) -> dict[str, dict]:
         before[a]['loop'] = _BEFORE_LOOP.value
   return {'before': {'engine': 'sweep', 'options': before},
           'after': {'engine': 'scheduler',
+                    'batch_size': _AFTER_BATCH.value or None,
                     'options': {a: dict(options.get(a) or {})
                                 for a in attacks}}}
 
@@ -95,13 +102,15 @@ def _timed(config, task, loaded, attacks, arm):
   cfg = ml_collections.ConfigDict(config.to_dict())
   cfg.attack.attacks = list(attacks)
   cfg.attack.options = arm['options']
-  start = time.perf_counter()
+  if arm.get('batch_size'):
+    cfg.attack.batch_size = arm['batch_size']
+  start, c0 = time.perf_counter(), scheduler_state.compile_clock()
   run, _ = runner.white_box_run(cfg, task, model, variables, run_cfg,
                                 engine=arm['engine'], sanity_checks=False)
   seconds = time.perf_counter() - start
   acc = {a: [round(r['robust_accuracy'], 3) for r in
              run.results['attacks'][a]['per_eps']] for a in attacks}
-  return seconds, acc
+  return seconds, scheduler_state.compile_clock() - c0, acc
 
 
 def main(argv):
@@ -128,7 +137,8 @@ def main(argv):
         f'{list(config.tasks[task].eps_grid)} ({config.tasks[task].eps_units}'
         f'), {a.get("max_examples")} test examples, batch {a.batch_size}; '
         f'before = sweep engine, loop {_BEFORE_LOOP.value or "auto"}; after '
-        f'= scheduler; compilation cache '
+        f'= scheduler, batch {_AFTER_BATCH.value or a.batch_size}; '
+        f'compilation cache '
         f'{"on" if _CACHE.value else "off"}', flush=True)
   rows, total = [], {n: np.zeros(2) for n in arms}
   for label in labels:
@@ -136,12 +146,12 @@ def main(argv):
     if loaded is None:
       print(f'  {label}: not trained in this workdir, skipped', flush=True)
       continue
-    first, best, acc = {}, {n: np.inf for n in arms}, {}
+    first, best, acc, comp = {}, {n: np.inf for n in arms}, {}, {}
     for r in range(1 + _REPEATS.value):
       for name, arm in arms.items():
-        s, acc[name] = _timed(config, task, loaded, attacks, arm)
+        s, c, acc[name] = _timed(config, task, loaded, attacks, arm)
         if r == 0:
-          first[name] = s
+          first[name], comp[name] = s, c
         else:
           best[name] = min(best[name], s)
     for name in arms:
@@ -149,8 +159,9 @@ def main(argv):
         best[name] = first[name]
       total[name] += (first[name], best[name])
     rows.append((label, first, best))
-    print(f'  {label}: before first {first["before"]:.1f} s, rerun '
-          f'{best["before"]:.1f} s; after first {first["after"]:.1f} s, '
+    print(f'  {label}: before first {first["before"]:.1f} s (compile '
+          f'{comp["before"]:.1f} s), rerun {best["before"]:.1f} s; after '
+          f'first {first["after"]:.1f} s (compile {comp["after"]:.1f} s), '
           f'rerun {best["after"]:.1f} s; ratio first '
           f'{first["before"] / first["after"]:.2f}x, rerun '
           f'{best["before"] / best["after"]:.2f}x', flush=True)

@@ -87,7 +87,7 @@ def test_auto_growth_pads_long_stages_finely():
                    'square': 5000}
   pgd = _kernels()['pgd']
   assert scheduler.stage_evals(pgd) == 5
-  assert scheduler.stage_growth('auto', pgd) == 2.0
+  assert scheduler.stage_growth('auto', pgd) == scheduler.SHORT_GROWTH == 16
   assert scheduler.stage_growth('auto', aa.stages[-1]) == \
       scheduler.LONG_GROWTH
   assert scheduler.stage_growth(4, aa.stages[-1]) == 4.0

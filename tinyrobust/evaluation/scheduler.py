@@ -8,7 +8,8 @@ who import them. For each attack, in ascending eps, for each of its stages
 
 1. gather the points still open into buckets: full batches of the step size,
    the remainder padded to an allowed size (`bucket_sizes`): for short
-   stages the next `step / 2**k` (at least `min_bucket`), for long ones
+   stages the next `step / 16**k` (at least `min_bucket`: one or two
+   shapes, `SHORT_GROWTH`), for long ones
    (APGD, APGD-T, FAB-T, Square: `LONG_STAGE_EVALS`) the nearer of the next
    multiple of `min_bucket` and the next `FINE_GROWTH` size, so each stage
    compiles for a bounded set of shapes;
@@ -83,6 +84,7 @@ stage_evals = buckets.stage_evals
 stage_growth = buckets.stage_growth
 LONG_STAGE_EVALS = buckets.LONG_STAGE_EVALS
 LONG_GROWTH = buckets.LONG_GROWTH
+SHORT_GROWTH = buckets.SHORT_GROWTH
 FINE_GROWTH = buckets.FINE_GROWTH
 _buckets = buckets.buckets
 
@@ -124,9 +126,9 @@ class Scheduler:
     growth: ratio between allowed bucket sizes, a number > 1 (2: at most
       2x padding and `log2(step / min_bucket) + 1` compiled shapes per
       stage; 4: half the shapes, up to 4x padding), 1 (every multiple of
-      `min_bucket`), or 'auto' (default): per stage, `stage_growth` (2, or
-      `LONG_GROWTH` for stages of at least `LONG_STAGE_EVALS` model
-      evaluations per point).
+      `min_bucket`), or 'auto' (default): per stage, `stage_growth`
+      (`SHORT_GROWTH`, or `LONG_GROWTH` for stages of at least
+      `LONG_STAGE_EVALS` model evaluations per point).
     audit: points re-attacked per eps for the raw per-eps outcome.
     consistency: also attack clean-misclassified points with one-stage
       attacks (see the module docstring).
@@ -276,7 +278,8 @@ class Scheduler:
         x, y, self.attacks, self.eps_grid, seed, step, self.audit,
         self.min_bucket, stages_of,
         extra={'growth': self.growth, 'consistency': self.consistency,
-               'long_stages': [LONG_STAGE_EVALS, LONG_GROWTH, FINE_GROWTH]})
+               'long_stages': [LONG_STAGE_EVALS, LONG_GROWTH, FINE_GROWTH],
+               'short_growth': buckets.SHORT_GROWTH})
     store = scheduler_state.StateFile(state_path, fingerprint, self.attacks,
                                       n, len(self.eps_grid), save_every)
     states = store.load()

@@ -51,6 +51,12 @@ class _CompileClock:
     return getattr(cls._local, 'total', 0.0)
 
 
+def compile_clock() -> float:
+  """Seconds JAX has spent compiling on this thread so far (from the first
+  call of this or `timed`; differences time a block's compiles)."""
+  return _CompileClock.now()
+
+
 @contextlib.contextmanager
 def timed(times: dict[str, list[float]], stage: str):
   """Adds (wall, compile, cpu) seconds of the block to `times[stage]`: cpu
