@@ -138,6 +138,29 @@ def _main(args: list[str], needles: tuple[str, ...] = (), *,
   return fn
 
 
+def _readme_not_a_study(ctx):
+  """`readme_results` on a folder that is not a finished study: a clear
+  error naming summary.json, and the README (a copy) untouched."""
+  readme = ctx.path('README.md')
+  shutil.copy(os.path.join(sweep.REPO, 'README.md'), readme)
+  before = open(readme).read()
+  os.makedirs(ctx.path('not_a_study'), exist_ok=True)
+  env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3', 'JAX_PLATFORMS': 'cpu'}
+  r = subprocess.run(
+      [sys.executable, '-m', 'experiments.readme_results',
+       f'--workdirs={ctx.path("not_a_study")}', f'--readme={readme}'],
+      cwd=sweep.REPO, capture_output=True, text=True, timeout=300, env=env)
+  text = r.stderr + r.stdout
+  tail = ' | '.join(text.strip().splitlines()[-2:])[:300]
+  if open(readme).read() != before:
+    return Verdict('loss', f'README changed: {tail}')
+  if r.returncode == 0:
+    return Verdict('silent', f'exit 0: {tail}')
+  if 'summary.json' in text and 'not_a_study' in text:
+    return Verdict('clear', f'exit {r.returncode}: {tail}')
+  return Verdict('unclear', f'exit {r.returncode}: {tail}')
+
+
 def _cli_cases() -> list[Case]:
   g = 'cli'
   attack_overrides = [
@@ -189,6 +212,7 @@ def _cli_cases() -> list[Case]:
           [f'--config={sweep.DIGITS}:quik', '--workdir=/tmp/x'], ('quik',))),
       Case('main_no_workdir', g, _main([f'--config={sweep.DIGITS}'],
                                        ('workdir',))),
+      Case('readme_results_not_a_study', g, _readme_not_a_study),
   ]
 
 
