@@ -63,3 +63,48 @@ def test_attack_a_trained_run(tmp_path, monkeypatch):
   config.threat = {'space': 'signal', 'eps_units': 'g'}  # not a pixel unit
   with pytest.raises(ValueError, match="'g'.*'signal'.*'digits'"):
     runs.attack(None, str(tmp_path))
+
+
+def test_killed_attack_resumes_where_it_stopped(tmp_path, monkeypatch):
+  """`--mode=attack` keeps the scheduler's per-example state in the workdir:
+  a run killed inside its second attack resumes there (the first attack is
+  not run again) with the counts of an uninterrupted run, and the state is
+  removed once the results are written."""
+  from tinyrobust.evaluation import scheduler  # pylint: disable=g-import-not-at-top
+  model = models.get_model('mlp', num_classes=10, hidden=(16,))
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
+  config = ml_collections.ConfigDict({
+      'seed': 1, 'data': {'name': 'digits', 'options': {'seed': 0}},
+      'model': {'name': 'mlp'},
+      'attack': {'attacks': ['fgsm', 'pgd'], 'eps_grid': [0.0, 0.1],
+                 'pgd_steps': 2, 'batch_size': 32, 'max_examples': 50},
+  })
+  monkeypatch.setattr(train, 'load_trained',
+                      lambda workdir: (model, variables, config))
+  os.makedirs(tmp_path / 'whole')
+  os.makedirs(tmp_path / 'killed')
+  ref = runs.attack(None, str(tmp_path / 'whole'))
+  calls = []
+  real = scheduler.Scheduler._attack_bucket
+
+  def counted(self, kernel, *args):
+    calls.append(tuple(self.attacks))  # ('noise',): the sanity baseline
+    if kill_at[0] and len(calls) == kill_at[0]:
+      raise KeyboardInterrupt
+    return real(self, kernel, *args)
+
+  monkeypatch.setattr(scheduler.Scheduler, '_attack_bucket', counted)
+  wd = tmp_path / 'killed'
+  kill_at = [3]  # fgsm: 2 buckets of 32, then the first pgd bucket
+  with pytest.raises(KeyboardInterrupt):
+    runs.attack(None, str(wd))
+  states = [f for f in os.listdir(wd) if f.startswith(runs.STATE_PREFIX)]
+  assert len(states) == 1 and not os.path.exists(wd / 'attack_results.json')
+  kill_at[0] = 0
+  n_before = len(calls)
+  res = runs.attack(None, str(wd))
+  attacked = [c for c in calls[n_before:] if c != ('noise',)]
+  assert len(attacked) == 2  # pgd's two buckets: fgsm is not run again
+  for name in ('fgsm', 'pgd'):
+    assert res['attacks'][name]['per_eps'] == ref['attacks'][name]['per_eps']
+  assert not [f for f in os.listdir(wd) if f.startswith(runs.STATE_PREFIX)]

@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import glob
+import hashlib
+import json
 import os
 from typing import Any, Mapping
 
@@ -181,6 +184,25 @@ def write_records(results, workdir, model, variables, config, ds, threat,
   fileio.write_jsonl(os.path.join(workdir, 'results.jsonl'), recs)
 
 
+STATE_PREFIX = 'attack_state_'
+
+
+def state_file(workdir: str, settings: Mapping[str, Any]) -> str:
+  """Where a white-box evaluation of `workdir` keeps its resumable state
+  (`evaluation.robustness_run(state_path=)`): named by a hash of the
+  `settings` it depends on, so an evaluation with other settings starts
+  afresh instead of meeting another evaluation's state."""
+  text = json.dumps(fileio.to_jsonable(dict(settings)), sort_keys=True)
+  digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+  return os.path.join(workdir, f'{STATE_PREFIX}{digest}.npz')
+
+
+def clear_states(workdir: str) -> None:
+  """Removes the resumable states once the results are written."""
+  for path in glob.glob(os.path.join(workdir, STATE_PREFIX + '*.npz')):
+    os.remove(path)
+
+
 def attack(config, workdir: str) -> dict[str, Any]:
   """Attacks a trained run over its `attack` section's eps grid.
 
@@ -188,7 +210,10 @@ def attack(config, workdir: str) -> dict[str, Any]:
   section's space (the model's input or the raw sensor signal) and, for
   int8 precisions, with `evaluation.deployed`; writes `attack_results.json`
   / `.csv` (rows carry `space`, `eps_units`, `precision`, `crafted_on`) and
-  `results.jsonl` into `workdir`.
+  `results.jsonl` into `workdir`. The white-box evaluation keeps its
+  per-example state in `workdir` (`state_file`), so a killed attack resumes
+  where it stopped with the same counts; the state is removed once the
+  results are written.
   """
   model, variables, config = trained_run(workdir, config)
   check_writable(workdir)
@@ -202,9 +227,12 @@ def attack(config, workdir: str) -> dict[str, Any]:
   prob, seed = target.problem, int(config.get('seed', 0))
   db_overrides, db = db_budget.evaluator_overrides(  # dB: the r grid
       prob, acfg, target.threat['eps_units'])
+  state = state_file(workdir, {'attack': acfg.to_dict(), 'seed': seed,
+                               'threat': target.threat,
+                               'overrides': db_overrides})
   run = robustness(prob.apply_fn, variables, target.inputs(), acfg,
                    seed=seed, clip=prob.clip, eps_scale=prob.eps_scale,
-                   **db_overrides)
+                   state_path=state, **db_overrides)
   results = run.results
   if db is not None:  # eps both ways: dB and the radius
     db_budget.annotate(results, prob.x if run.indices is None else
@@ -235,6 +263,7 @@ def attack(config, workdir: str) -> dict[str, Any]:
   write_records(results, workdir, model, variables, config, target.dataset,
                 results['threat'], extra=extra,
                 transfer=results.get('transfer'))
+  clear_states(workdir)
   evaluation.print_results(
       {**results, 'rows': [r for r in results['rows']
                            if r['precision'] == 'float32']},

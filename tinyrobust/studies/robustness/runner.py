@@ -133,7 +133,10 @@ class ModelJob:
     if os.path.exists(path) and fileio.read_json(path).get(
         'study_settings') == fileio.to_jsonable(settings):
       return {'cached': True}
-    run, ds = white_box_run(config, task, model, variables, run_cfg)
+    # Per-example state in the model's folder: a killed attack stage
+    # resumes where it stopped (removed once the results are written).
+    run, ds = white_box_run(config, task, model, variables, run_cfg,
+                            state_path=runs.state_file(wd, settings))
     tcfg = config.tasks[task]
     res = run.results
     res['study_settings'] = settings
@@ -148,6 +151,7 @@ class ModelJob:
         indices=(run.indices if run.indices is not None
                  else np.arange(len(ds.y))))
     evaluation.write_results(res, wd)
+    runs.clear_states(wd)
     return {'cached': False}
 
   def _profile(self, config, model, variables, run_cfg, wd: str):
