@@ -192,9 +192,19 @@ def state_file(workdir: str, settings: Mapping[str, Any]) -> str:
   (`evaluation.robustness_run(state_path=)`): named by a hash of the
   `settings` it depends on, so an evaluation with other settings starts
   afresh instead of meeting another evaluation's state."""
-  text = json.dumps(fileio.to_jsonable(dict(settings)), sort_keys=True)
+  text = json.dumps(fileio.to_jsonable(dict(settings)), sort_keys=True,
+                    default=_setting)
   digest = hashlib.sha256(text.encode()).hexdigest()[:12]
   return os.path.join(workdir, f'{STATE_PREFIX}{digest}.npz')
+
+
+def _setting(value: Any) -> Any:
+  """A JSON stand-in for a setting that is an object: an attack record
+  (e.g. the dB budget's relative attacks) by its name and config."""
+  if hasattr(value, 'name') and hasattr(value, 'config'):
+    return {'attack': value.name,
+            'config': fileio.to_jsonable(dict(value.config))}
+  return f'{type(value).__module__}.{type(value).__qualname__}'
 
 
 def clear_states(workdir: str) -> None:
