@@ -82,14 +82,18 @@ def subsections(block: str) -> dict[str, str]:
       starts, starts[1:] + [(len(block), None)])}
 
 
+def study_name(wd: str) -> str:
+  """A study's subsection name: its workdir's folder name."""
+  return os.path.basename(os.path.normpath(wd))
+
+
 def study_section(wd: str, fig_dir: str) -> str:
   """One study's subsection."""
   os.makedirs(fig_dir, exist_ok=True)
-  out = []
   s = fileio.read_json(os.path.join(wd, 'summary.json'))
   cfg = fileio.read_json(os.path.join(wd, 'study_config.json'))
-  out += [f'**{os.path.basename(os.path.normpath(wd))}** '
-          f'(tasks: {", ".join(cfg["tasks"])}; seed {cfg["seed"]})', '']
+  out = [f'**{study_name(wd)}** '
+         f'(tasks: {", ".join(cfg["tasks"])}; seed {cfg["seed"]})', '']
   out += [_protocol(wd, cfg, task) for task in cfg['tasks']]
   out += [f'- {f["text"]}' for f in s['findings']]
   out += [f'- Caveat: {c}' for c in s.get('caveats', [])]
@@ -97,7 +101,7 @@ def study_section(wd: str, fig_dir: str) -> str:
           report.markdown_table(s['table1'], T1_FIELDS)]
   for p in s['figures']:
     if p.endswith('_tiny_vs_large.png'):
-      name = f'{os.path.basename(os.path.normpath(wd))}_{os.path.basename(p)}'
+      name = f'{study_name(wd)}_{os.path.basename(p)}'
       shutil.copy(p, os.path.join(fig_dir, name))
       out.append(f'![{name}]({os.path.relpath(os.path.join(fig_dir, name), os.path.dirname(os.path.abspath(_README.value)))})')
   return '\n'.join(out) + '\n'
@@ -108,9 +112,8 @@ def section(workdirs, fig_dir: str, old_block: str = '') -> str:
   `workdirs` replaced in place or appended."""
   parts = subsections(old_block)
   for wd in workdirs:
-    parts[os.path.basename(os.path.normpath(wd))] = study_section(wd, fig_dir)
-  return '\n'.join([BEGIN, '', HEADER, ''] + [
-      p for p in parts.values()] + [END])
+    parts[study_name(wd)] = study_section(wd, fig_dir)
+  return '\n'.join([BEGIN, '', HEADER, ''] + list(parts.values()) + [END])
 
 
 def main(argv):
