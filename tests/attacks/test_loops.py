@@ -308,3 +308,31 @@ def test_square_host_stops_when_no_point_is_left(digits_mlp):
   n = len(calls)
   attack(v, x[16:32], y[16:32], jax.random.key(1), 1.0)
   assert len(calls) == n
+
+
+def test_auto_as_changes_what_auto_means_within_the_block_only():
+  outside = loops.resolve('auto')
+  with loops.auto_as('fori'):
+    assert loops.resolve('auto') == 'fori'
+    assert loops.resolve('host') == 'host'  # an explicit mode is kept
+    with loops.auto_as(None):
+      assert loops.resolve('auto') == outside
+  assert loops.resolve('auto') == outside
+  with pytest.raises(ValueError, match="'unroll'"):
+    with loops.auto_as('unroll'):
+      pass
+
+
+@pytest.mark.parametrize('factor, cpu_mode', [(0.1, 'fori'), (10.0, 'host')])
+def test_auto_for_rolls_only_a_forward_pass_below_the_flop_bound(factor,
+                                                                 cpu_mode):
+  # A [m, k] @ [k, n] matmul costs 2 m k n flops in XLA's cost analysis.
+  m, n = 64, 64
+  k = max(1, int(factor * loops.ROLL_BELOW_FLOPS / (2 * m * n)))
+  w = jax.ShapeDtypeStruct((k, n), jnp.float32)
+  x = jax.ShapeDtypeStruct((m, k), jnp.float32)
+  mode = loops.auto_for(lambda w_, x_: x_ @ w_, w, x)
+  if loops.default_loop() == 'host':
+    assert mode == cpu_mode
+  else:  # GPU/TPU: always the backend's rolled default
+    assert mode == loops.default_loop()

@@ -278,3 +278,39 @@ def test_cascade_counts_stage_contributions_and_is_no_weaker_than_a_stage():
   np.testing.assert_array_equal(
       rob, out['fgsm']['examples']['robust'] & out['pgd']['examples'][
           'robust'])
+
+
+def test_dispatch_bound_model_runs_rolled_steps_with_the_same_counts(
+    monkeypatch):
+  # The linear digits model is far below loops.ROLL_BELOW_FLOPS: on CPU
+  # 'auto' rolls its steps (kernels jitted whole, no host-driven chunk);
+  # forced to 'host' (or with the bound at 0) the counts are the same.
+  x, y, v = _digits()
+  kernels = {'pgd': attacks.get_attack('pgd', _linear, clip=(0.0, 1.0),
+                                       steps=5),
+             'square': attacks.get_attack('square', _linear, queries=20,
+                                          clip=(0.0, 1.0))}
+  host_steps = []
+  real_host = scheduler.loops._host
+  monkeypatch.setattr(scheduler.loops, '_host', lambda *a: (
+      host_steps.append(a[2]), real_host(*a))[1])
+  auto = scheduler.Scheduler(_linear, kernels, GRID, batch_size=128)
+  out = auto.run(v, x, y, seed=3)
+  if jax.default_backend() == 'cpu':
+    assert out['pgd']['step_loop'] == 'fori'
+    assert not host_steps  # no step was driven from Python
+  host = scheduler.Scheduler(_linear, kernels, GRID, batch_size=128,
+                             step_loop='host').run(v, x, y, seed=3)
+  monkeypatch.setattr(scheduler.loops, 'ROLL_BELOW_FLOPS', 0.0)
+  bound0 = scheduler.Scheduler(_linear, kernels, GRID, batch_size=128).run(
+      v, x, y, seed=3)
+  if jax.default_backend() == 'cpu':
+    assert host['pgd']['step_loop'] == bound0['pgd']['step_loop'] == 'host'
+    assert host_steps  # PGD's steps (Square rolls whatever the model)
+  for name in kernels:
+    for other in (host, bound0):
+      assert other[name]['robust'] == out[name]['robust'], name
+      assert other[name]['consistent'] == out[name]['consistent'], name
+  with pytest.raises(ValueError, match="step_loop.*'rolled'"):
+    scheduler.Scheduler(_linear, kernels, GRID, batch_size=8,
+                        step_loop='rolled')

@@ -19,6 +19,8 @@ runs `carry = body(i, carry, *args)` for `i = start, ..., start + steps - 1`
 * 'unroll': a Python loop inside the caller's trace (`stop` ignored).
 * 'auto' (and None): `default_loop()`, 'host' on CPU, 'fori' on GPU/TPU;
   traced on CPU, 'unroll' up to `TRACED_UNROLL_STEPS` steps, else 'fori'.
+  Inside `with auto_as(mode):` 'auto' means `mode` instead: the scheduler
+  sets 'fori' for a model whose steps are dispatch-bound (`auto_for`).
   A single step always runs unrolled.
 
 Contract for `body`: pure; defined ONCE per kernel (in the factory, not
@@ -38,6 +40,8 @@ sync per chunk), 'fori' after each step (in a `while_loop`).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from typing import Any, Callable
 import jax
 import jax.numpy as jnp
@@ -78,15 +82,64 @@ DEFAULT_CHUNK = 1
 # (an unrolled APGD-100 compiled for 529 s).
 TRACED_UNROLL_STEPS = 10
 
+# A model whose jitted forward pass over one step's batch costs fewer flops
+# than this (XLA's cost analysis, `auto_for`) is dispatch-bound on CPU: a
+# host-driven step is mostly Python, dispatch and the per-step sync (about
+# 0.3 ms here), so its steps run rolled. Measured on the 2-core CPU
+# (experiments/bench_loop_choice.py, batch 100, run s host / rolled, compile
+# apart): ProtoNN (1.4e5 flops) APGD-CE-100 0.020-0.044 / 0.012, Square-500
+# 0.30-0.42 / 0.050; FastGRNN (6.7e6) APGD-CE 2.26-2.63 / 2.20-2.32, Square
+# 4.7-6.2 / 4.0; ResNet8 (2.4e9, batch 32) APGD-CE 5.3-6.2 / 24.5, so
+# convolutional models keep 'host'.
+ROLL_BELOW_FLOPS = 1e7
+
+_AUTO: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    'tinyrobust_auto_loop', default=None)
+
 # The jitted chunks live on the body (and the jitted stop on `stop`) as an
 # attribute, so they are freed with the kernel that defined the body.
 _CACHE_ATTR = '_tinyrobust_jitted'
 
 
 def default_loop(backend: str | None = None) -> str:
-  """The loop mode 'auto' stands for on `backend` (default: the current)."""
+  """The loop mode 'auto' stands for on `backend` (default: the current
+  backend, or the mode of an enclosing `auto_as`)."""
+  if backend is None and _AUTO.get() is not None:
+    return _AUTO.get()
   backend = jax.default_backend() if backend is None else backend
   return DEFAULT_LOOP.get(backend, 'fori')
+
+
+@contextlib.contextmanager
+def auto_as(mode: str | None):
+  """Within the block, 'auto' means `mode` ('host' or 'fori'; None: the
+  backend's default). Per thread (a context variable)."""
+  if mode not in (None, 'host', 'fori'):
+    raise ValueError(f"auto_as takes None, 'host' or 'fori', got {mode!r}.")
+  token = _AUTO.set(mode)
+  try:
+    yield
+  finally:
+    _AUTO.reset(token)
+
+
+def auto_for(fn: Callable, *args: Any) -> str:
+  """What 'auto' should mean for steps around the jitted `fn(*args)` (one
+  step's forward pass): 'fori' when the backend's default is 'host' and XLA's
+  cost analysis puts `fn` below `ROLL_BELOW_FLOPS` (dispatch-bound), else the
+  default. Lowers `fn` without compiling it; deterministic for a model and
+  shape, so a resumed evaluation makes the same choice."""
+  default = default_loop()
+  if default != 'host':
+    return default
+  try:
+    cost = jax.jit(fn).lower(*args).cost_analysis()
+  except Exception:  # pylint: disable=broad-except
+    return default  # a backend without cost analysis keeps its default
+  if isinstance(cost, (list, tuple)):  # older JAX: one dict per program
+    cost = cost[0] if cost else None
+  flops = (cost or {}).get('flops', -1.0)
+  return 'fori' if 0.0 <= flops < ROLL_BELOW_FLOPS else default
 
 
 def check_loop(loop: Any) -> None:

@@ -28,8 +28,8 @@ across the batch) and the last window position is reachable
 
 Two ways to run: `host=False` (default) is a pure, jitted kernel around
 `apply_fn` (per window size a `loops.run_loop` that stops once every
-example is misclassified: host-driven jitted chunks on CPU, a
-`lax.while_loop` on GPU/TPU and under jit/vmap); `host=True` calls `apply_fn(variables, x_np)` as
+example is misclassified: by default a `lax.while_loop`, on CPU too, see
+`SQUARE_CHUNK`); `host=True` calls `apply_fn(variables, x_np)` as
 a plain host function on NumPy arrays (e.g. an int8 LiteRT interpreter),
 only on the still-robust examples, with the proposal/update steps jitted.
 """
@@ -55,11 +55,11 @@ from tinyrobust.attacks import threat as threat_lib
 
 ApplyFn = Callable[[Any, Any], Any]
 P_HALVING_ITERS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
-# Iterations per jitted call with loop='host'. Every window size is its own
-# body and compiles its own chunk (and a shorter last chunk): on the loaded
-# 2-core CPU, 30 queries on 8x8 digits (8 window sizes) took 41 s with
-# chunk 1 (compile-dominated) and 104 s with chunk 4 for L2 vs 26 s for
-# the single while-loop program, so chunks stay at one iteration here.
+# loop='auto' is a rolled `lax.while_loop` per window size on every backend:
+# on CPU too it beats one jitted call per query, in run and compile time
+# (experiments/bench_loop_choice.py, 500 queries, run s host / rolled:
+# ProtoNN 0.30-0.42 / 0.050, FastGRNN 4.7-6.2 / 4.0, DS-CNN 35.9-41.1 /
+# 27.1-29.5, ResNet8 14.6-14.9 / 12.7-13.8). With loop='host', per call:
 SQUARE_CHUNK = 1
 # Window positions: every corner, or the authors' range [0, n - side).
 CORNERS = ('all', 'authors')
@@ -391,10 +391,10 @@ def make_square(apply_fn: ApplyFn, *, norm: str = 'linf',
     host: score with a host function in a Python loop (see above; not to
       be confused with `loop='host'`, which drives jitted JAX steps).
     loop: how the iterations of each window size run (`loops.run_loop`):
-      'auto' is host-driven jitted chunks on CPU, checking after each chunk
-      whether any example is left, and a `lax.while_loop` stopping the same
-      way on GPU/TPU and under an outer jit/vmap (where a batched stop runs
-      every iteration); 'unroll', 'scan' and int factors run all `queries`
+      'auto' (= 'fori', measured: see `SQUARE_CHUNK`) is a `lax.while_loop`
+      stopping once no example is left (under an outer vmap a batched stop
+      runs every iteration); 'host' is jitted chunks driven from Python,
+      checking after each; 'unroll', 'scan' and int factors run all `queries`
       iterations (same result, no early stop). Ignored with `host=True`.
     chunk: iterations per jitted call in 'host' mode (None: `SQUARE_CHUNK`).
     corners: where a window may sit (`CORNERS`): 'all' positions, or
@@ -411,6 +411,7 @@ def make_square(apply_fn: ApplyFn, *, norm: str = 'linf',
   build.check_apply_fn(apply_fn)
   _check_square_options(queries=queries, p_init=p_init, loss=loss, host=host,
                         loop=loop, chunk=chunk, corners=corners)
+  loop = 'fori' if loop in (None, 'auto') else loop  # see SQUARE_CHUNK
   threat = threat_lib.Threat.build(norm, clip, eps_scale)
   loss_fn = losses.get_loss(loss)
   config = dict(norm=norm, queries=queries, p_init=p_init, loss=loss,

@@ -132,6 +132,9 @@ class Scheduler:
     audit: points re-attacked per eps for the raw per-eps outcome.
     consistency: also attack clean-misclassified points with one-stage
       attacks (see the module docstring).
+    step_loop: what the kernels' loop='auto' means during a run: 'auto'
+      (default) is `loops.auto_for` on one step's forward pass (rolled
+      steps for a dispatch-bound model on CPU), or 'host' / 'fori'.
   """
 
   def __init__(self, apply_fn: Callable, attacks: Mapping[str, Callable],
@@ -139,7 +142,7 @@ class Scheduler:
                devices: Sequence[jax.Device] | None = None,
                min_bucket: int = 8, audit: int = 32,
                growth: float | str = 'auto',
-               consistency: bool = True):
+               consistency: bool = True, step_loop: str = 'auto'):
     self.apply_fn = apply_fn
     self.attacks = {n: attack_registry.as_attack(n, a)
                     for n, a in attacks.items()}
@@ -165,6 +168,10 @@ class Scheduler:
     if not isinstance(consistency, bool):
       raise ValueError(f'consistency must be a bool, got {consistency!r}.')
     self.consistency = consistency
+    if step_loop not in ('auto', 'host', 'fori'):
+      raise ValueError(f"step_loop must be 'auto', 'host' or 'fori', got "
+                       f'{step_loop!r}.')
+    self.step_loop = step_loop
     self.mesh = sharding.batch_mesh(devices)
     self._order = np.argsort(self.eps_grid, kind='stable')
     self._predict = jax.jit(self._predict_fn)
@@ -225,13 +232,21 @@ class Scheduler:
         self._put(np.zeros(size, np.int32)))
     for size in sorted(set(self.warm_sizes(len(x))) | {step}):
       jax.block_until_ready(self._predict(variables, batch(size)[0]))
-    for attack in self.attacks.values():
-      for _, kernel in stages_of(attack):
-        for size in sorted(set(self.warm_sizes(len(x), kernel)) | {step}):
-          out = self._callable(kernel)(variables, *batch(size),
-                                       jax.random.key(0), eps)
-          jax.block_until_ready(out)
+    with loops.auto_as(self._step_loop(variables, x)):
+      for attack in self.attacks.values():
+        for _, kernel in stages_of(attack):
+          for size in sorted(set(self.warm_sizes(len(x), kernel)) | {step}):
+            out = self._callable(kernel)(variables, *batch(size),
+                                         jax.random.key(0), eps)
+            jax.block_until_ready(out)
     return time.perf_counter() - start
+
+  def _step_loop(self, variables, x: np.ndarray) -> str:
+    if self.step_loop != 'auto':
+      return self.step_loop
+    step = sharding.step_batch_size(self.batch_size, len(x), self.mesh)
+    return loops.auto_for(self._predict_fn, variables,
+                          jax.ShapeDtypeStruct((step,) + x.shape[1:], x.dtype))
 
   def _put(self, a: np.ndarray) -> jax.Array:
     return jax.device_put(a, sharding.batch_sharding(self.mesh))
@@ -264,9 +279,9 @@ class Scheduler:
       (estimated raw per-eps count, see the module docstring), 'audit'
       (per eps attacked/regressed), 'seconds', 'stage_seconds' and
       'compile_seconds', 'cpu_seconds' (stage -> seconds; cpu: the
-      process's CPU time, compile included), 'examples': per-example
-      booleans {'clean' [N], 'robust' [E, N], 'consistent' [E, N]}}, with E
-      in the order of `eps_grid`.
+      process's CPU time, compile included), 'step_loop' (what loop='auto'
+      meant), 'examples': per-example booleans {'clean' [N], 'robust'
+      [E, N], 'consistent' [E, N]}}, with E in the order of `eps_grid`.
     """
     y = np.asarray(y, np.int32)
     n = len(x)
@@ -284,14 +299,17 @@ class Scheduler:
                                       n, len(self.eps_grid), save_every)
     states = store.load()
     out = {}
+    step_loop = self._step_loop(variables, x)
     for a_idx, (name, attack) in enumerate(self.attacks.items()):
       st = states[name]
       if not st.done:
-        self._run_attack(a_idx, attack, st, variables, x, y, clean_pred,
-                         clean_fin, step, seed, lambda: store.save(states))
+        with loops.auto_as(step_loop):
+          self._run_attack(a_idx, attack, st, variables, x, y, clean_pred,
+                           clean_fin, step, seed, lambda: store.save(states))
         st.done = True
         store.save(states, force=True)
       out[name] = self._counts(attack, st, ok, clean_fin)
+      out[name]['step_loop'] = step_loop
       logging.info('Attack %s: %d examples x %d eps in %.1f s (compile '
                    '%.1f s).', name, n, len(self.eps_grid),
                    out[name]['seconds'],
