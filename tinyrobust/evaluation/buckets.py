@@ -82,14 +82,19 @@ def stage_evals(kernel: Callable) -> int:
   return evals
 
 
-def stage_growth(growth: float | str, kernel: Callable) -> float:
+def stage_growth(growth: float | str, kernel: Callable,
+                 cheap: bool = False) -> float:
   """The bucket growth one stage uses: `growth` itself, or for 'auto'
   `SHORT_GROWTH` for short stages and `LONG_GROWTH` for long ones
-  (`LONG_STAGE_EVALS`)."""
+  (`LONG_STAGE_EVALS`); with `cheap` (a dispatch-bound model whose steps
+  run rolled, `loops.auto_for`) `SHORT_GROWTH` for every stage: padding
+  costs such a model next to nothing, and each shape compiles a whole
+  rolled stage (ProtoNN's standard AutoAttack compiled for 173 s with fine
+  buckets under load, experiments/autoattack_table.py)."""
   if growth != 'auto':
     return float(growth)
-  return LONG_GROWTH if stage_evals(kernel) >= LONG_STAGE_EVALS else \
-      SHORT_GROWTH
+  return LONG_GROWTH if stage_evals(kernel) >= LONG_STAGE_EVALS and \
+      not cheap else SHORT_GROWTH
 
 
 def buckets(idx: np.ndarray, step: int, min_bucket: int, multiple: int,

@@ -7,14 +7,11 @@ who import them. For each attack, in ascending eps, for each of its stages
 (an AutoAttack cascade has several, any other attack is one stage):
 
 1. gather the points still open into buckets: full batches of the step size,
-   the remainder padded to an allowed size (`bucket_sizes`): for short
-   stages the next `step / 16**k` (at least `min_bucket`: one or two
-   shapes, `SHORT_GROWTH`), for long ones
-   (APGD, APGD-T, FAB-T, Square: `LONG_STAGE_EVALS`) the nearer of the next
-   multiple of `min_bucket` and the next `FINE_GROWTH` size, so each stage
-   compiles for a bounded set of shapes;
-2. run the stage on each bucket (kernels are called eagerly with concrete
-   arrays, so their `loop='auto'` steps are driven from the host on CPU);
+   the remainder padded to an allowed size (`bucket_sizes`, growth per stage
+   `buckets.stage_growth`), so each stage compiles for a bounded set of shapes;
+2. run the stage on each bucket (kernels called eagerly with concrete arrays,
+   so on CPU their `loop='auto'` steps are host-driven, or rolled for a
+   dispatch-bound model: `loops.auto_for`);
 3. scatter the outcome back: a point whose prediction changed (or whose
    output is not finite) is decided, and that adversarial example is its
    witness.
@@ -79,14 +76,10 @@ _AttackState = scheduler_state.AttackState
 _timed = scheduler_state.timed
 
 
-bucket_sizes = buckets.bucket_sizes
-stage_evals = buckets.stage_evals
-stage_growth = buckets.stage_growth
-LONG_STAGE_EVALS = buckets.LONG_STAGE_EVALS
-LONG_GROWTH = buckets.LONG_GROWTH
-SHORT_GROWTH = buckets.SHORT_GROWTH
-FINE_GROWTH = buckets.FINE_GROWTH
-_buckets = buckets.buckets
+bucket_sizes, stage_evals = buckets.bucket_sizes, buckets.stage_evals
+stage_growth, _buckets = buckets.stage_growth, buckets.buckets
+LONG_STAGE_EVALS, LONG_GROWTH = buckets.LONG_STAGE_EVALS, buckets.LONG_GROWTH
+SHORT_GROWTH, FINE_GROWTH = buckets.SHORT_GROWTH, buckets.FINE_GROWTH
 
 
 def stages_of(attack: attack_registry.Attack
@@ -122,6 +115,7 @@ class Scheduler:
     attacks: name -> `tinyrobust.attacks.Attack`.
     eps_grid: the radii as given (results keep this order).
     batch_size, mesh: the step size cap and the 1-D device mesh.
+    calls: (attack, stage, eps, attacked indices) of each kernel call.
     min_bucket: smallest padded bucket.
     growth: ratio between allowed bucket sizes, a number > 1 (2: at most
       2x padding and `log2(step / min_bucket) + 1` compiled shapes per
@@ -171,12 +165,11 @@ class Scheduler:
     if step_loop not in ('auto', 'host', 'fori'):
       raise ValueError(f"step_loop must be 'auto', 'host' or 'fori', got "
                        f'{step_loop!r}.')
-    self.step_loop = step_loop
+    self.step_loop, self.cheap = step_loop, False
     self.mesh = sharding.batch_mesh(devices)
     self._order = np.argsort(self.eps_grid, kind='stable')
     self._predict = jax.jit(self._predict_fn)
     self._jitted: dict[int, tuple[Callable, Callable]] = {}
-    # (attack, stage, eps, attacked indices) of every kernel call, in order.
     self.calls: list[tuple[str, str, float, np.ndarray]] = []
 
   def _predict_fn(self, variables, x):
@@ -202,9 +195,9 @@ class Scheduler:
     else every allowed bucket size in [min_bucket, step] and the step."""
     step = sharding.step_batch_size(self.batch_size, n, self.mesh)
     if kernel is not None:
-      growth = stage_growth(self.growth, kernel)
+      growth = self._growth(kernel)
     else:
-      growth = min(stage_growth(self.growth, k) for a in self.attacks.values()
+      growth = min(self._growth(k) for a in self.attacks.values()
                    for _, k in stages_of(a))
     sizes = lambda r: bucket_sizes(r, step, min_bucket=self.min_bucket,
                                    multiple=self.mesh.size, growth=growth)
@@ -230,9 +223,10 @@ class Scheduler:
     batch = lambda size: (
         self._put(np.zeros((size,) + x.shape[1:], x.dtype)),
         self._put(np.zeros(size, np.int32)))
+    step_loop = self._step_loop(variables, x)
     for size in sorted(set(self.warm_sizes(len(x))) | {step}):
       jax.block_until_ready(self._predict(variables, batch(size)[0]))
-    with loops.auto_as(self._step_loop(variables, x)):
+    with loops.auto_as(step_loop):
       for attack in self.attacks.values():
         for _, kernel in stages_of(attack):
           for size in sorted(set(self.warm_sizes(len(x), kernel)) | {step}):
@@ -242,11 +236,18 @@ class Scheduler:
     return time.perf_counter() - start
 
   def _step_loop(self, variables, x: np.ndarray) -> str:
+    """'auto' for this run; `cheap`: rolled by `auto_for` (stage_growth)."""
+    self.cheap = False
     if self.step_loop != 'auto':
       return self.step_loop
     step = sharding.step_batch_size(self.batch_size, len(x), self.mesh)
-    return loops.auto_for(self._predict_fn, variables,
-                          jax.ShapeDtypeStruct((step,) + x.shape[1:], x.dtype))
+    mode = loops.auto_for(self._predict_fn, variables, jax.ShapeDtypeStruct(
+        (step,) + x.shape[1:], x.dtype))
+    self.cheap = mode != loops.default_loop()
+    return mode
+
+  def _growth(self, kernel: Callable) -> float:
+    return stage_growth(self.growth, kernel, self.cheap)
 
   def _put(self, a: np.ndarray) -> jax.Array:
     return jax.device_put(a, sharding.batch_sharding(self.mesh))
@@ -289,17 +290,16 @@ class Scheduler:
     clean_pred, clean_fin = self._clean(variables, x, y)
     ok = (clean_pred == y) & clean_fin
     step = sharding.step_batch_size(self.batch_size, n, self.mesh)
+    step_loop = self._step_loop(variables, x)
     fingerprint = scheduler_state.fingerprint(
         x, y, self.attacks, self.eps_grid, seed, step, self.audit,
         self.min_bucket, stages_of,
         extra={'growth': self.growth, 'consistency': self.consistency,
                'long_stages': [LONG_STAGE_EVALS, LONG_GROWTH, FINE_GROWTH],
-               'short_growth': buckets.SHORT_GROWTH})
+               'short_growth': buckets.SHORT_GROWTH, 'cheap': self.cheap})
     store = scheduler_state.StateFile(state_path, fingerprint, self.attacks,
                                       n, len(self.eps_grid), save_every)
-    states = store.load()
-    out = {}
-    step_loop = self._step_loop(variables, x)
+    states, out = store.load(), {}
     for a_idx, (name, attack) in enumerate(self.attacks.items()):
       st = states[name]
       if not st.done:
@@ -349,7 +349,7 @@ class Scheduler:
       key = jax.random.fold_in(root, k * n_stages + s)
       for b, (bidx, n_valid) in enumerate(
           _buckets(idx, step, self.min_bucket, self.mesh.size,
-                   stage_growth(self.growth, stages[s][1]))):
+                   self._growth(stages[s][1]))):
         if b < b0:
           continue
         with _timed(st.times, stage_name):
