@@ -90,7 +90,15 @@ def _evaluation_cases() -> list[Case]:
            ('0.5', "'auto'")),
       Case('bucket_growth_string', g, lambda c: _evaluator(growth='fine'),
            ("'fine'", "'auto'")),
+      Case('step_loop_unknown', g, lambda c: _evaluator(step_loop='rolled'),
+           ("'rolled'", "'auto'", "'fori'")),
+      Case('auto_loop_unknown', g, _auto_as_unroll, ("'unroll'", "'fori'")),
   ]
+
+
+def _auto_as_unroll(ctx):
+  with pkg('tinyrobust.attacks.loops').auto_as('unroll'):
+    pass
 
 
 def _evaluator(**kwargs):
