@@ -90,7 +90,8 @@ def _local(path: str, split: str, seed: int, val_fraction: float):
 @base.register_source('cifar10', splits=SPLITS)
 def cifar10(split: str, source: str = 'auto', data_dir: str | None = None,
             tfds_data_dir: str | None = None, download: bool = True,
-            seed: int = 0, val_fraction: float = 0.1) -> base.Dataset:
+            seed: int = 0, val_fraction: float = 0.1,
+            max_train: int = 0) -> base.Dataset:
   """CIFAR-10 images `[N, 32, 32, 3]` float32 in [0, 1].
 
   Args:
@@ -101,12 +102,19 @@ def cifar10(split: str, source: str = 'auto', data_dir: str | None = None,
     download: allow TFDS to download.
     seed: seed of the stratified train/val split of the local copy.
     val_fraction: share of the training images held out as 'val'.
+    max_train: > 0: the 'train' split is a stratified subset of this many
+      images (seeded by `seed`; for quick runs on a CPU, said in `protocol`);
+      0: all of it. Other splits are unchanged.
 
   Returns:
     The split; `meta` holds `source`, `protocol`, `note` and, for the local
     copy, the row `indices` into `x_train`.
   """
   seed, val_fraction = _check(seed, val_fraction)
+  if isinstance(max_train, bool) or not isinstance(
+      max_train, (int, np.integer)) or max_train < 0:
+    raise ValueError(f'max_train must be an int >= 0 (0: every training '
+                     f'image), got {max_train!r}.')
   path = sources.resolve('cifar10', source, FILENAME, data_dir, TFDS_NAME)
   meta = dict(layout='NHWC [N, 32, 32, 3] RGB', normalisation='pixel/255')
   if path is None:
@@ -127,6 +135,13 @@ def cifar10(split: str, source: str = 'auto', data_dir: str | None = None,
     meta.update(source=path, protocol=protocol, note=JPEG_NOTE)
     if idx is not None:
       meta['indices'] = idx.tolist()
+  if split == 'train' and 0 < max_train < len(y):
+    keep = base.stratified_split(np.asarray(y), (max_train / len(y), 1 - (
+        max_train / len(y))), seed)[0]
+    x, y = np.asarray(x)[keep], np.asarray(y)[keep]
+    meta['protocol'] += f'; a stratified subset of {len(keep)} of them'
+    if 'indices' in meta:
+      meta['indices'] = [meta['indices'][i] for i in keep]
   return base.Dataset(x=np.asarray(x, np.float32) / 255.0, y=y,
                       label_names=LABEL_NAMES, input_range=(0.0, 1.0),
                       meta=meta)
