@@ -26,6 +26,27 @@ def test_local_splits(shared_data_dir):
   assert other.meta['indices'] != va.meta['indices']
 
 
+def test_max_train_is_a_seeded_stratified_subset_of_train_only(
+    shared_data_dir):
+  full = data.load('cifar10', 'train', data_dir=shared_data_dir)
+  sub = data.load('cifar10', 'train', data_dir=shared_data_dir,
+                  max_train=1000)
+  assert len(sub) == 1000 and set(sub.class_counts().values()) == {100}
+  assert set(sub.meta['indices']) <= set(full.meta['indices'])
+  rows = {i: k for k, i in enumerate(full.meta['indices'])}
+  k = [rows[i] for i in sub.meta['indices'][:5]]
+  np.testing.assert_array_equal(sub.x[:5], full.x[k])
+  assert '1000' in sub.meta['protocol']
+  again = data.load('cifar10', 'train', data_dir=shared_data_dir,
+                    max_train=1000)
+  assert again.meta['indices'] == sub.meta['indices']
+  test = data.load('cifar10', 'test', data_dir=shared_data_dir,
+                   max_train=1000)
+  assert len(test) == 2000  # other splits unchanged
+  with pytest.raises(ValueError, match='max_train.*-1'):
+    data.load('cifar10', 'train', data_dir=shared_data_dir, max_train=-1)
+
+
 def test_png_check_matches_its_jpeg_rows(shared_data_dir):
   png = data.load('cifar10', 'png_check', data_dir=shared_data_dir)
   assert len(png) == 200

@@ -46,6 +46,8 @@ def _data_cases() -> list[Case]:
            ('cifar10_subset.npz',), ok=missing),
       Case('cifar_val_fraction', g, _load('cifar10', val_fraction=1.5),
            ('1.5',)),
+      Case('cifar_max_train_fraction', g, _load('cifar10', max_train=0.5),
+           ('0.5', 'max_train')),
       Case('cifar_corrupt_npz', g, _corrupt_npz, ('cifar10_subset.npz',)),
       Case('speech_features_typo', g, _load(
           'speech_commands', features='mfccs'), ("'mfccs'",), ok=missing),
