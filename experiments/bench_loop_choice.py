@@ -69,8 +69,7 @@ def bench_model(name: str) -> list[dict]:
   prob, variables = _problem(name)
   x = jnp.asarray(prob.x[:_BATCH.value])
   y = jnp.asarray(prob.y[:_BATCH.value])
-  flops = jax.jit(prob.apply_fn).lower(variables, x).cost_analysis()
-  flops = (flops[0] if isinstance(flops, (list, tuple)) else flops)['flops']
+  flops = loops.forward_flops(prob.apply_fn, variables, x)
   choice = loops.auto_for(prob.apply_fn, variables, x)
   predict = jax.jit(lambda v, z: jnp.argmax(prob.apply_fn(v, z), -1))
   rows = []

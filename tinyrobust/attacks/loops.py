@@ -132,14 +132,20 @@ def auto_for(fn: Callable, *args: Any) -> str:
   default = default_loop()
   if default != 'host':
     return default
+  flops = forward_flops(fn, *args)
+  return 'fori' if 0.0 <= flops < ROLL_BELOW_FLOPS else default
+
+
+def forward_flops(fn: Callable, *args: Any) -> float:
+  """XLA's cost-analysis flops of `jax.jit(fn)(*args)`, lowered but not
+  compiled; -1.0 where the backend gives no cost analysis."""
   try:
     cost = jax.jit(fn).lower(*args).cost_analysis()
   except Exception:  # pylint: disable=broad-except
-    return default  # a backend without cost analysis keeps its default
+    return -1.0
   if isinstance(cost, (list, tuple)):  # older JAX: one dict per program
     cost = cost[0] if cost else None
-  flops = (cost or {}).get('flops', -1.0)
-  return 'fori' if 0.0 <= flops < ROLL_BELOW_FLOPS else default
+  return float((cost or {}).get('flops', -1.0))
 
 
 def check_loop(loop: Any) -> None:
