@@ -322,3 +322,38 @@ def test_dispatch_bound_model_runs_rolled_steps_with_the_same_counts(
   with pytest.raises(ValueError, match="step_loop.*'rolled'"):
     scheduler.Scheduler(_linear, kernels, GRID, batch_size=8,
                         step_loop='rolled')
+
+
+def test_retiring_broken_points_keeps_every_count(monkeypatch):
+  # Host-driven APGD passes under the scheduler stop stepping the points
+  # they broke (retire=True, the default): fewer rows are stepped, and every
+  # count (one-stage APGD-CE with consistency, and a cascade) equals the
+  # run in which every attacked point takes every step.
+  x, y, v = _digits()
+  x, y = x[:256], y[:256]
+  ce = attacks.get_attack('apgd-ce', _linear, clip=(0.0, 1.0), steps=20)
+  t = attacks.get_attack('apgd-t', _linear, clip=(0.0, 1.0), steps=20,
+                         n_target_classes=3)
+  kernels = {'apgd-ce': ce, 'cascade': registry.Attack(
+      'cascade', {'stages': ['clean', 'apgd-ce', 'apgd-t']}, t.kernel,
+      stages=(ce, t))}
+  rows = []
+  real = scheduler.loops._chunk_fn
+  monkeypatch.setattr(scheduler.loops, '_chunk_fn', lambda b, n, s: (
+      lambda i0, c, *a: (rows.append(jax.tree.leaves(c)[0].shape[0]),
+                         real(b, n, s)(i0, c, *a))[1]))
+  out = {}
+  for retire in (False, True):
+    rows.clear()
+    out[retire] = scheduler.Scheduler(
+        _linear, kernels, GRID, batch_size=128, step_loop='host',
+        retire=retire).run(v, x, y, seed=1)
+    out[retire]['rows'] = sum(rows)
+  assert out[True]['rows'] < 0.8 * out[False]['rows']
+  for name in kernels:
+    for key in ('robust', 'consistent', 'broken_by'):
+      assert out[True][name][key] == out[False][name][key], (name, key)
+  robust = out[True]['cascade']['robust']
+  assert robust[1] > robust[2] > 0   # some points broken, some robust
+  with pytest.raises(ValueError, match="retire.*'yes'"):
+    scheduler.Scheduler(_linear, kernels, GRID, batch_size=8, retire='yes')

@@ -93,7 +93,15 @@ def _evaluation_cases() -> list[Case]:
       Case('step_loop_unknown', g, lambda c: _evaluator(step_loop='rolled'),
            ("'rolled'", "'auto'", "'fori'")),
       Case('auto_loop_unknown', g, _auto_as_unroll, ("'unroll'", "'fori'")),
+      Case('retire_not_bool', g, lambda c: _evaluator(retire='yes'),
+           ("'yes'", 'bool')),
+      Case('retire_size_zero', g, _retire_zero, ('0', 'int >= 1')),
   ]
+
+
+def _retire_zero(ctx):
+  with pkg('tinyrobust.attacks.loops').retire_as(0):
+    pass
 
 
 def _auto_as_unroll(ctx):

@@ -33,6 +33,10 @@ decrements round down) and condition 2 already applies at w_1 (the code
 skips it there). The output is a misclassified iterate when one was found
 (the last found), else x_max; a targeted pass still succeeds on any
 misclassification (as in AutoAttack's APGD-T).
+Inside `loops.retire_as` (the evaluation scheduler's path) host-driven
+passes stop stepping a clean-correct example once found, and skip one found
+by an earlier pass: the example returned may be an earlier misclassified
+iterate, whether one is found does not change.
 
 Losses: 'ce', 'dlr' (the difference-of-logits ratio, needs K >= 3), any
 other name in `LOSSES`, and 'dlr-targeted' (needs K >= 4): the targets are
@@ -43,7 +47,6 @@ first successful pass, else the one with the lowest label margin.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable
 
 import jax
@@ -51,6 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tinyrobust.attacks import build
+from tinyrobust.attacks import checks
 from tinyrobust.attacks import loops
 from tinyrobust.attacks import losses
 from tinyrobust.attacks import registry
@@ -171,10 +175,10 @@ def _evaluator(apply_fn: ApplyFn, loss: str, *, eot_iter: int,
   return evaluate
 
 
-def _init_state(x0, l0, g0, miscl0, eps_b):
+def _init_state(x0, l0, g0, miscl0, eps_b, prior, correct):
   b = x0.shape[0]
   return dict(
-      x_cur=x0, x_prev=x0, grad=g0, loss_cur=l0,
+      prior=prior, correct=correct, x_cur=x0, x_prev=x0, grad=g0, loss_cur=l0,
       x_best=x0, grad_best=g0, loss_best=l0, best_at_check=l0,
       x_found=x0, found=miscl0,
       eta=2.0 * eps_b.reshape(b), n_inc=jnp.zeros(b, jnp.int32),
@@ -222,25 +226,37 @@ def _checkpoint(s, at, length, rho):
 
 
 EOT_SALT = 0x5EED   # the EOT draws' keys: fold_in(fold_in(key, EOT_SALT), i)
+# Per-pass argument has a batch axis: variables, x, y, target, eps_b, k_eot.
+_BATCHED = (False, True, True, True, True, False)
+
+
+def _decided(s):
+  """Examples this pass may stop stepping (`loops.retire_as`): decided by
+  an earlier pass, or found now and correct on the clean input (a clean
+  misclassification is 'found' from the start, and its pass runs to the end
+  as without retiring)."""
+  return (s['found'] & s['correct']) | s['prior']
 
 
 def _apgd_pass(apply_fn: ApplyFn, threat: threat_lib.Threat, *, loss: str,
                steps: int, rho: float, eot_iter: int, random_apply: bool,
                loop, chunk):
-  """One APGD run: `run(variables, x, y, target, key, eps_b) -> state`
-  (the `_init_state` dict after `steps` steps driven by `loops.run_loop`);
-  start and step are built once, here."""
+  """One APGD run: `run(variables, x, y, target, key, eps_b, prior,
+  correct) -> state` (the `_init_state` dict after `steps` steps driven by
+  `loops.run_loop`; `prior`, `correct` [B]: found by an earlier pass, and
+  correct on the clean input, see `_decided`); start and step are built
+  once, here."""
   evaluate = _evaluator(apply_fn, loss, eot_iter=eot_iter,
                         random_apply=random_apply)
   at_table, length_table = _checkpoint_tables(steps)
 
   @jax.jit
-  def start(variables, x, y, target, key, eps_b):
+  def start(variables, x, y, target, key, eps_b, prior, correct):
     x0 = _start(key, x, eps_b, threat)
     k_eot = jax.random.fold_in(key, EOT_SALT)
     return _init_state(x0, *evaluate(variables, x0, y, target,
                                      jax.random.fold_in(k_eot, 0)),
-                       eps_b), k_eot
+                       eps_b, prior, correct), k_eot
 
   def body(i, s, variables, x, y, target, eps_b, k_eot):
     at_t, len_t = jnp.asarray(at_table), jnp.asarray(length_table)
@@ -250,11 +266,12 @@ def _apgd_pass(apply_fn: ApplyFn, threat: threat_lib.Threat, *, loss: str,
     s = _record(s, x_new, *evaluate(variables, x_new, y, target, k_i))
     return _checkpoint(s, at_t[i], len_t[i], rho)
 
-  def run(variables, x, y, target, key, eps_b):
-    s, k_eot = start(variables, x, y, target, key, eps_b)
+  def run(variables, x, y, target, key, eps_b, prior, correct):
+    s, k_eot = start(variables, x, y, target, key, eps_b, prior, correct)
     return loops.run_loop(body, s, steps,
                           args=(variables, x, y, target, eps_b, k_eot),
-                          loop=loop, chunk=chunk)
+                          loop=loop, chunk=chunk, batched=_BATCHED,
+                          done=None if random_apply else _decided)
 
   return run
 
@@ -284,14 +301,16 @@ def _apgd_run(apply_fn: ApplyFn, threat: threat_lib.Threat, *, loss: str,
 
   @jax.jit
   def prepare(variables, x, y, key):
-    targets = _targets(fixed(variables, x), y, loss=loss,
+    logits = fixed(variables, x)
+    targets = _targets(logits, y, loss=loss,
                        n_target_classes=n_target_classes, restarts=restarts)
     b = x.shape[0]
     init = dict(x=x, found=jnp.zeros(b, bool),
                 margin=jnp.full((b,), jnp.inf, jnp.float32),
                 step_size=jnp.zeros(b, x.dtype),
                 n_halvings=jnp.zeros(b, jnp.int32))
-    return jax.random.split(key, targets.shape[0]), targets, init
+    correct = jnp.argmax(logits, axis=-1) == y
+    return jax.random.split(key, targets.shape[0]), targets, init, correct
 
   @jax.jit
   def merge(c, variables, y, s):
@@ -303,12 +322,12 @@ def _apgd_run(apply_fn: ApplyFn, threat: threat_lib.Threat, *, loss: str,
     return {k_: _select(take, new[k_], c[k_]) for k_ in c}
 
   def run(variables, x, y, key, eps_b):
-    keys, targets, init = prepare(variables, x, y, key)
+    keys, targets, init, correct = prepare(variables, x, y, key)
 
     def one(c, inp):
       k, target = inp
       return merge(c, variables, y, one_pass(variables, x, y, target, k,
-                                             eps_b))
+                                             eps_b, c['found'], correct))
 
     host = loops.host_mode(loop, variables, x, key, eps_b)
     c = loops.scan_or_loop(one, init, (keys, targets), host=host)
@@ -316,26 +335,6 @@ def _apgd_run(apply_fn: ApplyFn, threat: threat_lib.Threat, *, loss: str,
                     'n_halvings': c['n_halvings']}
 
   return run
-
-
-def _check_options(*, loss, steps, restarts, rho, n_target_classes, eot_iter,
-                   random_apply, loop, chunk):
-  if loss not in APGD_LOSSES:
-    raise ValueError(f'Unknown APGD loss {loss!r}. Valid: '
-                     f'{", ".join(APGD_LOSSES)}.')
-  for name, v in (('steps', steps), ('restarts', restarts),
-                  ('n_target_classes', n_target_classes),
-                  ('eot_iter', eot_iter)):
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-      raise ValueError(f'{name} must be an int >= 1, got {v!r}.')
-  if isinstance(rho, bool) or not isinstance(
-      rho, (int, float, np.integer, np.floating)) or not (
-          math.isfinite(rho) and 0.0 <= rho <= 1.0):
-    raise ValueError(f'rho must be a number in [0, 1], got {rho!r}.')
-  if not isinstance(random_apply, bool):
-    raise ValueError(f'random_apply must be a bool, got {random_apply!r}.')
-  loops.check_loop(loop)
-  loops.check_chunk(chunk)
 
 
 def make_apgd(apply_fn: ApplyFn, *, norm: str = 'linf', steps: int = 100,
@@ -390,9 +389,10 @@ def make_apgd(apply_fn: ApplyFn, *, norm: str = 'linf', steps: int = 100,
     vmappable over eps; eps=0 returns x.
   """
   build.check_apply_fn(apply_fn)
-  _check_options(loss=loss, steps=steps, restarts=restarts, rho=rho,
-                 n_target_classes=n_target_classes, eot_iter=eot_iter,
-                 random_apply=random_apply, loop=loop, chunk=chunk)
+  checks.check_apgd_options(
+      loss=loss, losses=APGD_LOSSES, steps=steps, restarts=restarts, rho=rho,
+      n_target_classes=n_target_classes, eot_iter=eot_iter,
+      random_apply=random_apply, loop=loop, chunk=chunk)
   threat = threat_lib.Threat.build(norm, clip, eps_scale)
   run = _apgd_run(apply_fn, threat, loss=loss, steps=int(steps),
                   rho=float(rho), n_target_classes=int(n_target_classes),

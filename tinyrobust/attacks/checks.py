@@ -189,5 +189,26 @@ def check_static_options(*, norm: str, loss: str, steps: Any,
   loops.check_loop(loop)
 
 
+def check_apgd_options(*, loss, losses, steps, restarts, rho,
+                       n_target_classes, eot_iter, random_apply, loop,
+                       chunk) -> None:
+  """Validates `make_apgd`'s options (`losses`: the valid loss names)."""
+  if loss not in losses:
+    raise ValueError(f'Unknown APGD loss {loss!r}. Valid: '
+                     f'{", ".join(losses)}.')
+  for name, v in (('steps', steps), ('restarts', restarts),
+                  ('n_target_classes', n_target_classes),
+                  ('eot_iter', eot_iter)):
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+      raise ValueError(f'{name} must be an int >= 1, got {v!r}.')
+  if isinstance(rho, bool) or not _is_real(rho) or not (
+      math.isfinite(rho) and 0.0 <= rho <= 1.0):
+    raise ValueError(f'rho must be a number in [0, 1], got {rho!r}.')
+  if not isinstance(random_apply, bool):
+    raise ValueError(f'random_apply must be a bool, got {random_apply!r}.')
+  loops.check_loop(loop)
+  loops.check_chunk(chunk)
+
+
 def _is_real(v: Any) -> bool:
   return isinstance(v, (int, float, np.integer, np.floating))

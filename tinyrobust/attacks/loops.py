@@ -31,6 +31,18 @@ never in a closure, so one kernel serves any model variables. Anything
 closed over must be static (Python numbers, NumPy tables, other pure
 functions).
 
+Retiring decided examples (`done(carry) -> bool [B]`, `batched`): only in
+'host' mode inside `with retire_as(min_size):` (the evaluation scheduler's
+path). After each chunk, once at most half the rows are open (`done`
+unset), the open ones are gathered into a smaller batch (`min_size` times a
+power of `RETIRE_GROWTH`: few extra shapes compile), the others keep their
+state, and the final carry has every row back in place. Every carry leaf
+and each argument flagged in `batched` must have the batch axis first, and
+the body must treat examples independently (no batch statistics or random
+draws shaped by the batch): an open example's trajectory is unchanged, a
+retired one's is cut short (so "found" must be sticky, and what a kernel
+returns for a found example valid from the step it was found on).
+
 Early stop (`stop(carry) -> bool []`): the body must leave the carry
 unchanged (except what `stop` ignores) once `stop` is True, so stopping is
 only a saving, never a change of result: every mode gives the same output.
@@ -42,6 +54,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 from typing import Any, Callable
 import jax
 import jax.numpy as jnp
@@ -95,6 +108,12 @@ ROLL_BELOW_FLOPS = 1e7
 
 _AUTO: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     'tinyrobust_auto_loop', default=None)
+_RETIRE: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    'tinyrobust_retire', default=None)
+
+# Batch sizes a retiring loop shrinks to: min_size * RETIRE_GROWTH**j (each
+# compiles the step anew: with 4, a 256-row batch reaches 8 in 2 shapes).
+RETIRE_GROWTH = 4
 
 # The jitted chunks live on the body (and the jitted stop on `stop`) as an
 # attribute, so they are freed with the kernel that defined the body.
@@ -121,6 +140,22 @@ def auto_as(mode: str | None):
     yield
   finally:
     _AUTO.reset(token)
+
+
+@contextlib.contextmanager
+def retire_as(min_size: int | None):
+  """Within the block, host-driven loops given a per-example `done` stop
+  stepping decided examples (see the module docstring); the batch shrinks
+  to no fewer than `min_size` rows. None: off. Per thread."""
+  if min_size is not None and (isinstance(min_size, bool) or not isinstance(
+      min_size, (int, np.integer)) or min_size < 1):
+    raise ValueError(f'retire_as takes None or an int >= 1, got '
+                     f'{min_size!r}.')
+  token = _RETIRE.set(None if min_size is None else int(min_size))
+  try:
+    yield
+  finally:
+    _RETIRE.reset(token)
 
 
 def auto_for(fn: Callable, *args: Any) -> str:
@@ -227,6 +262,84 @@ def _stop_fn(stop: Callable):
   return cache['stop']
 
 
+@jax.jit
+def _take(tree, rows):
+  return jax.tree.map(lambda a: a[rows], tree)
+
+
+@functools.partial(jax.jit, donate_argnums=(0,))
+def _put_rows(full, sub, rows):
+  """`full` with `sub`'s rows written at `rows` (out-of-range ones are the
+  padding: dropped)."""
+  return jax.tree.map(lambda f, s: f.at[rows].set(s, mode='drop'), full, sub)
+
+
+def _devices(tree) -> int:
+  """Devices the batch is spread over (the shrunk batch must divide)."""
+  return max([len(getattr(a, 'sharding', None).device_set)
+              for a in jax.tree.leaves(tree)
+              if getattr(a, 'sharding', None) is not None] or [1])
+
+
+def _like(sub, full):
+  """`sub` laid out as `full` (batch-sharded on several devices)."""
+  def put(s, f):
+    multi = hasattr(f, 'sharding') and len(f.sharding.device_set) > 1
+    return jax.device_put(s, f.sharding) if multi else s
+  return jax.tree.map(put, sub, full)
+
+
+def _shrunk(n_open: int, size: int, min_size: int, multiple: int):
+  """The smaller batch for `n_open` rows, or None if not at most half."""
+  m = min_size
+  while m < n_open:
+    m *= RETIRE_GROWTH
+  m = -(-m // multiple) * multiple
+  return m if 2 * m <= size else None
+
+
+def _host_retiring(body, carry, steps, args, start, chunk, stop, done,
+                   batched, min_size):
+  """`_host` that gathers the open rows into smaller batches (see the
+  module docstring); `rows[:n_valid]` maps the live batch to the full one,
+  which is materialised at the first shrink."""
+  n = min(chunk, steps)
+  carry = jax.tree.map(jnp.copy, carry)
+  size = jax.tree.leaves(carry)[0].shape[0]
+  multiple = _devices((carry, args))
+  full, rows, n_valid, live_args = None, np.arange(size), size, args
+  done_fn = _cache(done).setdefault('done', jax.jit(done))
+  i, end = start, start + steps
+  while i < end:
+    open_rows = np.flatnonzero(~np.asarray(done_fn(carry))[:n_valid])
+    if not len(open_rows):
+      break
+    m = _shrunk(len(open_rows), len(rows), min_size, multiple)
+    if m is not None:
+      full = carry if full is None else _put_rows(full, carry,
+                                                  _padded(rows, n_valid, size))
+      new = rows[open_rows]
+      rows = np.concatenate([new, np.full(m - len(new), new[0])])
+      n_valid, idx = len(new), jnp.asarray(rows)
+      carry = _like(_take(full, idx), full)
+      live_args = tuple(_like(_take(a, idx), a) if b else a
+                        for a, b in zip(args, batched))
+    k = min(n, end - i)
+    out = _chunk_fn(body, k, stop)(np.int32(i), carry, *live_args)
+    i += k
+    carry = out if stop is None else out[0]
+    if stop is not None and i < end and bool(out[1]):
+      break
+  if full is None:
+    return carry
+  return _put_rows(full, carry, _padded(rows, n_valid, size))
+
+
+def _padded(rows: np.ndarray, n_valid: int, size: int) -> jax.Array:
+  """`rows` with the padding rows pointing past the end (dropped)."""
+  return jnp.asarray(np.where(np.arange(len(rows)) < n_valid, rows, size))
+
+
 def _host(body, carry, steps, args, start, chunk, stop):
   n = min(chunk, steps)
   if stop is not None and bool(_stop_fn(stop)(carry)):
@@ -264,7 +377,9 @@ def _rolled(body, carry, steps, args, start, loop, stop):
 def run_loop(body: Body, carry: Any, steps: int, *, args: tuple = (),
              start: int = 0, loop: str | int | None = 'auto',
              chunk: int | None = None,
-             stop: Callable[[Any], Any] | None = None) -> Any:
+             stop: Callable[[Any], Any] | None = None,
+             done: Callable[[Any], Any] | None = None,
+             batched: tuple[bool, ...] | None = None) -> Any:
   """Runs `carry = body(i, carry, *args)` for `steps` steps from `start`.
 
   Args:
@@ -283,6 +398,9 @@ def run_loop(body: Body, carry: Any, steps: int, *, args: tuple = (),
       a last partial chunk compiles once more at its own length.
     stop: optional `stop(carry) -> bool []` for an early exit (see the
       module docstring for the contract that makes it result-neutral).
+    done: optional `done(carry) -> bool [B]`, the examples that may retire
+      inside `retire_as` (see the module docstring); ignored elsewhere.
+    batched: with `done`, per entry of `args` whether it has the batch axis.
 
   Returns:
     The final carry.
@@ -302,6 +420,13 @@ def run_loop(body: Body, carry: Any, steps: int, *, args: tuple = (),
       loop in (None, 'auto', 'host') and default_loop() == 'host'
       and steps <= TRACED_UNROLL_STEPS)):
     mode = 'unroll'  # same output, see TRACED_UNROLL_STEPS
+  if mode == 'host' and done is not None and _RETIRE.get():
+    if batched is None or len(batched) != len(args):
+      raise ValueError(f'done needs batched: one bool per entry of args '
+                       f'({len(args)}), got {batched!r}.')
+    return _host_retiring(body, carry, steps, args, start,
+                          DEFAULT_CHUNK if chunk is None else int(chunk),
+                          stop, done, batched, _RETIRE.get())
   if mode == 'host':
     return _host(body, carry, steps, args, start,
                  DEFAULT_CHUNK if chunk is None else int(chunk), stop)

@@ -76,13 +76,16 @@ class RobustnessEvaluator:
       (`scheduler.Scheduler`; 'auto' pads long stages to a multiple of 8).
     step_loop: 'scheduler' engine only: what the kernels' loop='auto' means
       ('auto': rolled for a dispatch-bound model on CPU, `loops.auto_for`).
+    retire: 'scheduler' engine only: kernels stop stepping broken points
+      (`scheduler.Scheduler`).
   """
 
   def __init__(self, apply_fn: Callable, attacks: Mapping[str, Callable],
                eps_grid: Sequence[float], *, batch_size: int,
                devices: Sequence[jax.Device] | None = None,
                engine: str = 'scheduler', consistency: bool = True,
-               growth: float | str = 'auto', step_loop: str = 'auto'):
+               growth: float | str = 'auto', step_loop: str = 'auto',
+               retire: bool = True):
     if engine not in ENGINES:
       raise ValueError(f'Unknown evaluation engine {engine!r}. Valid: '
                        f'{", ".join(ENGINES)}.')
@@ -99,7 +102,7 @@ class RobustnessEvaluator:
     self._scheduler = scheduler.Scheduler(
         apply_fn, self.attacks, self.eps_grid, batch_size=self.batch_size,
         devices=devices, consistency=consistency, growth=growth,
-        step_loop=step_loop)
+        step_loop=step_loop, retire=retire)
 
   def _shardings(self):
     """in_shardings of `(variables, x, y, key, grid)`, and the `[E, B]`

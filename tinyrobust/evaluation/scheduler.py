@@ -11,7 +11,10 @@ who import them. For each attack, in ascending eps, for each of its stages
    `buckets.stage_growth`), so each stage compiles for a bounded set of shapes;
 2. run the stage on each bucket (kernels called eagerly with concrete arrays,
    so on CPU their `loop='auto'` steps are host-driven, or rolled for a
-   dispatch-bound model: `loops.auto_for`);
+   dispatch-bound model: `loops.auto_for`); inside a bucket, host-driven
+   kernels that declare a per-example `done` (APGD's passes) stop stepping
+   the points they have broken (`retire=True`, `loops.retire_as`): those
+   shrink the batch, the others' trajectories are unchanged;
 3. scatter the outcome back: a point whose prediction changed (or whose
    output is not finite) is decided, and that adversarial example is its
    witness.
@@ -129,6 +132,9 @@ class Scheduler:
     step_loop: what the kernels' loop='auto' means during a run: 'auto'
       (default) is `loops.auto_for` on one step's forward pass (rolled
       steps for a dispatch-bound model on CPU), or 'host' / 'fori'.
+    retire: host-driven kernels stop stepping the points they broke
+      (`loops.retire_as(min_bucket)`); False: every attacked point runs
+      every step (the witnesses are then the kernels' direct outputs).
   """
 
   def __init__(self, apply_fn: Callable, attacks: Mapping[str, Callable],
@@ -136,7 +142,8 @@ class Scheduler:
                devices: Sequence[jax.Device] | None = None,
                min_bucket: int = 8, audit: int = 32,
                growth: float | str = 'auto',
-               consistency: bool = True, step_loop: str = 'auto'):
+               consistency: bool = True, step_loop: str = 'auto',
+               retire: bool = True):
     self.apply_fn = apply_fn
     self.attacks = {n: attack_registry.as_attack(n, a)
                     for n, a in attacks.items()}
@@ -162,6 +169,9 @@ class Scheduler:
     if not isinstance(consistency, bool):
       raise ValueError(f'consistency must be a bool, got {consistency!r}.')
     self.consistency = consistency
+    if not isinstance(retire, bool):
+      raise ValueError(f'retire must be a bool, got {retire!r}.')
+    self.retire = retire
     if step_loop not in ('auto', 'host', 'fori'):
       raise ValueError(f"step_loop must be 'auto', 'host' or 'fori', got "
                        f'{step_loop!r}.')
@@ -303,12 +313,15 @@ class Scheduler:
     for a_idx, (name, attack) in enumerate(self.attacks.items()):
       st = states[name]
       if not st.done:
-        with loops.auto_as(step_loop):
+        with loops.auto_as(step_loop), loops.retire_as(
+            self.min_bucket if self.retire else None):
           self._run_attack(a_idx, attack, st, variables, x, y, clean_pred,
                            clean_fin, step, seed, lambda: store.save(states))
         st.done = True
         store.save(states, force=True)
-      out[name] = self._counts(attack, st, ok, clean_fin)
+      out[name] = scheduler_state.counts(
+          st, ok, clean_fin, self.eps_grid, self._order,
+          cascade=bool(getattr(attack, 'stages', None)))
       out[name]['step_loop'] = step_loop
       logging.info('Attack %s: %d examples x %d eps in %.1f s (compile '
                    '%.1f s).', name, n, len(self.eps_grid),
@@ -403,48 +416,3 @@ class Scheduler:
     st.stage_of[hit] = stage_id
     st.nonfinite[hit] = ~fin[new]
     st.inconsistent[hit] = True
-
-  def _counts(self, attack, st: _AttackState, ok, clean_fin
-              ) -> dict[str, Any]:
-    """Per-eps counts in the grid's own order from the per-point state."""
-    n_eps = len(self.eps_grid)
-    rank = np.empty(n_eps, np.int64)
-    rank[self._order] = np.arange(n_eps)
-    robust, consistent = [], []
-    out = {'clean_correct': int(ok.sum()),
-           'clean_nonfinite': int((~clean_fin).sum()),
-           'robust': np.zeros(n_eps, np.int64),
-           'consistent': np.zeros(n_eps, np.int64),
-           'adv_nonfinite': np.zeros(n_eps, np.int64),
-           'raw_robust': np.zeros(n_eps, np.float64),
-           'broken_by': [{} for _ in range(n_eps)], 'audit': []}
-    cascade = bool(getattr(attack, 'stages', None))
-    for e in range(n_eps):
-      k = rank[e]
-      dec = st.decided_at <= k
-      r = ok & ~dec
-      c = ~(dec & st.inconsistent)
-      robust.append(r)
-      consistent.append(c)
-      out['robust'][e] = r.sum()
-      out['consistent'][e] = c.sum()
-      out['adv_nonfinite'][e] = int((dec & st.nonfinite & clean_fin).sum())
-      att, reg = int(st.audit_attacked[k]), int(st.audit_regressed[k])
-      before = int((ok & (st.decided_at < k)).sum())
-      out['raw_robust'][e] = r.sum() + (reg / att * before if att else 0.0)
-      out['audit'].append({'attacked': att, 'regressed': reg})
-      if cascade:
-        st_k = st.stage_of[dec & (st.stage_of >= 0)]
-        out['broken_by'][e] = {int(i): int(m) for i, m in
-                               zip(*np.unique(st_k, return_counts=True))}
-    times = st.times
-    out['seconds'] = float(sum(v[0] for v in times.values()))
-    out['stage_seconds'] = {s: float(v[0] - v[1]) for s, v in times.items()}
-    out['compile_seconds'] = {s: float(v[1]) for s, v in times.items()}
-    out['cpu_seconds'] = {s: float(v[2]) if len(v) > 2 else float('nan')
-                          for s, v in times.items()}
-    out['examples'] = {'clean': ok, 'robust': np.stack(robust),
-                       'consistent': np.stack(consistent)}
-    for key in ('robust', 'consistent', 'adv_nonfinite', 'raw_robust'):
-      out[key] = out[key].tolist()
-    return out

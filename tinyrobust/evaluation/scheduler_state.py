@@ -18,7 +18,7 @@ import json
 import os
 import threading
 import time
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
@@ -191,3 +191,50 @@ class StateFile:
     np.savez(tmp, meta=np.asarray(json.dumps(meta)), **arrays)
     os.replace(tmp, self.path)
     self._last = time.monotonic()
+
+
+def counts(st: AttackState, ok: np.ndarray, clean_fin: np.ndarray,
+           eps_grid: np.ndarray, order: np.ndarray, *, cascade: bool
+           ) -> dict[str, Any]:
+  """Per-eps counts in the grid's own order (`order`: the grid's ascending
+  argsort) from one attack's per-point state (`Scheduler.run`'s record)."""
+  n_eps = len(eps_grid)
+  rank = np.empty(n_eps, np.int64)
+  rank[order] = np.arange(n_eps)
+  robust, consistent = [], []
+  out = {'clean_correct': int(ok.sum()),
+         'clean_nonfinite': int((~clean_fin).sum()),
+         'robust': np.zeros(n_eps, np.int64),
+         'consistent': np.zeros(n_eps, np.int64),
+         'adv_nonfinite': np.zeros(n_eps, np.int64),
+         'raw_robust': np.zeros(n_eps, np.float64),
+         'broken_by': [{} for _ in range(n_eps)], 'audit': []}
+  for e in range(n_eps):
+    k = rank[e]
+    dec = st.decided_at <= k
+    r = ok & ~dec
+    c = ~(dec & st.inconsistent)
+    robust.append(r)
+    consistent.append(c)
+    out['robust'][e] = r.sum()
+    out['consistent'][e] = c.sum()
+    out['adv_nonfinite'][e] = int((dec & st.nonfinite & clean_fin).sum())
+    att, reg = int(st.audit_attacked[k]), int(st.audit_regressed[k])
+    before = int((ok & (st.decided_at < k)).sum())
+    out['raw_robust'][e] = r.sum() + (reg / att * before if att else 0.0)
+    out['audit'].append({'attacked': att, 'regressed': reg})
+    if cascade:
+      st_k = st.stage_of[dec & (st.stage_of >= 0)]
+      out['broken_by'][e] = {int(i): int(m) for i, m in
+                             zip(*np.unique(st_k, return_counts=True))}
+  times = st.times
+  out['seconds'] = float(sum(v[0] for v in times.values()))
+  out['stage_seconds'] = {s: float(v[0] - v[1]) for s, v in times.items()}
+  out['compile_seconds'] = {s: float(v[1]) for s, v in times.items()}
+  out['cpu_seconds'] = {s: float(v[2]) if len(v) > 2 else float('nan')
+                        for s, v in times.items()}
+  out['examples'] = {'clean': ok, 'robust': np.stack(robust),
+                     'consistent': np.stack(consistent)}
+  for key in ('robust', 'consistent', 'adv_nonfinite', 'raw_robust'):
+    out[key] = out[key].tolist()
+  return out
