@@ -112,7 +112,7 @@ _RETIRE: contextvars.ContextVar[int | None] = contextvars.ContextVar(
     'tinyrobust_retire', default=None)
 
 # Batch sizes a retiring loop shrinks to: min_size * RETIRE_GROWTH**j (each
-# compiles the step anew: with 4, a 256-row batch reaches 8 in 2 shapes).
+# compiles the step anew; with min_size 8: 8, 32, 128, ... rows).
 RETIRE_GROWTH = 4
 
 # The jitted chunks live on the body (and the jitted stop on `stop`) as an
