@@ -57,6 +57,7 @@ unless the file has a head of the same shape
 from __future__ import annotations
 
 import math
+import functools
 import os
 from typing import Any, ClassVar, Sequence
 
@@ -66,8 +67,15 @@ import jax.numpy as jnp
 
 from tinyrobust.models import conventions
 from tinyrobust.models import options
+from tinyrobust.models import small_conv
 from tinyrobust.models.depthwise import DepthwiseConv
 from tinyrobust.models.registry import register
+
+# Every convolution of these models: XLA's, except the patch form on small
+# feature maps on CPU (`small_conv`: VGG19's and ResNet50's last blocks at
+# 32x32 inputs); same parameters, so checkpoints and Keras weights load.
+Conv = functools.partial(nn.Conv,
+                         conv_general_dilated=small_conv.conv_general_dilated)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -158,7 +166,7 @@ class ResNet50(_ImageNetModel, nn.Module):
     x = self._prepare(x, 'resnet50', 'caffe')
     momentum = 0.99 if self.bn_momentum is None else self.bn_momentum
     bn = lambda y: _bn(train, 1.001e-5, momentum)(y)
-    x = nn.Conv(64, (7, 7), strides=(2, 2), padding=((3, 3), (3, 3)))(x)
+    x = Conv(64, (7, 7), strides=(2, 2), padding=((3, 3), (3, 3)))(x)
     x = nn.relu(bn(x))
     x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding='VALID')
@@ -167,12 +175,12 @@ class ResNet50(_ImageNetModel, nn.Module):
       for j in range(blocks):
         s = 2 if (j == 0 and i > 0) else 1
         if j == 0:
-          shortcut = bn(nn.Conv(4 * f, (1, 1), strides=(s, s))(x))
+          shortcut = bn(Conv(4 * f, (1, 1), strides=(s, s))(x))
         else:
           shortcut = x
-        y = nn.relu(bn(nn.Conv(f, (1, 1), strides=(s, s))(x)))
-        y = nn.relu(bn(nn.Conv(f, (3, 3), padding='SAME')(y)))
-        y = bn(nn.Conv(4 * f, (1, 1))(y))
+        y = nn.relu(bn(Conv(f, (1, 1), strides=(s, s))(x)))
+        y = nn.relu(bn(Conv(f, (3, 3), padding='SAME')(y)))
+        y = bn(Conv(4 * f, (1, 1))(y))
         x = nn.relu(shortcut + y)
     return nn.Dense(self.num_classes)(jnp.mean(x, axis=(1, 2)))
 
@@ -197,7 +205,7 @@ class VGG19(_ImageNetModel, nn.Module):
     x = self._prepare(x, 'vgg19', 'caffe')
     for f, n in ((64, 2), (128, 2), (256, 4), (512, 4), (512, 4)):
       for _ in range(n):
-        x = nn.relu(nn.Conv(f, (3, 3), padding='SAME')(x))
+        x = nn.relu(Conv(f, (3, 3), padding='SAME')(x))
       x = nn.max_pool(x, (2, 2), strides=(2, 2), padding='VALID')
     return nn.Dense(self.num_classes)(jnp.mean(x, axis=(1, 2)))
 
@@ -261,7 +269,7 @@ class _MBConv(nn.Module):
     k, s = (self.kernel,) * 2, (self.stride,) * 2
     x = inputs
     if self.expand != 1:
-      x = nn.Conv(f, k if self.fused else (1, 1), strides=s if self.fused
+      x = Conv(f, k if self.fused else (1, 1), strides=s if self.fused
                   else (1, 1), padding='SAME', use_bias=False)(x)
       x = nn.swish(bn(x))
     if not self.fused:
@@ -269,10 +277,10 @@ class _MBConv(nn.Module):
       x = nn.swish(bn(x))
     if 0 < self.se <= 1:
       se = jnp.mean(x, axis=(1, 2), keepdims=True)
-      se = nn.swish(nn.Conv(max(1, int(self.f_in * self.se)), (1, 1))(se))
-      x = x * nn.sigmoid(nn.Conv(f, (1, 1))(se))
+      se = nn.swish(Conv(max(1, int(self.f_in * self.se)), (1, 1))(se))
+      x = x * nn.sigmoid(Conv(f, (1, 1))(se))
     one = self.fused and self.expand == 1
-    x = nn.Conv(self.f_out, k if one else (1, 1), strides=s if one else (1, 1),
+    x = Conv(self.f_out, k if one else (1, 1), strides=s if one else (1, 1),
                 padding='SAME', use_bias=False)(x)
     x = bn(x)
     if one:
@@ -315,7 +323,7 @@ class EfficientNet(_ImageNetModel, nn.Module):
     blocks = EFFICIENTNET_V1_BLOCKS if version == 1 else \
         EFFICIENTNET_V2_B_BLOCKS
     rf = lambda n: round_filters(n, width, version)
-    x = nn.Conv(rf(blocks[0][2]), (3, 3), strides=(2, 2), padding='SAME',
+    x = Conv(rf(blocks[0][2]), (3, 3), strides=(2, 2), padding='SAME',
                 use_bias=False)(x)
     x = nn.swish(_bn(train, momentum=momentum)(x))
     repeats = [int(math.ceil(depth * b[1])) for b in blocks]
@@ -328,7 +336,7 @@ class EfficientNet(_ImageNetModel, nn.Module):
                     se, fused, self.drop_connect_rate * b / total,
                     momentum)(x, train)
         b += 1
-    x = nn.Conv(rf(1280), (1, 1), padding='SAME', use_bias=False)(x)
+    x = Conv(rf(1280), (1, 1), padding='SAME', use_bias=False)(x)
     x = nn.swish(_bn(train, momentum=momentum)(x))
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
