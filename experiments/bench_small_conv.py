@@ -6,7 +6,9 @@ input gradient (what an attack step costs) through `lax.conv_general_dilated`
 and through `small_conv.patch_conv`, interleaved (`--rounds` rounds, best
 kept, the first call with compile apart), and the same for whole zoo models
 at 32x32 (VGG19, ResNet50: every convolution through `nn.Conv`, the patch
-form switched off with `MAX_PATCH_PIXELS = 0`). Prints run ms per arm, the
+form switched off with `MAX_PATCH_PIXELS = 0`), and depthwise 3x3
+convolutions: the grouped convolution vs `depthwise._shifted` (the forward
+pass inside `depthwise.shifted_forward()`, in the 'patch' column). Prints run ms per arm, the
 ratio XLA / patch (above 1: the patch form is faster) and the largest
 difference between the two outputs.
 
@@ -27,6 +29,7 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
+from tinyrobust.models import depthwise
 from tinyrobust.models import imagenet
 from tinyrobust.models import small_conv
 
@@ -82,6 +85,18 @@ def bench_layers(b: int, rounds: int) -> None:
       _row(f'{hw}x{hw} {cin}->{cout}, {kind}', *_best(fns, (x, w), rounds))
 
 
+def bench_depthwise(rounds: int) -> None:
+  """Depthwise 3x3 (DS-CNN, MCUNet, EfficientNet shapes): the grouped
+  convolution vs `depthwise`'s shifted multiply-adds (`shifted_forward`)."""
+  for shape in ((72, 25, 5, 64), (72, 25, 5, 172), (16, 8, 8, 192)):
+    x = jax.random.normal(jax.random.key(0), shape)
+    k = jax.random.normal(jax.random.key(1), (3, 3, 1, shape[-1]))
+    fns = {'xla': jax.jit(lambda x, k: depthwise._conv(x, k, 1)),
+           'patch': jax.jit(lambda x, k: depthwise._shifted(x, k, 1))}
+    _row(f'depthwise {shape}, forward (patch = shifted)',
+         *_best(fns, (x, k), rounds))
+
+
 def bench_models(names, b: int, rounds: int) -> None:
   x = jax.random.uniform(jax.random.key(0), (b, 32, 32, 3))
   for name in names:
@@ -114,6 +129,7 @@ def main(argv):
         'call XLA / patch s | max abs diff |')
   print('|---|---|---|---|---|---|')
   bench_layers(_BATCH.value, _ROUNDS.value)
+  bench_depthwise(_ROUNDS.value)
   bench_models(_MODELS.value, _BATCH.value, _ROUNDS.value)
 
 

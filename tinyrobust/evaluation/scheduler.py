@@ -60,6 +60,7 @@ counts as an uninterrupted one (AutoAttack's `state_path`).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any, Callable, Mapping, Sequence
 
@@ -73,6 +74,7 @@ from tinyrobust.attacks import loops
 from tinyrobust.attacks import registry as attack_registry
 from tinyrobust.evaluation import buckets
 from tinyrobust.evaluation import scheduler_state
+from tinyrobust.models import depthwise
 
 _NONE = scheduler_state.NONE
 _AttackState = scheduler_state.AttackState
@@ -236,7 +238,7 @@ class Scheduler:
     step_loop = self._step_loop(variables, x)
     for size in sorted(set(self.warm_sizes(len(x))) | {step}):
       jax.block_until_ready(self._predict(variables, batch(size)[0]))
-    with loops.auto_as(step_loop):
+    with self._context(step_loop):
       for attack in self.attacks.values():
         for _, kernel in stages_of(attack):
           for size in sorted(set(self.warm_sizes(len(x), kernel)) | {step}):
@@ -255,6 +257,15 @@ class Scheduler:
         (step,) + x.shape[1:], x.dtype))
     self.cheap = mode != loops.default_loop()
     return mode
+
+  @contextlib.contextmanager
+  def _context(self, step_loop: str):
+    """How kernels run during `run` (and `precompile`, so the compiled
+    programs are the ones `run` uses): 'auto' steps as `step_loop`, broken
+    points retired, depthwise convolutions as shifted multiply-adds."""
+    with loops.auto_as(step_loop), depthwise.shifted_forward(), \
+        loops.retire_as(self.min_bucket if self.retire else None):
+      yield
 
   def _growth(self, kernel: Callable) -> float:
     return stage_growth(self.growth, kernel, self.cheap)
@@ -313,8 +324,7 @@ class Scheduler:
     for a_idx, (name, attack) in enumerate(self.attacks.items()):
       st = states[name]
       if not st.done:
-        with loops.auto_as(step_loop), loops.retire_as(
-            self.min_bucket if self.retire else None):
+        with self._context(step_loop):
           self._run_attack(a_idx, attack, st, variables, x, y, clean_pred,
                            clean_fin, step, seed, lambda: store.save(states))
         st.done = True
