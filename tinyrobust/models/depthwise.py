@@ -51,14 +51,22 @@ def shifted_forward(on: bool = True):
     _SHIFTED.reset(token)
 
 
-def _shifted(x, kernel, stride):
-  """The 'SAME' depthwise convolution as a sum over the kernel's taps."""
+def _padded(x, kernel, stride):
+  """'SAME' geometry: the padded input, the (top, left) pads, and the span
+  of input rows/columns one tap reads; output pixel (r, c) reads
+  xp[r * s + i, c * s + j] for tap (i, j)."""
   kh, kw = kernel.shape[:2]
   _, h, w, _ = x.shape
   oh, top, bottom = _same_pads(h, kh, stride)
   ow, left, right = _same_pads(w, kw, stride)
   xp = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
-  span_h, span_w = (oh - 1) * stride + 1, (ow - 1) * stride + 1
+  return xp, (top, left), ((oh - 1) * stride + 1, (ow - 1) * stride + 1)
+
+
+def _shifted(x, kernel, stride):
+  """The 'SAME' depthwise convolution as a sum over the kernel's taps."""
+  kh, kw = kernel.shape[:2]
+  xp, _, (span_h, span_w) = _padded(x, kernel, stride)
   taps = [xp[:, i:i + span_h:stride, j:j + span_w:stride, :] * kernel[i, j, 0]
           for i in range(kh) for j in range(kw)]
   return functools.reduce(jnp.add, taps)
@@ -100,11 +108,7 @@ def _bwd(stride, shifted, res, g):
   x, kernel = res
   kh, kw = kernel.shape[:2]
   _, h, w, _ = x.shape
-  oh, top, bottom = _same_pads(h, kh, stride)
-  ow, left, right = _same_pads(w, kw, stride)
-  xp = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
-  # Output pixel (r, c) reads xp[r * s + i, c * s + j] for tap (i, j).
-  span_h, span_w = (oh - 1) * stride + 1, (ow - 1) * stride + 1
+  xp, (top, left), (span_h, span_w) = _padded(x, kernel, stride)
   # Spread g onto the stride grid once; tap (i, j) is then a shifted window.
   g_up = jax.lax.pad(g, jnp.zeros((), g.dtype),
                      ((0, 0, 0), (0, 0, stride - 1), (0, 0, stride - 1),
