@@ -105,7 +105,8 @@ def bench_models(names, b: int, rounds: int) -> None:
     for kind in ('forward', 'input gradient'):
       def make(limit, kind=kind):
         def f(v, x):
-          saved, small_conv.MAX_PATCH_PIXELS = small_conv.MAX_PATCH_PIXELS, limit
+          saved = small_conv.MAX_PATCH_PIXELS
+          small_conv.MAX_PATCH_PIXELS = limit
           try:
             if kind == 'forward':
               return model.apply(v, x)
