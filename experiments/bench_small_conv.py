@@ -8,9 +8,9 @@ kept, the first call with compile apart), and the same for whole zoo models
 at 32x32 (VGG19, ResNet50: every convolution through `nn.Conv`, the patch
 form switched off with `MAX_PATCH_PIXELS = 0`), and depthwise 3x3
 convolutions: the grouped convolution vs `depthwise._shifted` (the forward
-pass inside `depthwise.shifted_forward()`, in the 'patch' column). Prints run ms per arm, the
-ratio XLA / patch (above 1: the patch form is faster) and the largest
-difference between the two outputs.
+pass inside `depthwise.shifted_forward()`, in the 'patch' column). Prints
+run ms per arm, the ratio XLA / patch (above 1: the patch form is faster)
+and the largest difference between the two outputs.
 
 Command:
 

@@ -13,10 +13,11 @@ The forward pass is slow on XLA:CPU too (a [72, 25, 5, 64] 3x3 depthwise
 convolution: 34.2 ms grouped, 1.7 ms as shifted multiply-adds; 13-33x
 over three shapes, `experiments/bench_small_conv.py`). Inside
 `shifted_forward()` (the evaluation scheduler's attacks), on CPU, the
-forward pass is the shifted form as well; everywhere else (export, hardware counting, training) it stays
-the one grouped convolution the exporters and MAC counters look for. The
-choice is made when the model is traced: a jitted function traced before
-the block keeps its grouped form inside it (same values, slower).
+forward pass is the shifted form as well; everywhere else (export,
+hardware counting, training) it stays the one grouped convolution the
+exporters and MAC counters look for. The choice is made when the model is
+traced: a jitted function traced before the block keeps its grouped form
+inside it (same values, slower).
 """
 
 from __future__ import annotations
