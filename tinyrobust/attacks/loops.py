@@ -255,11 +255,12 @@ def _chunk_fn(body: Body, n: int, stop: Callable | None):
   return per_body[key]
 
 
-def _stop_fn(stop: Callable):
-  cache = _cache(stop)
-  if 'stop' not in cache:
-    cache['stop'] = jax.jit(stop)
-  return cache['stop']
+def _jitted(fn: Callable):
+  """`jax.jit(fn)`, cached on `fn` (a `stop` or `done` function)."""
+  cache = _cache(fn)
+  if 'jit' not in cache:
+    cache['jit'] = jax.jit(fn)
+  return cache['jit']
 
 
 @jax.jit
@@ -298,66 +299,51 @@ def _shrunk(n_open: int, size: int, min_size: int, multiple: int):
   return m if 2 * m <= size else None
 
 
-def _host_retiring(body, carry, steps, args, start, chunk, stop, done,
-                   batched, min_size):
-  """`_host` that gathers the open rows into smaller batches (see the
-  module docstring); `rows[:n_valid]` maps the live batch to the full one,
-  which is materialised at the first shrink."""
+def _padded(rows: np.ndarray, n_valid: int, size: int) -> jax.Array:
+  """`rows` with the padding rows pointing past the end (dropped)."""
+  return jnp.asarray(np.where(np.arange(len(rows)) < n_valid, rows, size))
+
+
+def _host(body, carry, steps, args, start, chunk, stop, retire=None):
+  """Steps driven from Python, one jitted chunk per call. `retire`: None,
+  or `(done, batched, min_size)`: before each chunk the open rows are
+  gathered into a smaller batch once at most half are open (see the module
+  docstring); `rows[:n_valid]` maps the live batch to the full one, which
+  is materialised at the first shrink."""
   n = min(chunk, steps)
+  if stop is not None and bool(_jitted(stop)(carry)):
+    return carry
+  # Fresh buffers: the donated carry must never alias the caller's arrays.
   carry = jax.tree.map(jnp.copy, carry)
-  size = jax.tree.leaves(carry)[0].shape[0]
-  multiple = _devices((carry, args))
+  size = jax.tree.leaves(carry)[0].shape[0] if retire else 0
   full, rows, n_valid, live_args = None, np.arange(size), size, args
-  done_fn = _cache(done).setdefault('done', jax.jit(done))
   i, end = start, start + steps
   while i < end:
-    open_rows = np.flatnonzero(~np.asarray(done_fn(carry))[:n_valid])
-    if not len(open_rows):
-      break
-    m = _shrunk(len(open_rows), len(rows), min_size, multiple)
-    if m is not None:
-      full = carry if full is None else _put_rows(full, carry,
-                                                  _padded(rows, n_valid, size))
-      new = rows[open_rows]
-      rows = np.concatenate([new, np.full(m - len(new), new[0])])
-      n_valid, idx = len(new), jnp.asarray(rows)
-      carry = _like(_take(full, idx), full)
-      live_args = tuple(_like(_take(a, idx), a) if b else a
-                        for a, b in zip(args, batched))
-    k = min(n, end - i)
-    out = _chunk_fn(body, k, stop)(np.int32(i), carry, *live_args)
-    i += k
+    if retire:
+      done, batched, min_size = retire
+      open_rows = np.flatnonzero(~np.asarray(_jitted(done)(carry))[:n_valid])
+      if not len(open_rows):
+        break
+      m = _shrunk(len(open_rows), len(rows), min_size,
+                  _devices((carry, args)))
+      if m is not None:
+        full = carry if full is None else _put_rows(
+            full, carry, _padded(rows, n_valid, size))
+        new = rows[open_rows]
+        rows = np.concatenate([new, np.full(m - len(new), new[0])])
+        n_valid, idx = len(new), jnp.asarray(rows)
+        carry = _like(_take(full, idx), full)
+        live_args = tuple(_like(_take(a, idx), a) if b else a
+                          for a, b in zip(args, batched))
+    m = min(n, end - i)
+    out = _chunk_fn(body, m, stop)(np.int32(i), carry, *live_args)
+    i += m
     carry = out if stop is None else out[0]
     if stop is not None and i < end and bool(out[1]):
       break
   if full is None:
     return carry
   return _put_rows(full, carry, _padded(rows, n_valid, size))
-
-
-def _padded(rows: np.ndarray, n_valid: int, size: int) -> jax.Array:
-  """`rows` with the padding rows pointing past the end (dropped)."""
-  return jnp.asarray(np.where(np.arange(len(rows)) < n_valid, rows, size))
-
-
-def _host(body, carry, steps, args, start, chunk, stop):
-  n = min(chunk, steps)
-  if stop is not None and bool(_stop_fn(stop)(carry)):
-    return carry
-  # Fresh buffers: the donated carry must never alias the caller's arrays.
-  carry = jax.tree.map(jnp.copy, carry)
-  i, end = start, start + steps
-  while i < end:
-    m = min(n, end - i)
-    out = _chunk_fn(body, m, stop)(np.int32(i), carry, *args)
-    i += m
-    if stop is None:
-      carry = out
-      continue
-    carry, done = out
-    if i < end and bool(done):
-      break
-  return carry
 
 
 def _rolled(body, carry, steps, args, start, loop, stop):
@@ -420,16 +406,15 @@ def run_loop(body: Body, carry: Any, steps: int, *, args: tuple = (),
       loop in (None, 'auto', 'host') and default_loop() == 'host'
       and steps <= TRACED_UNROLL_STEPS)):
     mode = 'unroll'  # same output, see TRACED_UNROLL_STEPS
-  if mode == 'host' and done is not None and _RETIRE.get():
-    if batched is None or len(batched) != len(args):
-      raise ValueError(f'done needs batched: one bool per entry of args '
-                       f'({len(args)}), got {batched!r}.')
-    return _host_retiring(body, carry, steps, args, start,
-                          DEFAULT_CHUNK if chunk is None else int(chunk),
-                          stop, done, batched, _RETIRE.get())
   if mode == 'host':
+    retire = None
+    if done is not None and _RETIRE.get():
+      if batched is None or len(batched) != len(args):
+        raise ValueError(f'done needs batched: one bool per entry of args '
+                         f'({len(args)}), got {batched!r}.')
+      retire = (done, batched, _RETIRE.get())
     return _host(body, carry, steps, args, start,
-                 DEFAULT_CHUNK if chunk is None else int(chunk), stop)
+                 DEFAULT_CHUNK if chunk is None else int(chunk), stop, retire)
   if mode == 'unroll':
     for i in range(start, start + steps):
       carry = body(np.int32(i), carry, *args)
