@@ -316,6 +316,7 @@ def _host(body, carry, steps, args, start, chunk, stop, retire=None):
   # Fresh buffers: the donated carry must never alias the caller's arrays.
   carry = jax.tree.map(jnp.copy, carry)
   size = jax.tree.leaves(carry)[0].shape[0] if retire else 0
+  multiple = _devices((carry, args)) if retire else 1
   full, rows, n_valid, live_args = None, np.arange(size), size, args
   i, end = start, start + steps
   while i < end:
@@ -324,8 +325,7 @@ def _host(body, carry, steps, args, start, chunk, stop, retire=None):
       open_rows = np.flatnonzero(~np.asarray(_jitted(done)(carry))[:n_valid])
       if not len(open_rows):
         break
-      m = _shrunk(len(open_rows), len(rows), min_size,
-                  _devices((carry, args)))
+      m = _shrunk(len(open_rows), len(rows), min_size, multiple)
       if m is not None:
         full = carry if full is None else _put_rows(
             full, carry, _padded(rows, n_valid, size))
