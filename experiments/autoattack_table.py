@@ -31,6 +31,7 @@ from absl import app
 from absl import flags
 
 from experiments import trained_runs
+from tinyrobust import cpu_devices
 from tinyrobust import runs
 from tinyrobust.attacks import config as attack_config_lib
 
@@ -158,6 +159,7 @@ def footer(results: list[dict]) -> str:
 
 def main(argv):
   del argv
+  cpu_devices.enable()  # one JAX device per core, before any JAX op
   results = []
   for model_name in MODELS:
     if _ONLY.value and model_name not in _ONLY.value:

@@ -81,6 +81,7 @@ consistency: more work, not timed here); random streams differ.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 
@@ -93,6 +94,7 @@ import torch
 import torchattacks
 
 from experiments import bench_models
+from tinyrobust import cpu_devices
 from tinyrobust.attacks import registry
 from tinyrobust.evaluation import robustness
 
@@ -182,6 +184,25 @@ def _ours_attack(kind: str, apply_fn) -> registry.Attack:
       n_target_classes=_TARGETS.value, queries=_CQUERIES.value, clip=clip)
 
 
+def _per_call(calls, recorded, k: int, x: np.ndarray) -> list[tuple]:
+  """(x_in, x_adv) per scheduler call: on a CPU split into k devices a
+  call made k recorded kernel calls (one per device, in any order), joined
+  here in the order that rebuilds the call's rows."""
+  if len(recorded) != k * len(calls):
+    raise AssertionError(f'{len(calls)} scheduler calls x {k} devices, '
+                         f'{len(recorded)} recorded outputs.')
+  out = []
+  for j, (_, _, _, idx) in enumerate(calls):
+    for parts in itertools.permutations(recorded[j * k:(j + 1) * k]):
+      x_in = np.concatenate([np.asarray(p[0]) for p in parts])
+      if np.array_equal(x_in[:len(idx)], x[idx]):
+        out.append((x_in, np.concatenate([np.asarray(p[1]) for p in parts])))
+        break
+    else:
+      raise AssertionError('recorded inputs do not match the call log.')
+  return out
+
+
 class _Ours:
   """`run(seed) -> counts` through the scheduler engine, with the stage
   outputs recorded; `judge()` rebuilds the per-example adversarial set."""
@@ -196,7 +217,7 @@ class _Ours:
     self.ev = robustness.RobustnessEvaluator(
         bench.apply_fn, {kind: attack}, [eps], batch_size=len(bench.x),
         engine='scheduler', consistency=False)
-    self.out, self.calls = None, []
+    self.out, self.calls, self.records = None, [], []
 
   def run(self, seed: int | None = None):
     self.rec.out.clear()
@@ -207,6 +228,8 @@ class _Ours:
                            seed=_SEED.value if seed is None else seed
                            )[self.kind]
     self.calls = sched.calls[n0:]
+    self.records = _per_call(self.calls, list(self.rec.out),
+                             sched.workers.size, b.x)
     return self.out
 
   def judge(self) -> float:
@@ -216,13 +239,8 @@ class _Ours:
     pred0 = _predict(b, b.x)
     ok = pred0 == b.y
     x_adv, done = b.x.copy(), ~ok
-    if len(self.calls) != len(self.rec.out):
-      raise AssertionError(f'{len(self.calls)} scheduler calls, '
-                           f'{len(self.rec.out)} recorded outputs.')
-    for (_, _, _, idx), (x_in, adv) in zip(self.calls, self.rec.out):
-      adv = np.asarray(adv)[:len(idx)]
-      if not np.array_equal(np.asarray(x_in)[:len(idx)], b.x[idx]):
-        raise AssertionError('recorded inputs do not match the call log.')
+    for (_, _, _, idx), (_, adv) in zip(self.calls, self.records):
+      adv = adv[:len(idx)]
       _check_ball(adv, b.x[idx], self.eps)
       hit = (_predict(b, adv) != b.y[idx]) & ~done[idx]
       x_adv[idx[hit]] = adv[hit]
@@ -237,8 +255,8 @@ class _Ours:
     """Per stage: points attacked, bucket sizes, run / compile seconds."""
     parts = []
     for stage in dict.fromkeys(c[1] for c in self.calls):
-      calls = [c for c, r in zip(self.calls, self.rec.out) if c[1] == stage]
-      sizes = [len(r[0]) for c, r in zip(self.calls, self.rec.out)
+      calls = [c for c in self.calls if c[1] == stage]
+      sizes = [len(r[0]) for c, r in zip(self.calls, self.records)
                if c[1] == stage]
       parts.append(
           f'{stage}: {sum(len(c[3]) for c in calls)} pts in buckets {sizes},'
@@ -401,6 +419,7 @@ def _print_table(rows):
 
 def main(argv):
   del argv
+  cpu_devices.enable()  # one JAX device per core, before any JAX op
   for m in _MODELS.value:
     if m not in bench_models.LOADERS:
       raise ValueError(f'Unknown model {m!r}. Valid: cnn, resnet8.')

@@ -40,6 +40,7 @@ import ml_collections
 import numpy as np
 
 from tinyrobust import config_io
+from tinyrobust import cpu_devices
 from tinyrobust import fileio
 from tinyrobust import train
 from tinyrobust.evaluation import scheduler_state
@@ -115,6 +116,7 @@ def _timed(config, task, loaded, attacks, arm):
 
 def main(argv):
   del argv
+  cpu_devices.enable()  # one JAX device per core, before any JAX op
   if not _CACHE.value:
     os.environ['TINYROBUST_COMPILE_CACHE'] = '0'
   workdir = _WORKDIR.value

@@ -17,6 +17,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from tinyrobust import compile_cache
+from tinyrobust import cpu_devices
 from tinyrobust import modes
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -62,6 +63,7 @@ def main(argv):
         'Each --config.<field> may be given once; repeated: ' + ', '.join(
             f'--{n}' for n in repeated) + ' (ml_collections would '
         'concatenate tuple values). Keep the one value you mean.')
+  cpu_devices.enable()  # before the first JAX operation
   compile_cache.enable()
   modes.run(_MODE.value, _CONFIG.value, _WORKDIR.value,
             restart=_RESTART.value)

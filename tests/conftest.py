@@ -4,6 +4,9 @@ import os
 
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# One JAX device per test process (two pytest workers already share the
+# cores); tests of the multi-device path start their own interpreters.
+os.environ.setdefault('TINYROBUST_CPU_DEVICES', '1')
 
 import pytest  # pylint: disable=g-import-not-at-top
 

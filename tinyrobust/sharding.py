@@ -18,9 +18,23 @@ from jax.sharding import PartitionSpec as P
 BATCH_AXIS = 'batch'
 
 
+def default_devices() -> list:
+  """The devices a mesh spans by default: all visible accelerators; on the
+  CPU backend only the first device.
+
+  A CPU split into devices (`tinyrobust.cpu_devices`) is used by the
+  evaluation scheduler as independent per-device programs
+  (`evaluation.workers`); SPMD programs with collectives over CPU devices
+  can deadlock XLA:CPU's thread pool on few cores, so training and the
+  other evaluators stay on one CPU device unless given `devices`.
+  """
+  devices = jax.devices()
+  return devices[:1] if devices[0].platform == 'cpu' else devices
+
+
 def batch_mesh(devices=None) -> Mesh:
-  """A 1-D mesh over `devices` (default: all visible devices)."""
-  devices = jax.devices() if devices is None else devices
+  """A 1-D mesh over `devices` (default: `default_devices()`)."""
+  devices = default_devices() if devices is None else devices
   return Mesh(np.asarray(devices), (BATCH_AXIS,))
 
 

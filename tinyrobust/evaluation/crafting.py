@@ -121,7 +121,7 @@ def craft(apply_fn: Callable, variables: Any, attack, x: np.ndarray,
     seed, batch_size: as for the evaluator (they set batches and keys).
     attack_index: the attack's position in the evaluator's attack list.
     engine: 'scheduler' or 'sweep' (module docstring).
-    devices: devices to shard over (default: all visible).
+    devices: devices to shard over (default: `sharding.default_devices()`).
   """
   if engine not in ENGINES:
     raise ValueError(f'Unknown engine {engine!r}. Valid: '

@@ -104,6 +104,15 @@ class RobustnessEvaluator:
         devices=devices, consistency=consistency, growth=growth,
         step_loop=step_loop, retire=retire)
 
+  def layout(self, batch_size: int, n: int) -> dict[str, int]:
+    """`num_devices` and the step `batch_size` a run over `n` points
+    uses."""
+    if self.engine == 'scheduler':
+      return {'num_devices': self._scheduler.num_devices,
+              'batch_size': self._scheduler.step_size(n)}
+    return {'num_devices': self.mesh.size, 'batch_size':
+            sharding.step_batch_size(batch_size, n, self.mesh)}
+
   def _shardings(self):
     """in_shardings of `(variables, x, y, key, grid)`, and the `[E, B]`
     output sharding."""
@@ -305,12 +314,15 @@ def evaluate_robustness(apply_fn: Callable, variables: Any, dataset, *,
       a multiple of the device count. One step attacks `len(eps_grid) *
       batch_size` inputs at once (vmap), so lower it when memory is short.
     seed: random starts and the `max_examples` subset; deterministic for a
-      seed and batch size, independent of the device count.
+      seed and batch size (and, on a CPU split into devices, their number:
+      `workers`).
     norm, loss, pgd_steps, pgd_restarts, options: settings for attacks
       given by name (see `tinyrobust.attacks.config.default_attack_config`).
     clip: `(lo, hi)`, None, or 'dataset' for `dataset.input_range`.
     max_examples: evaluate a seeded random subset of this size (None = all).
-    devices: devices to shard the batch over (default: all visible).
+    devices: devices to shard the batch over (default:
+      `sharding.default_devices()`; the scheduler engine runs one program
+      per CPU device instead, `workers`).
 
   Returns:
     A dict with `num_examples`, `denominator`, `num_classes`,
@@ -409,9 +421,7 @@ def robustness_run(apply_fn: Callable, variables: Any, dataset, *, attacks,
       'num_classes': inputs.model_num_classes(apply_fn, variables,
                                               x.shape[1:], x.dtype),
       'clip': None if clip is None else fileio.to_jsonable(list(clip)),
-      'seed': int(seed), 'num_devices': evaluator.mesh.size,
-      'batch_size': sharding.step_batch_size(batch_size, len(x),
-                                             evaluator.mesh),
+      'seed': int(seed), **evaluator.layout(batch_size, len(x)),
   })
   return RobustnessRun(
       results=out, seconds={n: float(c['seconds']) for n, c in counts.items()},

@@ -46,7 +46,8 @@ AutoAttack and torchattacks do), and the misclassified ones count as
 consistent (x_adv = x), so `consistent` is then not the study's metric.
 
 Keys: bucket `b` of stage `s` at eps index `k` of attack `a` uses
-`fold_in(fold_in(fold_in(key(seed), a), k * n_stages + s), b)`; buckets are
+`fold_in(fold_in(fold_in(key(seed), a), k * n_stages + s), b)` (on a CPU
+split into devices, device d's share folds in d: `workers`); buckets are
 formed from the open points in index order, so results are deterministic
 for a seed, batch size and device count, and a resumed run repeats exactly
 what an uninterrupted one does.
@@ -74,6 +75,7 @@ from tinyrobust.attacks import loops
 from tinyrobust.attacks import registry as attack_registry
 from tinyrobust.evaluation import buckets
 from tinyrobust.evaluation import scheduler_state
+from tinyrobust.evaluation import workers as workers_lib
 from tinyrobust.models import depthwise
 
 _NONE = scheduler_state.NONE
@@ -120,6 +122,9 @@ class Scheduler:
     attacks: name -> `tinyrobust.attacks.Attack`.
     eps_grid: the radii as given (results keep this order).
     batch_size, mesh: the step size cap and the 1-D device mesh.
+    workers: on a CPU split into devices, one per device, each running
+      its share of a bucket as its own program (`workers`; then the mesh
+      is one device).
     calls: (attack, stage, eps, attacked indices) of each kernel call.
     min_bucket: smallest padded bucket.
     growth: ratio between allowed bucket sizes, a number > 1 (2: at most
@@ -178,11 +183,20 @@ class Scheduler:
       raise ValueError(f"step_loop must be 'auto', 'host' or 'fori', got "
                        f'{step_loop!r}.')
     self.step_loop, self.cheap = step_loop, False
-    self.mesh = sharding.batch_mesh(devices)
+    mesh_devices, worker_devices = workers_lib.split_devices(devices)
+    self.mesh = sharding.batch_mesh(mesh_devices)
+    self.workers = workers_lib.Workers(worker_devices)
+    self.num_devices = self.mesh.size * self.workers.size
     self._order = np.argsort(self.eps_grid, kind='stable')
     self._predict = jax.jit(self._predict_fn)
     self._jitted: dict[int, tuple[Callable, Callable]] = {}
     self.calls: list[tuple[str, str, float, np.ndarray]] = []
+
+  def step_size(self, n: int) -> int:
+    """The step (full bucket) size for `n` points: a multiple of the
+    devices."""
+    step = sharding.step_batch_size(self.batch_size, n, self.mesh)
+    return -(-step // self.num_devices) * self.num_devices
 
   def _predict_fn(self, variables, x):
     logits = self.apply_fn(variables, x)
@@ -205,14 +219,14 @@ class Scheduler:
     `bucket_sizes(n, step)` when one attack pass over every point is all
     there is (one-stage attacks attacking every point, one nonzero eps),
     else every allowed bucket size in [min_bucket, step] and the step."""
-    step = sharding.step_batch_size(self.batch_size, n, self.mesh)
+    step = self.step_size(n)
     if kernel is not None:
       growth = self._growth(kernel)
     else:
       growth = min(self._growth(k) for a in self.attacks.values()
                    for _, k in stages_of(a))
     sizes = lambda r: bucket_sizes(r, step, min_bucket=self.min_bucket,
-                                   multiple=self.mesh.size, growth=growth)
+                                   multiple=self.num_devices, growth=growth)
     nonzero = np.unique(self.eps_grid[self.eps_grid > 0])
     cascade = any(getattr(a, 'stages', None) for a in self.attacks.values())
     if len(nonzero) <= 1 and not cascade and self.consistency:
@@ -231,20 +245,18 @@ class Scheduler:
     variables = jax.device_put(jax.tree.map(zeros, variables),
                                sharding.replicated(self.mesh))
     eps = jnp.asarray(float(self.eps_grid.max()), x.dtype)
-    step = sharding.step_batch_size(self.batch_size, len(x), self.mesh)
-    batch = lambda size: (
-        self._put(np.zeros((size,) + x.shape[1:], x.dtype)),
-        self._put(np.zeros(size, np.int32)))
+    step = self.step_size(len(x))
+    zero_x = lambda size: np.zeros((size,) + x.shape[1:], x.dtype)
     step_loop = self._step_loop(variables, x)
     for size in sorted(set(self.warm_sizes(len(x))) | {step}):
-      jax.block_until_ready(self._predict(variables, batch(size)[0]))
+      jax.block_until_ready(self._predict(variables, self._put(zero_x(size))))
     with self._context(step_loop):
       for attack in self.attacks.values():
         for _, kernel in stages_of(attack):
           for size in sorted(set(self.warm_sizes(len(x), kernel)) | {step}):
-            out = self._callable(kernel)(variables, *batch(size),
-                                         jax.random.key(0), eps)
-            jax.block_until_ready(out)
+            self._attack_bucket(self._callable(kernel), variables,
+                                zero_x(size), np.zeros(size, np.int32),
+                                np.arange(size), jax.random.key(0), eps)
     return time.perf_counter() - start
 
   def _step_loop(self, variables, x: np.ndarray) -> str:
@@ -252,9 +264,9 @@ class Scheduler:
     self.cheap = False
     if self.step_loop != 'auto':
       return self.step_loop
-    step = sharding.step_batch_size(self.batch_size, len(x), self.mesh)
+    step = self.step_size(len(x))
     mode = loops.auto_for(self._predict_fn, variables, jax.ShapeDtypeStruct(
-        (step,) + x.shape[1:], x.dtype))
+        (step // self.workers.size,) + x.shape[1:], x.dtype))
     self.cheap = mode != loops.default_loop()
     return mode
 
@@ -310,14 +322,16 @@ class Scheduler:
     variables = jax.device_put(variables, sharding.replicated(self.mesh))
     clean_pred, clean_fin = self._clean(variables, x, y)
     ok = (clean_pred == y) & clean_fin
-    step = sharding.step_batch_size(self.batch_size, n, self.mesh)
+    step = self.step_size(n)
     step_loop = self._step_loop(variables, x)
     fingerprint = scheduler_state.fingerprint(
         x, y, self.attacks, self.eps_grid, seed, step, self.audit,
         self.min_bucket, stages_of,
         extra={'growth': self.growth, 'consistency': self.consistency,
                'long_stages': [LONG_STAGE_EVALS, LONG_GROWTH, FINE_GROWTH],
-               'short_growth': buckets.SHORT_GROWTH, 'cheap': self.cheap})
+               'short_growth': buckets.SHORT_GROWTH, 'cheap': self.cheap,
+               **({'devices': self.workers.size}
+                  if self.workers.size > 1 else {})})
     store = scheduler_state.StateFile(state_path, fingerprint, self.attacks,
                                       n, len(self.eps_grid), save_every)
     states, out = store.load(), {}
@@ -371,7 +385,7 @@ class Scheduler:
       kernel = self._callable(kernel)
       key = jax.random.fold_in(root, k * n_stages + s)
       for b, (bidx, n_valid) in enumerate(
-          _buckets(idx, step, self.min_bucket, self.mesh.size,
+          _buckets(idx, step, self.min_bucket, self.num_devices,
                    self._growth(stages[s][1]))):
         if b < b0:
           continue
@@ -379,9 +393,10 @@ class Scheduler:
           pred, fin = self._attack_bucket(kernel, variables, x, y, bidx,
                                           jax.random.fold_in(key, b), eps)
         self.calls.append((attack.name, stage_name, eps, bidx[:n_valid]))
-        self._scatter(st, bidx[:n_valid], pred[:n_valid], fin[:n_valid],
-                      clean_pred, k, s + (1 if cascade else 0),
-                      n_audit_from=len(open_idx), lo=b * step)
+        scheduler_state.scatter(
+            st, bidx[:n_valid], pred[:n_valid], fin[:n_valid], clean_pred,
+            k, s + (1 if cascade else 0), n_audit_from=len(open_idx),
+            lo=b * step)
         st.cursor = [k, s, b + 1]
         checkpoint()
       st.cursor = [k, s + 1, 0] if s + 1 < n_stages else [k + 1, 0, 0]
@@ -404,25 +419,25 @@ class Scheduler:
     return cand
 
   def _attack_bucket(self, kernel, variables, x, y, bidx, key, eps):
-    xb, yb = self._put(x[bidx]), self._put(y[bidx])
-    x_adv = kernel(variables, xb, yb, key, jnp.asarray(eps, x.dtype))
+    """(prediction, finite) on the kernel's output for the rows `bidx`;
+    on several CPU devices each runs its share (see `workers`)."""
+    if self.workers.size == 1:
+      return self._attack_share(kernel, variables, self._put(x[bidx]),
+                                self._put(y[bidx]), key, eps)
+    parts, reps = self.workers.parts(len(bidx)), self.workers.replicas(
+        variables)
+
+    def share(d, device):
+      rows = bidx[parts[d]]
+      put = lambda a: jax.device_put(a, device)
+      return self._attack_share(kernel, reps[d], put(x[rows]), put(y[rows]),
+                                put(jax.random.fold_in(key, d)), eps)
+    outs = self.workers.map(share)
+    return tuple(np.concatenate([o[i] for o in outs]) for i in (0, 1))
+
+  def _attack_share(self, kernel, variables, xb, yb, key, eps):
+    x_adv = kernel(variables, xb, yb, key, jnp.asarray(eps, xb.dtype))
     if isinstance(x_adv, tuple):  # kernels built with return_info=True
       x_adv = x_adv[0]
     pred, fin = self._predict(variables, x_adv)
     return np.asarray(pred), np.asarray(fin)
-
-  @staticmethod
-  def _scatter(st: _AttackState, idx, pred, fin, clean_pred, k, stage_id,
-               *, n_audit_from, lo) -> None:
-    """Records the new witnesses of one bucket; audit rows only counted."""
-    pos = lo + np.arange(len(idx))
-    audit = pos >= n_audit_from
-    broken = ~fin | (pred != clean_pred[idx])
-    st.audit_attacked[k] += int(audit.sum())
-    st.audit_regressed[k] += int((audit & ~broken).sum())
-    new = ~audit & broken & (st.decided_at[idx] == _NONE)
-    hit = idx[new]
-    st.decided_at[hit] = k
-    st.stage_of[hit] = stage_id
-    st.nonfinite[hit] = ~fin[new]
-    st.inconsistent[hit] = True

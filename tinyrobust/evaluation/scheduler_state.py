@@ -51,6 +51,14 @@ class _CompileClock:
     return getattr(cls._local, 'total', 0.0)
 
 
+def credit_compile(secs: float) -> None:
+  """Adds `secs` to this thread's compile clock (compiles other threads did
+  on its behalf: `workers.Workers.map`)."""
+  compile_clock()
+  _CompileClock._local.total = getattr(_CompileClock._local, 'total',
+                                       0.0) + float(secs)
+
+
 def compile_clock() -> float:
   """Seconds JAX has spent compiling on this thread so far (from the first
   call of this or `timed`; differences time a block's compiles)."""
@@ -238,3 +246,21 @@ def counts(st: AttackState, ok: np.ndarray, clean_fin: np.ndarray,
   for key in ('robust', 'consistent', 'adv_nonfinite', 'raw_robust'):
     out[key] = out[key].tolist()
   return out
+
+
+def scatter(st: AttackState, idx, pred, fin, clean_pred, k, stage_id, *,
+            n_audit_from, lo) -> None:
+  """Records the new witnesses of one scheduler bucket (rows `idx`, its
+  first row at position `lo` of the stage's list); rows from position
+  `n_audit_from` on are audit rows, only counted."""
+  pos = lo + np.arange(len(idx))
+  audit = pos >= n_audit_from
+  broken = ~fin | (pred != clean_pred[idx])
+  st.audit_attacked[k] += int(audit.sum())
+  st.audit_regressed[k] += int((audit & ~broken).sum())
+  new = ~audit & broken & (st.decided_at[idx] == NONE)
+  hit = idx[new]
+  st.decided_at[hit] = k
+  st.stage_of[hit] = stage_id
+  st.nonfinite[hit] = ~fin[new]
+  st.inconsistent[hit] = True

@@ -249,7 +249,8 @@ def transfer_matrix(sources: Mapping[str, Any], targets: Mapping[str, Any],
       ('scheduler', its default, or 'sweep'; `tinyrobust.evaluation.
       crafting`), so the diagonal equals the evaluation with that engine.
     eps_units: label for the records ('input', 'g', 'dB', ...).
-    devices: devices to shard the batch over (default: all visible).
+    devices: devices to shard the batch over (default:
+      `sharding.default_devices()`).
     host_targets: more targets that are not JAX functions: name ->
       `logits(x [M, ...]) -> [M, K]` NumPy (e.g. an int8 flatbuffer in
       LiteRT, `evaluation.deployed.litert_logits`), judged on the same
