@@ -21,7 +21,10 @@ What it does, all in one process:
 2. Ours is the toolkit's own path: `RobustnessEvaluator(..., engine=
    'scheduler')` (`tinyrobust.evaluation.robustness`; eps in a one-value
    grid, batch size = the number of examples, so one bucket per stage; on
-   CPU every kernel's steps are host-driven, `loop='auto'`), on the attack
+   CPU every kernel's steps are host-driven, `loop='auto'`, and the CPU is
+   split into one JAX device per core as the toolkit's commands do
+   (`tinyrobust.cpu_devices`; each device runs its half of a bucket as its
+   own program; `TINYROBUST_CPU_DEVICES=1` keeps one device), on the attack
    records of the registry:
    * 'apgd-ce' (`--apgd_steps` 100, 1 restart, rho 0.75, eot 1) vs
      `torchattacks.APGD(loss='ce', steps=100, n_restarts=1, eot_iter=1,
@@ -81,7 +84,6 @@ consistency: more work, not timed here); random streams differ.
 
 from __future__ import annotations
 
-import itertools
 import os
 import time
 
@@ -94,6 +96,7 @@ import torch
 import torchattacks
 
 from experiments import bench_models
+from experiments import bench_record
 from tinyrobust import cpu_devices
 from tinyrobust.attacks import registry
 from tinyrobust.evaluation import robustness
@@ -146,30 +149,6 @@ def _eps(text: str) -> float:
   return value
 
 
-class _Recorder:
-  """Wraps attack records so every stage call keeps (x_in, x_adv, eps)."""
-
-  def __init__(self):
-    self.out = []
-
-  def _stage(self, stage: registry.Attack) -> registry.Attack:
-    def kernel(variables, x, y, key, eps):
-      x_adv = stage(variables, x, y, key, eps)
-      self.out.append((x, x_adv[0] if isinstance(x_adv, tuple) else x_adv))
-      return x_adv
-    # loop='host' on the wrapper only: the scheduler then calls it eagerly
-    # (the recorder needs concrete arrays); the stage runs as it would.
-    return registry.Attack(stage.name, dict(stage.config, loop='host'),
-                           kernel)
-
-  def wrap(self, attack: registry.Attack) -> registry.Attack:
-    if attack.stages:
-      return registry.Attack(attack.name, dict(attack.config), attack.kernel,
-                             stages=tuple(self._stage(s)
-                                          for s in attack.stages))
-    return self._stage(attack)
-
-
 def _ours_attack(kind: str, apply_fn) -> registry.Attack:
   clip = (0.0, 1.0)
   if kind == 'apgd-ce':
@@ -184,32 +163,13 @@ def _ours_attack(kind: str, apply_fn) -> registry.Attack:
       n_target_classes=_TARGETS.value, queries=_CQUERIES.value, clip=clip)
 
 
-def _per_call(calls, recorded, k: int, x: np.ndarray) -> list[tuple]:
-  """(x_in, x_adv) per scheduler call: on a CPU split into k devices a
-  call made k recorded kernel calls (one per device, in any order), joined
-  here in the order that rebuilds the call's rows."""
-  if len(recorded) != k * len(calls):
-    raise AssertionError(f'{len(calls)} scheduler calls x {k} devices, '
-                         f'{len(recorded)} recorded outputs.')
-  out = []
-  for j, (_, _, _, idx) in enumerate(calls):
-    for parts in itertools.permutations(recorded[j * k:(j + 1) * k]):
-      x_in = np.concatenate([np.asarray(p[0]) for p in parts])
-      if np.array_equal(x_in[:len(idx)], x[idx]):
-        out.append((x_in, np.concatenate([np.asarray(p[1]) for p in parts])))
-        break
-    else:
-      raise AssertionError('recorded inputs do not match the call log.')
-  return out
-
-
 class _Ours:
   """`run(seed) -> counts` through the scheduler engine, with the stage
   outputs recorded; `judge()` rebuilds the per-example adversarial set."""
 
   def __init__(self, bench, kind, eps, shared):
     if (bench.name, kind) not in shared:  # one kernel set per model/attack
-      rec = _Recorder()
+      rec = bench_record.Recorder()
       shared[(bench.name, kind)] = rec, rec.wrap(
           _ours_attack(kind, bench.apply_fn))
     self.rec, attack = shared[(bench.name, kind)]
@@ -228,7 +188,7 @@ class _Ours:
                            seed=_SEED.value if seed is None else seed
                            )[self.kind]
     self.calls = sched.calls[n0:]
-    self.records = _per_call(self.calls, list(self.rec.out),
+    self.records = bench_record.per_call(self.calls, list(self.rec.out),
                              sched.workers.size, b.x)
     return self.out
 

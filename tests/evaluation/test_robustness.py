@@ -181,10 +181,12 @@ _SHARDED_SCRIPT = textwrap.dedent("""
     x = rng.uniform(0, 1, size=(37, 6)).astype(np.float32)
     y = rng.integers(0, 3, size=37).astype(np.int32)
     kw = dict(attacks=['fgsm', 'pgd'], eps_grid=[0.0, 0.1, 0.3],
-              batch_size=8, seed=0, pgd_steps=3, clip=(0.0, 1.0))
-    many = evaluate.evaluate_robustness(f, v, (x, y), **kw)
-    one = evaluate.evaluate_robustness(f, v, (x, y),
-                                       devices=jax.devices()[:1], **kw)
+              batch_size=8, seed=0, pgd_steps=3, clip=(0.0, 1.0),
+              engine='sweep')  # SPMD; the scheduler: test_cpu_devices
+    many = evaluate.robustness_run(f, v, (x, y), devices=jax.devices(),
+                                   **kw).results
+    one = evaluate.robustness_run(f, v, (x, y), devices=jax.devices()[:1],
+                                  **kw).results
     print(json.dumps({'n_devices': len(jax.devices()), 'many': many,
                       'one': one}))
 """)

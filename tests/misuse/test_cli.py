@@ -119,10 +119,11 @@ def _other_architecture_ckpt(ctx):
 
 
 def _main(args: list[str], needles: tuple[str, ...] = (), *,
-          valid: bool = False):
+          valid: bool = False, env_extra: dict | None = None):
   def fn(ctx):
     del ctx
-    env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3', 'JAX_PLATFORMS': 'cpu'}
+    env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3', 'JAX_PLATFORMS': 'cpu',
+           **(env_extra or {})}
     r = subprocess.run([sys.executable, '-m', 'experiments.main', *args],
                        cwd=sweep.REPO, capture_output=True, text=True,
                        timeout=600, env=env)
@@ -212,6 +213,10 @@ def _cli_cases() -> list[Case]:
           [f'--config={sweep.DIGITS}:quik', '--workdir=/tmp/x'], ('quik',))),
       Case('main_no_workdir', g, _main([f'--config={sweep.DIGITS}'],
                                        ('workdir',))),
+      Case('main_cpu_devices_word', g, _main(
+          [f'--config={sweep.DIGITS}:quick', '--workdir=/tmp/x'],
+          ("TINYROBUST_CPU_DEVICES='two'", '>= 1'),
+          env_extra={'TINYROBUST_CPU_DEVICES': 'two'})),
       Case('readme_results_not_a_study', g, _readme_not_a_study),
   ]
 

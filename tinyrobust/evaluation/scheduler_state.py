@@ -172,7 +172,8 @@ class StateFile:
     if meta.get('fingerprint') != self.fingerprint:
       raise ValueError(
           f'Evaluation state {self.path!r} belongs to another evaluation '
-          '(different examples, attacks, eps grid, seed or batch size); '
+          '(different examples, attacks, eps grid, seed, batch size or '
+          'number of CPU devices, $TINYROBUST_CPU_DEVICES); '
           'delete it or pass another state_path.')
     for i, m in enumerate(self.names):
       st = fresh[m]
