@@ -256,7 +256,8 @@ class Scheduler:
           for size in sorted(set(self.warm_sizes(len(x), kernel)) | {step}):
             self._attack_bucket(self._callable(kernel), variables,
                                 zero_x(size), np.zeros(size, np.int32),
-                                np.arange(size), jax.random.key(0), eps)
+                                np.arange(size), jax.random.key(0), eps,
+                                self._shares(kernel))
     return time.perf_counter() - start
 
   def _step_loop(self, variables, x: np.ndarray) -> str:
@@ -378,10 +379,12 @@ class Scheduler:
       if b0 == 0:
         st.stage_open = st.decided_at == _NONE
       open_idx = np.flatnonzero(st.stage_open)
-      audit_idx = self._audit_points(st, k, s, seed, a_idx, ok=ok,
-                                     first_stage=1 if cascade else 0)
+      audit_idx = scheduler_state.audit_points(
+          st, self.eps_grid[self._order], k, s, (seed, a_idx), self.audit,
+          ok=ok, first_stage=1 if cascade else 0)
       idx = np.concatenate([open_idx, audit_idx])
       stage_name, kernel = stages[s]
+      shares = self._shares(kernel)
       kernel = self._callable(kernel)
       key = jax.random.fold_in(root, k * n_stages + s)
       for b, (bidx, n_valid) in enumerate(
@@ -391,7 +394,8 @@ class Scheduler:
           continue
         with _timed(st.times, stage_name):
           pred, fin = self._attack_bucket(kernel, variables, x, y, bidx,
-                                          jax.random.fold_in(key, b), eps)
+                                          jax.random.fold_in(key, b), eps,
+                                          shares)
         self.calls.append((attack.name, stage_name, eps, bidx[:n_valid]))
         scheduler_state.scatter(
             st, bidx[:n_valid], pred[:n_valid], fin[:n_valid], clean_pred,
@@ -402,26 +406,21 @@ class Scheduler:
       st.cursor = [k, s + 1, 0] if s + 1 < n_stages else [k + 1, 0, 0]
       checkpoint()
 
-  def _audit_points(self, st, k, s, seed, a_idx, *, ok, first_stage
-                    ) -> np.ndarray:
-    """Clean-correct points decided at a smaller eps by the first stage,
-    re-attacked at eps index k for the raw per-eps outcome (not updated)."""
-    if s != 0 or k == 0 or not self.audit:
-      return np.zeros(0, np.int64)
-    prev = self.eps_grid[self._order[k - 1]]
-    if self.eps_grid[self._order[k]] <= prev:
-      return np.zeros(0, np.int64)
-    cand = np.flatnonzero((st.decided_at < k) & ok & ~st.nonfinite & (
-        st.stage_of == first_stage) & st.inconsistent)
-    if len(cand) > self.audit:
-      rng = np.random.default_rng([int(seed), a_idx, k])
-      cand = np.sort(rng.choice(cand, self.audit, replace=False))
-    return cand
+  def _shares(self, kernel: Callable) -> int:
+    """Devices a stage's buckets are split over (`workers`): all for a
+    long stage (`LONG_STAGE_EVALS` model evaluations per point or more, and
+    a model whose steps are not rolled), else one: a short stage compiles
+    on each device for longer than the split saves (the builtin quick
+    study took 278 s with every stage split, 252 s on one device)."""
+    if self.cheap or stage_evals(kernel) < LONG_STAGE_EVALS:
+      return 1
+    return self.workers.size
 
-  def _attack_bucket(self, kernel, variables, x, y, bidx, key, eps):
+  def _attack_bucket(self, kernel, variables, x, y, bidx, key, eps,
+                     shares: int):
     """(prediction, finite) on the kernel's output for the rows `bidx`;
-    on several CPU devices each runs its share (see `workers`)."""
-    if self.workers.size == 1:
+    split over `shares` CPU devices, each runs its share (`workers`)."""
+    if shares == 1:
       return self._attack_share(kernel, variables, self._put(x[bidx]),
                                 self._put(y[bidx]), key, eps)
     parts, reps = self.workers.parts(len(bidx)), self.workers.replicas(

@@ -265,3 +265,20 @@ def scatter(st: AttackState, idx, pred, fin, clean_pred, k, stage_id, *,
   st.stage_of[hit] = stage_id
   st.nonfinite[hit] = ~fin[new]
   st.inconsistent[hit] = True
+
+
+def audit_points(st: AttackState, sorted_eps: np.ndarray, k: int, s: int,
+                 rng_key: tuple[int, int], audit: int, *, ok: np.ndarray,
+                 first_stage: int) -> np.ndarray:
+  """Clean-correct points decided at a smaller eps by the first stage,
+  re-attacked at ascending eps index k (stage s) for the raw per-eps
+  outcome, not updated; at most `audit`, drawn with `rng_key` = (seed,
+  attack index)."""
+  if s != 0 or k == 0 or not audit or sorted_eps[k] <= sorted_eps[k - 1]:
+    return np.zeros(0, np.int64)
+  cand = np.flatnonzero((st.decided_at < k) & ok & ~st.nonfinite & (
+      st.stage_of == first_stage) & st.inconsistent)
+  if len(cand) > audit:
+    rng = np.random.default_rng([int(rng_key[0]), rng_key[1], k])
+    cand = np.sort(rng.choice(cand, audit, replace=False))
+  return cand

@@ -10,11 +10,15 @@ every pool thread in collectives that wait for the other device, the other
 device never runs and the process aborts after 40 s (seen on 2 cores with
 FAB-T's step: an all-to-all). Per-device programs cannot deadlock that way.
 
+Only long stages are split (`Scheduler._shares`: `LONG_STAGE_EVALS` model
+evaluations per point or more, such as APGD, FAB and Square): each device
+compiles its own program, in parallel, which costs more than a short stage
+(FGSM, PGD-10) saves; `map` reports the longest device's compile seconds to
+the calling thread's compile clock.
+
 Keys: a bucket split over k > 1 devices gives device d the key
 `fold_in(bucket key, d)`, so results are deterministic for a seed, batch
-size and device count (one device: the bucket key itself, as before).
-Compiles happen once per device and shape, in parallel; `map` reports the
-longest device's compile seconds to the calling thread's compile clock.
+size and device count (unsplit: the bucket key itself, as on one device).
 """
 
 from __future__ import annotations
