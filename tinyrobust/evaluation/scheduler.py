@@ -426,11 +426,14 @@ class Scheduler:
     parts, reps = self.workers.parts(len(bidx)), self.workers.replicas(
         variables)
 
-    def share(d, device):
+    def share(d, device):  # retiring shrinks a share as the whole bucket
       rows = bidx[parts[d]]
       put = lambda a: jax.device_put(a, device)
-      return self._attack_share(kernel, reps[d], put(x[rows]), put(y[rows]),
-                                put(jax.random.fold_in(key, d)), eps)
+      with loops.retire_as(max(1, self.min_bucket // shares)
+                           if self.retire else None):
+        return self._attack_share(kernel, reps[d], put(x[rows]),
+                                  put(y[rows]), put(jax.random.fold_in(
+                                      key, d)), eps)
     outs = self.workers.map(share)
     return tuple(np.concatenate([o[i] for o in outs]) for i in (0, 1))
 
