@@ -83,6 +83,10 @@ _CASCADE = """
     cpu_devices.enable(2)
     from tinyrobust import attacks
     from tinyrobust.evaluation import scheduler
+    from tinyrobust.evaluation import workers
+    splits, real_map = [], workers.Workers.map
+    workers.Workers.map = lambda self, fn: (splits.append(self.size),
+                                            real_map(self, fn))[1]
     d = load_digits()
     x = (d.data[:300] / 16).astype(np.float32)
     y = d.target[:300].astype(np.int32)
@@ -104,7 +108,8 @@ _CASCADE = """
                       'examples': np.asarray(r['examples']['robust']).tolist()}
                   for a, r in res.items()}
       out[run]['workers'] = s.workers.size
-    print(json.dumps({'devices': len(jax.devices()), 'out': out}))
+    print(json.dumps({'devices': len(jax.devices()), 'out': out,
+                      'splits': splits}))
 """
 
 
@@ -116,7 +121,7 @@ def test_scheduler_on_two_cpu_devices_runs_per_device_programs():
   # `fold_in(bucket key, device)`, so it repeats exactly for the same device
   # count and stays within 2% of the one-device run.
   got = _run(_CASCADE)
-  assert got['devices'] == 2
+  assert got['devices'] == 2 and set(got['splits']) == {2}
   one, two, again = (got['out'][k] for k in ('one', 'two', 'two_again'))
   assert (one['workers'], two['workers']) == (1, 2)
   assert two == again
@@ -128,3 +133,55 @@ def test_scheduler_on_two_cpu_devices_runs_per_device_programs():
   assert all(abs(a - b) <= 6 for a, b in zip(one['autoattack']['robust'],
                                              two['autoattack']['robust']))
   assert one['pgd']['robust'][1] >= one['autoattack']['robust'][1]
+
+
+_CRAFT = """
+    import json
+    import jax, jax.numpy as jnp, numpy as np
+    from sklearn.datasets import load_digits
+    from tinyrobust import cpu_devices
+    cpu_devices.enable(2)
+    from tinyrobust import attacks
+    from tinyrobust.evaluation import crafting
+    from tinyrobust.evaluation import workers
+    from tinyrobust.evaluation.robustness import robustness_run
+    splits, real_map = [], workers.Workers.map
+    workers.Workers.map = lambda self, fn: (splits.append(self.size),
+                                            real_map(self, fn))[1]
+    d = load_digits()
+    x = (d.data[:200] / 16).astype(np.float32)
+    y = d.target[:200].astype(np.int32)
+    # Wide enough (> loops.ROLL_BELOW_FLOPS per step) not to run rolled.
+    w1 = np.random.default_rng(0).normal(size=(64, 2048)).astype(np.float32)
+    h = np.tanh(0.3 * x @ w1)
+    w2 = np.linalg.lstsq(h, np.eye(10)[y], rcond=None)[0].astype(np.float32)
+    v = {'w1': jnp.asarray(w1), 'w2': jnp.asarray(w2 * 5)}
+    f = lambda v, x: jnp.tanh(0.3 * x @ v['w1']) @ v['w2']
+    grid = (0.0, 0.1, 0.3)
+    attack = attacks.get_attack('apgd-ce', f, clip=(0.0, 1.0), steps=60)
+    x_adv = crafting.craft(f, v, attack, x, y, eps_grid=grid, seed=5,
+                           batch_size=128)
+    white = robustness_run(f, v, (x, y), attacks={'apgd-ce': attack},
+                           eps_grid=grid, batch_size=128, seed=5,
+                           sanity_checks=False).results
+    ok = np.asarray(jnp.argmax(f(v, x), -1)) == y
+    kept = [int((ok & (np.asarray(jnp.argmax(f(v, a), -1)) == y)).sum())
+            for a in x_adv]
+    dev = [float(np.abs(a - x).max()) for a in x_adv]
+    acc = [r['robust_accuracy'] for r in
+           white['attacks']['apgd-ce']['per_eps']]
+    print(json.dumps({'kept': kept, 'white': [round(a * len(x)) for a in acc],
+                      'devices': white['num_devices'], 'dev': dev,
+                      'splits': splits}))
+"""
+
+
+def test_crafted_examples_on_two_devices_match_the_white_box_counts():
+  # Transfer crafting records every device's share of a split stage and
+  # puts it back in row order: the crafted set reproduces the white-box
+  # scheduler's robust counts exactly, inside each eps ball.
+  got = _run(_CRAFT)
+  assert got['devices'] == 2 and got['splits'] and set(got['splits']) == {2}
+  assert got['kept'] == got['white'], got
+  assert got['white'][0] > got['white'][1] > got['white'][2], got
+  assert all(d <= e + 1e-6 for d, e in zip(got['dev'], (0.0, 0.1, 0.3)))

@@ -82,18 +82,23 @@ class _Recorder(scheduler_lib.Scheduler):
     del a_idx  # the caller's position of this attack in its own list
     return super()._run_attack(self._attack_index, *args, **kwargs)
 
-  def _attack_bucket(self, kernel, variables, x, y, bidx, key, eps):
-    seen = {}
+  def _attack_bucket(self, kernel, variables, x, y, bidx, key, eps,
+                     shares):
+    seen = {}  # device -> that device's share of the kernel output
 
     def spy(*args):
       out = kernel(*args)
-      seen['x_adv'] = out[0] if isinstance(out, tuple) else out
+      adv = out[0] if isinstance(out, tuple) else out
+      seen[next(iter(adv.devices()))] = adv
       return out
 
-    pred, fin = super()._attack_bucket(spy, variables, x, y, bidx, key, eps)
+    pred, fin = super()._attack_bucket(spy, variables, x, y, bidx, key, eps,
+                                       shares)
+    outs = (list(seen.values()) if shares == 1 else
+            [seen[d] for d in self.workers.devices[:shares]])
     # Padding repeats a bucket's first index: keep first occurrences only.
     idx, rows = np.unique(bidx, return_index=True)
-    x_adv = np.asarray(seen['x_adv'])[rows]
+    x_adv = np.concatenate([np.asarray(o) for o in outs])[rows]
     broken = ~fin[rows] | (pred[rows] != self._clean_pred[idx])
     for e in np.flatnonzero(self.eps_grid == eps):
       k = self._rank[e]
