@@ -5,9 +5,10 @@ and element-wise loops parallelise poorly over a small batch. Split into
 several host devices, every batch axis the toolkit shards
 (`tinyrobust.sharding`: the scheduler's buckets, evaluation, training)
 runs as independent per-device programs side by side. On the 2-core CPU this
-was built on, one ResNet8 input gradient on 100 images took 168 ms on one
-device and 77 ms on two (`experiments/bench_cpu_devices.py` measures it
-against the same program on one device, interleaved).
+was built on, one ResNet8 input gradient on 100 images took 144 ms on one
+device and 93 ms as two per-device programs, and the scheduler's APGD-CE ran
+1.68x faster (`experiments/bench_cpu_devices.py`, interleaved in one
+process).
 
 The count has to be fixed before JAX initialises its backends (the first
 JAX operation), so the command-line entry points call `enable()` first thing;
