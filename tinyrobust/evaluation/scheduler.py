@@ -331,8 +331,9 @@ class Scheduler:
         extra={'growth': self.growth, 'consistency': self.consistency,
                'long_stages': [LONG_STAGE_EVALS, LONG_GROWTH, FINE_GROWTH],
                'short_growth': buckets.SHORT_GROWTH, 'cheap': self.cheap,
-               **({'devices': self.workers.size}
-                  if self.workers.size > 1 else {})})
+               **({'devices': self.workers.size} if any(  # split stages
+                   self._shares(k) > 1 for a in self.attacks.values()
+                   for _, k in stages_of(a)) else {})})
     store = scheduler_state.StateFile(state_path, fingerprint, self.attacks,
                                       n, len(self.eps_grid), save_every)
     states, out = store.load(), {}
