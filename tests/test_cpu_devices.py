@@ -75,19 +75,26 @@ def test_bad_count_names_the_value(monkeypatch, value):
       cpu_devices.enable(bad)
 
 
-_CASCADE = """
+# Both scripts: two CPU devices, the digits, and a spy counting the splits.
+_PRELUDE = """
     import json
     import jax, jax.numpy as jnp, numpy as np
     from sklearn.datasets import load_digits
     from tinyrobust import cpu_devices
     cpu_devices.enable(2)
     from tinyrobust import attacks
+    from tinyrobust.evaluation import crafting
     from tinyrobust.evaluation import scheduler
     from tinyrobust.evaluation import workers
+    from tinyrobust.evaluation.robustness import robustness_run
     splits, real_map = [], workers.Workers.map
     workers.Workers.map = lambda self, fn: (splits.append(self.size),
                                             real_map(self, fn))[1]
     d = load_digits()
+"""
+
+
+_CASCADE = _PRELUDE + """
     x = (d.data[:300] / 16).astype(np.float32)
     y = d.target[:300].astype(np.int32)
     w = np.linalg.lstsq(np.c_[x, np.ones(len(x))], np.eye(10)[y],
@@ -135,20 +142,7 @@ def test_scheduler_on_two_cpu_devices_runs_per_device_programs():
   assert one['pgd']['robust'][1] >= one['autoattack']['robust'][1]
 
 
-_CRAFT = """
-    import json
-    import jax, jax.numpy as jnp, numpy as np
-    from sklearn.datasets import load_digits
-    from tinyrobust import cpu_devices
-    cpu_devices.enable(2)
-    from tinyrobust import attacks
-    from tinyrobust.evaluation import crafting
-    from tinyrobust.evaluation import workers
-    from tinyrobust.evaluation.robustness import robustness_run
-    splits, real_map = [], workers.Workers.map
-    workers.Workers.map = lambda self, fn: (splits.append(self.size),
-                                            real_map(self, fn))[1]
-    d = load_digits()
+_CRAFT = _PRELUDE + """
     x = (d.data[:200] / 16).astype(np.float32)
     y = d.target[:200].astype(np.int32)
     # Wide enough (> loops.ROLL_BELOW_FLOPS per step) not to run rolled.
