@@ -34,15 +34,14 @@ skips it there). The output is a misclassified iterate when one was found
 (the last found), else x_max; a targeted pass still succeeds on any
 misclassification (as in AutoAttack's APGD-T).
 Inside `loops.retire_as` (the evaluation scheduler's path) host-driven
-passes stop stepping a clean-correct example once found, and skip one found
-by an earlier pass: the example returned may be an earlier misclassified
-iterate, whether one is found does not change.
+passes stop stepping a clean-correct example once found and skip one found
+by an earlier pass (the example returned may then be an earlier iterate or
+another pass's; whether one is found does not change).
 
-Losses: 'ce', 'dlr' (the difference-of-logits ratio, needs K >= 3), any
-other name in `LOSSES`, and 'dlr-targeted' (needs K >= 4): the targets are
-the `n_target_classes` most likely classes after the top one on the clean
-input, each run as its own pass (times `restarts`), keeping per example the
-first successful pass, else the one with the lowest label margin.
+Losses: 'ce', 'dlr' (needs K >= 3), any other name in `LOSSES`, and
+'dlr-targeted' (needs K >= 4), one pass per target (`passes.pass_targets`)
+times `restarts`, several side by side when host-driven (`passes`); per
+example the first successful pass is kept, else the lowest label margin.
 """
 
 from __future__ import annotations
@@ -57,6 +56,8 @@ from tinyrobust.attacks import build
 from tinyrobust.attacks import checks
 from tinyrobust.attacks import loops
 from tinyrobust.attacks import losses
+from tinyrobust.attacks import norms
+from tinyrobust.attacks import passes
 from tinyrobust.attacks import registry
 from tinyrobust.attacks import threat as threat_lib
 
@@ -108,16 +109,7 @@ def _select(mask: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
 def _start(key: jax.Array, x: jax.Array, eps_b: jax.Array,
            threat: threat_lib.Threat) -> jax.Array:
   """x^(0): `x + eps * t / ||t||` in the threat's (scaled) norm."""
-  if threat.norm == 'linf':
-    t = jax.random.uniform(key, x.shape, x.dtype, -1.0, 1.0)
-  else:
-    t = jax.random.normal(key, x.shape, x.dtype)
-  axes = tuple(range(1, x.ndim))
-  if threat.norm == 'linf':
-    n = jnp.max(jnp.abs(t), axis=axes, keepdims=True)
-  else:
-    n = jnp.sqrt(jnp.sum(t * t, axis=axes, keepdims=True))
-  u = eps_b * t / jnp.where(n > 0, n, 1.0)
+  u = eps_b * norms.random_unit(key, x, threat.norm)
   return threat.project(x, x + threat.to_delta(u), eps_b)
 
 
@@ -231,32 +223,41 @@ _BATCHED = (False, True, True, True, True, False)
 
 
 def _decided(s):
-  """Examples this pass may stop stepping (`loops.retire_as`): decided by
-  an earlier pass, or found now and correct on the clean input (a clean
-  misclassification is 'found' from the start, and its pass runs to the end
-  as without retiring)."""
-  return (s['found'] & s['correct']) | s['prior']
+  """Examples a pass may stop stepping (`loops.retire_as`): decided by an
+  earlier pass, or found now by any of the example's stacked rows and
+  correct clean (a clean misclassification runs to the end)."""
+  hit = passes.same_example_any(s['example'], s['found'] & s['correct'])
+  return hit | s['prior']
 
 
 def _apgd_pass(apply_fn: ApplyFn, threat: threat_lib.Threat, *, loss: str,
                steps: int, rho: float, eot_iter: int, random_apply: bool,
                loop, chunk):
-  """One APGD run: `run(variables, x, y, target, key, eps_b, prior,
-  correct) -> state` (the `_init_state` dict after `steps` steps driven by
-  `loops.run_loop`; `prior`, `correct` [B]: found by an earlier pass, and
-  correct on the clean input, see `_decided`); start and step are built
-  once, here."""
+  """n APGD passes side by side (`passes`): `run(variables, x, y, targets
+  [n, B], keys [n], eps_b, prior, correct) -> state` (the `_init_state`
+  dict over `n * B` rows after `steps` steps driven by `loops.run_loop`;
+  `prior`, `correct` [B]: found by an earlier pass, and correct on the
+  clean input, see `_decided`); start and step are built once, here. With
+  `random_apply` n must be 1 (the step keys are per pass)."""
   evaluate = _evaluator(apply_fn, loss, eot_iter=eot_iter,
                         random_apply=random_apply)
   at_table, length_table = _checkpoint_tables(steps)
 
   @jax.jit
-  def start(variables, x, y, target, key, eps_b, prior, correct):
-    x0 = _start(key, x, eps_b, threat)
-    k_eot = jax.random.fold_in(key, EOT_SALT)
-    return _init_state(x0, *evaluate(variables, x0, y, target,
-                                     jax.random.fold_in(k_eot, 0)),
-                       eps_b, prior, correct), k_eot
+  def start(variables, x, y, targets, keys, eps_b, prior, correct):
+    n, b = targets.shape
+    x0 = jax.vmap(lambda k: _start(k, x, eps_b, threat))(keys)
+    x0 = x0.reshape((n * b,) + x.shape[1:])
+    y_n, eps_n, prior_n, correct_n = passes.stack((y, eps_b, prior,
+                                                   correct), n)
+    t_n = targets.reshape(-1)
+    k_eot = jax.random.fold_in(keys[0], EOT_SALT)
+    s = _init_state(x0, *evaluate(variables, x0, y_n, t_n,
+                                  jax.random.fold_in(k_eot, 0)),
+                    eps_n, prior_n, correct_n)
+    x_n = passes.stack(x, n)
+    return dict(s, example=passes.example_ids(n, b)), (x_n, y_n, t_n,
+                                                        eps_n), k_eot
 
   def body(i, s, variables, x, y, target, eps_b, k_eot):
     at_t, len_t = jnp.asarray(at_table), jnp.asarray(length_table)
@@ -266,34 +267,23 @@ def _apgd_pass(apply_fn: ApplyFn, threat: threat_lib.Threat, *, loss: str,
     s = _record(s, x_new, *evaluate(variables, x_new, y, target, k_i))
     return _checkpoint(s, at_t[i], len_t[i], rho)
 
-  def run(variables, x, y, target, key, eps_b, prior, correct):
-    s, k_eot = start(variables, x, y, target, key, eps_b, prior, correct)
-    return loops.run_loop(body, s, steps,
-                          args=(variables, x, y, target, eps_b, k_eot),
+  def run(variables, x, y, targets, keys, eps_b, prior, correct):
+    s, stacked, k_eot = start(variables, x, y, targets, keys, eps_b, prior,
+                              correct)
+    return loops.run_loop(body, s, steps, args=(variables, *stacked, k_eot),
                           loop=loop, chunk=chunk, batched=_BATCHED,
                           done=None if random_apply else _decided)
 
   return run
 
 
-def _targets(logits, y, *, loss: str, n_target_classes: int,
-             restarts: int) -> jax.Array:
-  """`[P, B]` per-pass targets: for 'dlr-targeted' the 2nd .. (n+1)-th most
-  likely classes on the clean input, each `restarts` times; else y."""
-  if loss != 'dlr-targeted':
-    return jnp.broadcast_to(y, (restarts,) + y.shape)
-  n = min(n_target_classes, logits.shape[-1] - 1)
-  order = jnp.argsort(-logits, axis=-1).astype(y.dtype)   # [B, K]
-  ranks = np.repeat(np.arange(1, n + 1), restarts)         # [P]
-  return order[:, ranks].T
-
-
 def _apgd_run(apply_fn: ApplyFn, threat: threat_lib.Threat, *, loss: str,
               steps: int, rho: float, n_target_classes: int, restarts: int,
               eot_iter: int, random_apply: bool, loop, chunk):
-  """All passes (targets x restarts), a `lax.scan` or, when the steps are
-  host-driven, a Python loop; per example the first successful pass, else
-  the one with the lowest label margin."""
+  """All passes (targets x restarts): a `lax.scan` or, when the steps are
+  host-driven, a Python loop over groups of passes run side by side
+  (`passes.groups`; one pass at a time with `random_apply`); per example
+  the first successful pass, else the one with the lowest label margin."""
   one_pass = _apgd_pass(apply_fn, threat, loss=loss, steps=steps, rho=rho,
                         eot_iter=eot_iter, random_apply=random_apply,
                         loop=loop, chunk=chunk)
@@ -302,8 +292,9 @@ def _apgd_run(apply_fn: ApplyFn, threat: threat_lib.Threat, *, loss: str,
   @jax.jit
   def prepare(variables, x, y, key):
     logits = fixed(variables, x)
-    targets = _targets(logits, y, loss=loss,
-                       n_target_classes=n_target_classes, restarts=restarts)
+    targets = passes.pass_targets(
+        logits, y, targeted=loss == 'dlr-targeted',
+        n_target_classes=n_target_classes, restarts=restarts)
     b = x.shape[0]
     init = dict(x=x, found=jnp.zeros(b, bool),
                 margin=jnp.full((b,), jnp.inf, jnp.float32),
@@ -314,23 +305,31 @@ def _apgd_run(apply_fn: ApplyFn, threat: threat_lib.Threat, *, loss: str,
 
   @jax.jit
   def merge(c, variables, y, s):
+    """The n stacked passes in `s`, kept in pass order as one by one."""
+    b = y.shape[0]
     x_out = _select(s['found'], s['x_found'], s['x_best'])
-    margin = losses.label_margin(fixed(variables, x_out), y)
-    take = ~c['found'] & (s['found'] | (margin < c['margin']))
-    new = dict(x=x_out, found=s['found'], margin=margin, step_size=s['eta'],
-               n_halvings=s['n_halved'])
-    return {k_: _select(take, new[k_], c[k_]) for k_ in c}
+    margin = losses.label_margin(fixed(variables, x_out),
+                                 passes.stack(y, x_out.shape[0] // b))
+    for p in range(x_out.shape[0] // b):
+      new = passes.part(dict(x=x_out, found=s['found'], margin=margin,
+                             step_size=s['eta'], n_halvings=s['n_halved']),
+                        p, b)
+      take = ~c['found'] & (new['found'] | (new['margin'] < c['margin']))
+      c = {k_: _select(take, new[k_], c[k_]) for k_ in c}
+    return c
 
   def run(variables, x, y, key, eps_b):
     keys, targets, init, correct = prepare(variables, x, y, key)
-
-    def one(c, inp):
-      k, target = inp
-      return merge(c, variables, y, one_pass(variables, x, y, target, k,
-                                             eps_b, c['found'], correct))
-
-    host = loops.host_mode(loop, variables, x, key, eps_b)
-    c = loops.scan_or_loop(one, init, (keys, targets), host=host)
+    one = lambda c, k, t: merge(c, variables, y, one_pass(
+        variables, x, y, t, k, eps_b, c['found'], correct))
+    if loops.host_mode(loop, variables, x, key, eps_b):
+      c = init
+      for lo, hi in passes.groups(targets.shape[0], x.shape[0],
+                                  1 if random_apply else None):
+        c = one(c, keys[lo:hi], targets[lo:hi])
+    else:
+      c = jax.lax.scan(lambda c, kt: (one(c, kt[0][None], kt[1][None]),
+                                      None), init, (keys, targets))[0]
     return c['x'], {'step_size': c['step_size'],
                     'n_halvings': c['n_halvings']}
 

@@ -37,7 +37,8 @@ passes run (0 for points misclassified clean, inf when none was found),
 whatever eps. Passes run over the whole batch; once every point is done the
 remaining passes are skipped (a Python `if` when the steps are host-driven,
 `lax.cond` inside `lax.scan` otherwise; under a `vmap` over eps that skip
-is a select, so everything runs).
+is a select, so everything runs). Host-driven, several passes run side by
+side as one batch (`passes`), merged in pass order as one by one.
 
 Steps run through `loops.run_loop` (`loop='auto'`: host-driven jitted
 chunks with a donated carry on CPU, `lax.fori_loop` on GPU/TPU and under an
@@ -61,6 +62,8 @@ import numpy as np
 
 from tinyrobust.attacks import build
 from tinyrobust.attacks import loops
+from tinyrobust.attacks import norms
+from tinyrobust.attacks import passes
 from tinyrobust.attacks import registry
 from tinyrobust.attacks import threat as threat_lib
 
@@ -213,10 +216,10 @@ def _projector(threat: threat_lib.Threat):
 def _fab_pass(apply_fn: ApplyFn, threat: threat_lib.Threat, *,
               targeted: bool, steps: int, alpha_max: float, eta: float,
               beta: float, loop: str | int | None, chunk: int | None):
-  """One FAB run: `run(variables, x0, y, target, key, rand, eps_b) ->
-  (adv, res)`, the nearest adversarial iterate and its distance (inf if
-  none); the steps are driven by `loops.run_loop` (start and body built
-  once, here)."""
+  """n FAB runs side by side (`passes`): `run(variables, x0, y, targets
+  [n, B], keys [n], rand [n], eps_b) -> (adv, res)` over `n * B` rows, the
+  nearest adversarial iterate and its distance (inf if none); the steps
+  are driven by `loops.run_loop` (start and body built once, here)."""
   boundary = _linear_boundary(apply_fn, threat, targeted)
   project = _projector(threat)
 
@@ -240,47 +243,35 @@ def _fab_pass(apply_fn: ApplyFn, threat: threat_lib.Threat, *,
     return jax.lax.stop_gradient((x1, adv, res))
 
   @jax.jit
-  def start(x0, key, rand, eps_b):
-    if threat.norm == 'linf':
-      t = jax.random.uniform(key, x0.shape, x0.dtype, -1.0, 1.0)
-      n = jnp.max(jnp.abs(_flat(t)), axis=1)
-    else:
-      t = jax.random.normal(key, x0.shape, x0.dtype)
-      n = jnp.linalg.norm(_flat(t), axis=1)
-    u = 0.5 * eps_b * t / _rows(jnp.where(n > 0, n, 1.0), t)
-    x1 = jnp.where(rand, threat.clip(x0 + threat.to_delta(u)), x0)
-    return x1, x0, jnp.full(x0.shape[:1], jnp.inf, x0.dtype)
+  def start(x0, y, targets, keys, rand, eps_b):
+    n, b = targets.shape
 
-  def run(variables, x0, y, target, key, rand, eps_b):
-    carry = start(x0, key, rand, eps_b)
+    def one(key, r):
+      u = 0.5 * eps_b * norms.random_unit(key, x0, threat.norm)
+      return jnp.where(r, threat.clip(x0 + threat.to_delta(u)), x0)
+
+    x1 = jax.vmap(one)(keys, rand).reshape((n * b,) + x0.shape[1:])
+    x0_n, y_n = passes.stack((x0, y), n)
+    res = jnp.full((n * b,), jnp.inf, x0.dtype)
+    return (x1, x0_n, res), (x0_n, y_n, targets.reshape(-1))
+
+  def run(variables, x0, y, targets, keys, rand, eps_b):
+    carry, stacked = start(x0, y, targets, keys, rand, eps_b)
     _, adv, res = loops.run_loop(body, carry, steps,
-                                 args=(variables, x0, y, target), loop=loop,
+                                 args=(variables, *stacked), loop=loop,
                                  chunk=chunk)
     return adv, res
 
   return run
 
 
-def _passes(logits: jax.Array, y: jax.Array, *, targeted: bool,
-            n_target_classes: int, restarts: int):
-  """`(targets [P, B], rand [P])`: per pass the target (y if untargeted)
-  and whether it starts at a random point (every restart after the first)."""
-  rand = np.tile(np.arange(restarts) > 0, n_target_classes
-                 if targeted else 1)
-  if not targeted:
-    return jnp.broadcast_to(y, (restarts,) + y.shape), jnp.asarray(rand)
-  n = min(n_target_classes, logits.shape[-1] - 1)
-  order = jnp.argsort(-logits, axis=-1).astype(y.dtype)       # [B, K]
-  ranks = np.repeat(np.arange(1, n + 1), restarts)             # [P]
-  return order[:, ranks].T, jnp.asarray(rand[:len(ranks)])
-
-
 def _fab_run(apply_fn: ApplyFn, threat: threat_lib.Threat, *,
              targeted: bool, n_target_classes: int, restarts: int,
              loop: str | int | None, **pass_options):
-  """All passes (`lax.scan`, or a Python loop when the steps are
-  host-driven); per example the first pass whose adversarial example lies
-  within eps, else x. Passes are skipped once every point is done."""
+  """All passes (`lax.scan`, or a Python loop over groups of passes run
+  side by side, `passes.groups`, when the steps are host-driven); per
+  example the first pass whose adversarial example lies within eps, else
+  x. A pass that starts when every point is done is skipped."""
   one_pass = _fab_pass(apply_fn, threat, targeted=targeted, loop=loop,
                        **pass_options)
 
@@ -288,38 +279,53 @@ def _fab_run(apply_fn: ApplyFn, threat: threat_lib.Threat, *,
   def prepare(variables, x, y, key):
     logits = apply_fn(variables, x)
     correct = jnp.argmax(logits, axis=-1) == y
-    targets, rand = _passes(logits, y, targeted=targeted,
-                            n_target_classes=n_target_classes,
-                            restarts=restarts)
+    targets = passes.pass_targets(logits, y, targeted=targeted,
+                                  n_target_classes=n_target_classes,
+                                  restarts=restarts)
+    rand = np.tile(np.arange(restarts) > 0, targets.shape[0] // restarts)
     init = dict(x=x, done=~correct, correct=correct,
                 distance=jnp.where(correct, jnp.inf, 0.0).astype(x.dtype))
-    return init, (jax.random.split(key, targets.shape[0]), targets, rand)
+    return init, (jax.random.split(key, targets.shape[0]), targets,
+                  jnp.asarray(rand))
 
   @jax.jit
   def merge(c, adv, res, eps_b):
-    ok = c['correct'] & (res <= eps_b.reshape(-1))
-    take = ok & ~c['done']
-    return dict(c, x=jnp.where(_rows(take, adv), adv, c['x']),
-                done=c['done'] | ok,
-                distance=jnp.minimum(c['distance'], res))
+    """The stacked passes in pass order, as one by one (skipped once every
+    point is done)."""
+    b = c['x'].shape[0]
+    for p in range(res.shape[0] // b):
+      a, r = passes.part((adv, res), p, b)
+      ok = c['correct'] & (r <= eps_b.reshape(-1))
+      take = ok & ~c['done']
+      new = dict(c, x=jnp.where(_rows(take, a), a, c['x']),
+                 done=c['done'] | ok, distance=jnp.minimum(c['distance'], r))
+      c = jax.tree.map(lambda u, v, s=jnp.all(c['done']): jnp.where(s, v, u),
+                       new, c)
+    return c
 
   def run(variables, x, y, key, eps_b):
     host = loops.host_mode(loop, variables, x, key, eps_b)
-    init, passes = prepare(variables, x, y, key)
+    init, (keys, targets, rand) = prepare(variables, x, y, key)
+    if host:
+      c = init
+      for lo, hi in passes.groups(targets.shape[0], x.shape[0]):
+        if bool(jnp.all(c['done'])):
+          break
+        c = merge(c, *one_pass(variables, x, y, targets[lo:hi],
+                               keys[lo:hi], rand[lo:hi], eps_b), eps_b)
+      return c['x'], {'distance': c['distance']}
 
     def one(c, inp):
       k, target, r = inp
-      attack = lambda: one_pass(variables, x, y, target, k, r, eps_b)
-      if host:
-        if bool(jnp.all(c['done'])):
-          return c
-        return merge(c, *attack(), eps_b)
+      attack = lambda: one_pass(variables, x, y, target[None], k[None],
+                                r[None], eps_b)
       skip = lambda _: (x, jnp.full(x.shape[:1], jnp.inf, x.dtype))
       adv, res = jax.lax.cond(jnp.all(c['done']), skip,
                               lambda _: attack(), None)
       return merge(c, adv, res, eps_b)
 
-    c = loops.scan_or_loop(one, init, passes, host=host)
+    c = jax.lax.scan(lambda c, inp: (one(c, inp), None), init,
+                     (keys, targets, rand))[0]
     return c['x'], {'distance': c['distance']}
 
   return run

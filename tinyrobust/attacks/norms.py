@@ -67,6 +67,17 @@ def project(delta: jax.Array, eps_b: jax.Array, norm: str) -> jax.Array:
   return delta * factor
 
 
+def random_unit(key: jax.Array, x: jax.Array, norm: str) -> jax.Array:
+  """Per example `t / ||t||`, t uniform in [-1, 1] (L-inf) or Gaussian (L2):
+  the direction of APGD's and FAB's random starts (as AutoAttack's)."""
+  if norm == 'linf':
+    t = jax.random.uniform(key, x.shape, x.dtype, -1.0, 1.0)
+  else:
+    t = jax.random.normal(key, x.shape, x.dtype)
+  n = per_example_norm(t, norm).reshape(x.shape[:1] + (1,) * (x.ndim - 1))
+  return t / jnp.where(n > 0, n, 1.0)
+
+
 def random_init(key: jax.Array, x: jax.Array, eps_b: jax.Array,
                 norm: str) -> jax.Array:
   """A perturbation drawn uniformly from the ball of radius `eps_b`."""
