@@ -66,7 +66,8 @@ def test_trains_and_attacks_under_jit(name):
   x[y == 1] += 1.0  # a learnable signal
   if len(shape) == 3:
     x = (x - x.min()) / (x.max() - x.min())  # images in [0, 1]
-  variables = model.init(jax.random.key(0), x[:1])
+  # Jitted: EfficientNet's init eagerly takes a minute, jitted 40 s.
+  variables = jax.jit(model.init)(jax.random.key(0), x[:1])
   params, state = variables['params'], {k: v for k, v in variables.items()
                                         if k != 'params'}
   tx = optax.adam(1e-2)
@@ -90,7 +91,10 @@ def test_trains_and_attacks_under_jit(name):
   assert np.isfinite(losses).all() and losses[-1] < losses[0], losses
   v = {'params': params, **state}
   apply = lambda v, x: model.apply(v, x, train=False)
-  for make in (attacks.make_fgsm, lambda f: attacks.make_pgd(f, steps=3)):
+  makes = [attacks.make_fgsm, lambda f: attacks.make_pgd(f, steps=3)]
+  # EfficientNet's compile dominates CI: its input gradient under jit is
+  # FGSM; PGD's loop is covered by the smaller models.
+  for make in makes[:1] if name.startswith('efficientnet') else makes:
     x_adv = jax.jit(make(apply))(v, jnp.asarray(x), jnp.asarray(y),
                                  jax.random.key(1), 0.1)
     assert x_adv.shape == x.shape and np.isfinite(np.asarray(x_adv)).all()

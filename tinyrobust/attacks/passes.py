@@ -4,10 +4,10 @@ APGD-T and FAB-T run one pass per target class (AutoAttack: the 9 classes
 after the top one on the clean input), each a full run of `steps` steps.
 Where the evaluation scheduler meets them, in a cascade's later stages, the
 batch is the few points no earlier stage broke: a handful of rows per
-device, where XLA:CPU's per-step cost is mostly overhead (one ResNet8 input
-gradient: see `ROWS`). So with host-driven steps the kernels run several
-passes side by side: pass p of example b becomes row `p * B + b` of one
-batch of at most `ROWS` rows (`groups`). Every example is treated on its
+device, where each step pays the host loop's overhead for little work.
+So with host-driven steps the kernels run a few passes side by side: pass
+p of example b becomes row `p * B + b` of one batch of at most `ROWS` rows
+(`groups`). Every example is treated on its
 own, and each row keeps its pass's random start and target, so a row's
 trajectory is the one its pass would have taken alone; the passes are then
 merged in pass order exactly as one after another (first success, else the
@@ -26,11 +26,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# Rows one stacked call may hold (passes x examples). ResNet8 input
-# gradient on one CPU device, best of 15 (/work/logs/s8/probe_rows.py):
-# see the closing note of issue 22; a pass-stacked batch is only formed
-# when the examples alone are far below it.
-ROWS = 128
+# Rows one stacked call may hold (passes x examples). Measured on the 2-core
+# CPU: one ResNet8 input gradient costs about the same per row from 7 to 256
+# rows (1.6-2.3 ms, best of 15 per size), so stacking saves only
+# the per-step overhead. The AutoAttack cascade on ResNet8 (100 images,
+# 2/255, 2 devices, 13-14 points left per stage, issue 22's closing note,
+# two interleaved rounds, run seconds one pass at a time / stacked): with
+# at most 21 rows per call APGD-T 17.9, 14.4 / 12.9, 13.1 and FAB-T 23.3,
+# 21.5 / 18.4, 21.7; with 64 rows APGD-T 17.8, 16.3 / 16.4, 13.8 but FAB-T
+# 22.5, 23.9 / 30.8, 29.3 (its projection over many rows leaves the cache).
+ROWS = 32
 
 
 def pass_targets(logits: jax.Array, y: jax.Array, *, targeted: bool,

@@ -14,8 +14,8 @@ from tinyrobust.studies.robustness import tables
 from tests.studies.robustness import test_study_transfer
 
 
-def _config(transfer=False):
-  c = parts.study_base()
+def _config(transfer=False, autoattack=True):
+  c = parts.study_base(autoattack=autoattack)
   if transfer:  # issue 25's stages (tests/studies/robustness/test_study_transfer.py)
     c.attack.transfer = {'attacks': ('pgd',),
                          'sources': ('mlp_large', 'mlp_tiny')}
@@ -23,8 +23,9 @@ def _config(transfer=False):
   c.attack.pgd_steps = 3
   # AutoAttack stays in the study (its stages and records), at a budget
   # for CI's time: 5 steps, 2 targets, 50 queries.
-  c.attack.options.autoattack = {'version': 'standard', 'steps': 5,
-                                 'n_target_classes': 2, 'queries': 50}
+  if autoattack:
+    c.attack.options.autoattack = {'version': 'standard', 'steps': 5,
+                                   'n_target_classes': 2, 'queries': 50}
   c.hardware.measure = False
   c.study.bootstrap = 200
   digits = parts.data_config('digits', epochs=2, lr=1e-2, batch_size=64)
@@ -103,11 +104,14 @@ def _results(wd):
 
 def test_killed_study_resumes_without_rerunning_finished_models(tmp_path):
   wd = str(tmp_path)
+  # Training is what this kills; AutoAttack's stages (CI's time) are
+  # covered by the end-to-end test above.
+  config = lambda: _config(autoattack=False)
   with pytest.raises(RuntimeError, match='killed'):
-    runner.run_study(_config(), wd, train_fn=Spy(fail_on=2))
-  order = [f'{t}__{l}' for t, l, _ in study_config.entries(_config())]
+    runner.run_study(config(), wd, train_fn=Spy(fail_on=2))
+  order = [f'{t}__{l}' for t, l, _ in study_config.entries(config())]
   spy = Spy()
-  runner.run_study(_config(), wd, train_fn=spy)
+  runner.run_study(config(), wd, train_fn=spy)
   assert order[0] not in spy.calls  # finished before the kill
   assert spy.calls == order[1:]
 
