@@ -95,8 +95,9 @@ _PRELUDE = """
 
 
 _CASCADE = _PRELUDE + """
-    x = (d.data[:300] / 16).astype(np.float32)
-    y = d.target[:300].astype(np.int32)
+    # One bucket of 128 per stage: few programs to compile per device.
+    x = (d.data[:128] / 16).astype(np.float32)
+    y = d.target[:128].astype(np.int32)
     w = np.linalg.lstsq(np.c_[x, np.ones(len(x))], np.eye(10)[y],
                         rcond=None)[0].astype(np.float32) * 5
     v = {'w': jnp.asarray(w[:-1]), 'b': jnp.asarray(w[-1])}
@@ -126,7 +127,7 @@ def test_scheduler_on_two_cpu_devices_runs_per_device_programs():
   # one device) and PGD-50 without random start (long, split) give exactly
   # the one-device counts; AutoAttack's random starts and squares draw from
   # `fold_in(bucket key, device)`, so it repeats exactly for the same device
-  # count and stays within 2% of the one-device run.
+  # count and stays within 3 of 128 points of the one-device run.
   got = _run(_CASCADE)
   assert got['devices'] == 2 and set(got['splits']) == {2}
   one, two, again = (got['out'][k] for k in ('one', 'two', 'two_again'))
@@ -137,7 +138,7 @@ def test_scheduler_on_two_cpu_devices_runs_per_device_programs():
   for run in (one, two):
     robust = run['autoattack']['robust']
     assert robust[0] > robust[1] > robust[2] > 0, robust
-  assert all(abs(a - b) <= 6 for a, b in zip(one['autoattack']['robust'],
+  assert all(abs(a - b) <= 3 for a, b in zip(one['autoattack']['robust'],
                                              two['autoattack']['robust']))
   assert one['pgd']['robust'][1] >= one['autoattack']['robust'][1]
 
