@@ -328,8 +328,8 @@ def _apgd_run(apply_fn: ApplyFn, threat: threat_lib.Threat, *, loss: str,
                                   1 if random_apply else None):
         c = one(c, keys[lo:hi], targets[lo:hi])
     else:
-      c = jax.lax.scan(lambda c, kt: (one(c, kt[0][None], kt[1][None]),
-                                      None), init, (keys, targets))[0]
+      c = loops.scan_or_loop(lambda c, kt: one(c, kt[0][None], kt[1][None]),
+                             init, (keys, targets), host=False)
     return c['x'], {'step_size': c['step_size'],
                     'n_halvings': c['n_halvings']}
 

@@ -324,8 +324,7 @@ def _fab_run(apply_fn: ApplyFn, threat: threat_lib.Threat, *,
                               lambda _: attack(), None)
       return merge(c, adv, res, eps_b)
 
-    c = jax.lax.scan(lambda c, inp: (one(c, inp), None), init,
-                     (keys, targets, rand))[0]
+    c = loops.scan_or_loop(one, init, (keys, targets, rand), host=False)
     return c['x'], {'distance': c['distance']}
 
   return run
